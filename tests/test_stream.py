@@ -1,0 +1,109 @@
+"""The stream contract: order, errors, resume, shards, whole lines."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import pytest
+
+from ureca_cli.errors import InputError, UrecaError
+from ureca_cli.stream import (
+    Item,
+    JsonlWriter,
+    StopRun,
+    StreamConfig,
+    iter_jsonl,
+    ordered_map,
+    parse_shard,
+    run_stage,
+)
+
+
+def _slow_square(x: int) -> int:
+    time.sleep(0.01 * (5 - x % 5))  # later items finish first
+    return x * x
+
+
+def _items(n: int) -> list[Item]:
+    return [Item({"image_id": str(i), "v": i}, f"in:{i + 1}", orjson.dumps({"image_id": str(i), "v": i})) for i in range(n)]
+
+
+def _work(rec: dict) -> dict:
+    if rec["v"] == 3:
+        raise InputError("v is 3", source="in", line=4)
+    return {"image_id": rec["image_id"], "sq": rec["v"] ** 2}
+
+
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_ordered_map_keeps_input_order(kind):
+    out = [r for _, (ok, r) in ordered_map(_slow_square, range(12), jobs=3, kind=kind)]
+    assert out == [x * x for x in range(12)]
+
+
+def test_parse_shard():
+    assert parse_shard("1/4") == (1, 4)
+    assert parse_shard(None) is None
+    for bad in ("4/4", "x/2", "1", "-1/3", "0/0"):
+        with pytest.raises(UrecaError):
+            parse_shard(bad)
+
+
+def test_stop_writes_lines_before_the_bad_item(tmp_path):
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(StopRun, match="in:4: v is 3"):
+        run_stage("t", _items(6), _work, StreamConfig(output=out), input_key=lambda r: r["image_id"])
+    lines = out.read_bytes().splitlines()
+    assert [orjson.loads(line)["sq"] for line in lines] == [0, 1, 4]
+
+
+def test_skip_counts_and_failed_file(tmp_path):
+    out, failed = tmp_path / "out.jsonl", tmp_path / "failed.jsonl"
+    s = run_stage("t", _items(6), _work, StreamConfig(output=out, on_error="skip", failed=failed, jobs=2),
+                  kind="thread")
+    assert s.failed == 1 and s.written_items == 5
+    assert [orjson.loads(line)["sq"] for line in out.read_bytes().splitlines()] == [0, 1, 4, 16, 25]
+    assert orjson.loads(failed.read_bytes().splitlines()[0])["v"] == 3
+
+
+def test_resume_skips_done_and_drops_torn_line(tmp_path):
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(b'{"image_id":"0","sq":0}\n{"image_id":"1","sq":1}\n{"image_id":"2","s')
+    calls = []
+
+    def work(rec):
+        calls.append(rec["image_id"])
+        return {"image_id": rec["image_id"], "sq": rec["v"] ** 2}
+
+    s = run_stage("t", _items(4), work, StreamConfig(output=out, resume=True),
+                  input_key=lambda r: r["image_id"], output_key=lambda r: r["image_id"])
+    assert calls == ["2", "3"] and s.resumed == 2
+    assert [orjson.loads(line)["sq"] for line in out.read_bytes().splitlines()] == [0, 1, 4, 9]
+
+
+def test_shard_takes_every_nth(tmp_path):
+    out = tmp_path / "o.jsonl"
+    run_stage("t", _items(7), lambda r: r, StreamConfig(output=out, shard=(1, 3)))
+    assert [orjson.loads(x)["v"] for x in out.read_bytes().splitlines()] == [1, 4]
+
+
+def test_iter_jsonl_marks_bad_lines(tmp_path):
+    p = tmp_path / "x.jsonl"
+    p.write_bytes(b'{"a": 1}\n\nnot json\n{"b": 2}\n')
+    items = list(iter_jsonl(p))
+    assert [i.error is None for i in items] == [True, False, True]
+    assert str(items[1].error).startswith(f"{p}:3: not valid JSON")
+
+
+def test_writer_opens_lazily(tmp_path):
+    out = tmp_path / "keep.jsonl"
+    out.write_text("precious\n")
+    JsonlWriter(out).close()
+    assert out.read_text() == "precious\n"
+
+
+def test_config_checks():
+    with pytest.raises(UrecaError, match="--resume needs"):
+        StreamConfig(resume=True)
+    with pytest.raises(UrecaError, match="--jobs"):
+        StreamConfig(jobs=0)

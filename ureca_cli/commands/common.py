@@ -1,0 +1,117 @@
+"""Options every streaming command shares, and the wrapper that turns errors into one line and exit 2."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..errors import UrecaError
+from ..stream import StreamConfig, parse_shard
+
+Output = Annotated[
+    Path | None,
+    typer.Option("--output", "-o", help="Write records to this file instead of stdout.", show_default=False),
+]
+class OnErrorChoice(str, Enum):
+    stop = "stop"
+    skip = "skip"
+
+
+OnErrorOpt = Annotated[
+    OnErrorChoice,
+    typer.Option(
+        "--on-error",
+        help="stop: stop at the first bad image (exit 2). skip: report it, go on, and count it.",
+    ),
+]
+Failed = Annotated[
+    Path | None,
+    typer.Option("--failed", help="Append the input line of every failed image to this file.", show_default=False),
+]
+Resume = Annotated[
+    bool,
+    typer.Option("--resume", help="Keep what -o FILE already holds and skip those images."),
+]
+Shard = Annotated[
+    str | None,
+    typer.Option("--shard", help="I/N: take images I, I+N, I+2N, ... (0-based), to split work over N machines.",
+                 show_default=False),
+]
+ProgressOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--progress/--no-progress",
+        help="Draw a progress bar on stderr. Default: only when stderr is a terminal and stdout is not a pipe.",
+        show_default=False,
+    ),
+]
+
+
+def stream_config(
+    output: Path | None,
+    on_error: OnErrorChoice | str,
+    failed: Path | None,
+    resume: bool,
+    shard: str | None,
+    progress: bool | None,
+    jobs: int = 1,
+) -> StreamConfig:
+    return StreamConfig(
+        output=output,
+        on_error=OnErrorChoice(on_error).value,  # type: ignore[arg-type]
+        failed=failed,
+        resume=resume,
+        shard=parse_shard(shard),
+        progress=progress,
+        jobs=jobs,
+    )
+
+
+def fail(command: str, message: str, code: int = 2) -> typer.Exit:
+    """Print ``ureca <command>: error: <message>`` on stderr and return the Exit to raise."""
+    typer.echo(f"ureca {command}: error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def cli_errors(command: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorate a command: ``UrecaError`` -> one line on stderr and exit 2; Ctrl-C -> exit 130.
+
+    Set ``URECA_DEBUG=1`` to see the traceback of an unexpected error instead of its one-line summary.
+    """
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            from ..stream import StopRun
+
+            try:
+                return fn(*args, **kwargs)
+            except StopRun:  # the stage already printed the message
+                raise typer.Exit(2) from None
+            except UrecaError as e:
+                raise fail(command, str(e), e.exit_code) from None
+            except KeyboardInterrupt:
+                raise typer.Exit(130) from None
+            except BrokenPipeError:  # `ureca tree x | head`: the reader went away
+                try:
+                    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+                except OSError:
+                    pass
+                raise typer.Exit(0) from None
+            except typer.Exit:
+                raise
+            except Exception as e:  # noqa: BLE001
+                if os.environ.get("URECA_DEBUG"):
+                    raise
+                raise fail(command, f"unexpected {type(e).__name__}: {e} (URECA_DEBUG=1 shows the traceback)", 1) from None
+
+        return wrapper
+
+    return decorate

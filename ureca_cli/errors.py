@@ -1,0 +1,32 @@
+"""The one exception type the CLI turns into a one-line message and exit status 2."""
+
+from __future__ import annotations
+
+
+class UrecaError(Exception):
+    """A problem a person can act on: bad input, a missing file, a wrong option.
+
+    The message is one line and names the file, line or field at fault. The CLI prints it as
+    ``ureca <command>: error: <message>`` and exits with status 2; it never shows a traceback.
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
+
+
+class InputError(UrecaError):
+    """One input record or file is bad. Under ``--on-error skip`` the run goes on without it."""
+
+    def __init__(self, message: str, *, source: str | None = None, line: int | None = None):
+        where = ""
+        if source is not None:
+            where = f"{source}:{line}: " if line is not None else f"{source}: "
+        super().__init__(where + str(message))
+        self.source = source
+        self.line = line
+
+
+class ItemFailed(UrecaError):
+    """Work on one unit (an image) failed for a reason other than its input (a server gave up, say)."""

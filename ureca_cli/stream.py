@@ -1,0 +1,475 @@
+"""The stream contract: JSONL in and out, ordered concurrent work, errors, resume, shards, progress.
+
+Every stage is "records in, records out". A stage hands ``run_stage`` its input items and a function that
+turns one item (one image) into output records; this module does the rest the same way for every stage:
+
+- output is one JSON object per line (orjson), flushed per line, to stdout or ``-o FILE``; an interrupted
+  run leaves only whole lines (each line is one ``write`` of its bytes, and ``--resume`` drops a torn tail);
+- results come out in input order, also when ``jobs > 1`` runs the work in processes or threads;
+- ``--on-error stop`` (default) stops at the first bad item with exit status 2; ``skip`` reports it, goes
+  on and counts it; ``--failed FILE`` receives the input line of every failed item, to be run again;
+- ``--resume`` reads the output file, keeps its whole lines and skips the items already there;
+- ``--shard I/N`` keeps items ``I, I+N, I+2N, ...`` (0-based), so N machines split a dataset;
+- progress is drawn on stderr only where it cannot garble a pipe of stages (see ``want_progress``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from .errors import InputError, UrecaError
+
+OnError = Literal["stop", "skip"]
+
+
+# ----------------------------------------------------------------------------------------------- config
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N``; ``None`` stays ``None``."""
+    if text is None or text == "":
+        return None
+    try:
+        i_text, n_text = text.split("/")
+        i, n = int(i_text), int(n_text)
+    except ValueError:
+        raise UrecaError(f"--shard {text!r}: expected I/N with whole numbers, such as 0/4") from None
+    if n < 1 or not 0 <= i < n:
+        raise UrecaError(f"--shard {text!r}: needs N >= 1 and 0 <= I < N (shards are numbered from 0)")
+    return i, n
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """How a stage reads, writes and survives errors. Every stage's CLI fills one of these."""
+
+    output: Path | None = None  # None: stdout
+    on_error: OnError = "stop"
+    failed: Path | None = None
+    resume: bool = False
+    shard: tuple[int, int] | None = None
+    progress: bool | None = None  # None: decide from the terminal (want_progress)
+    jobs: int = 1
+
+    def __post_init__(self):
+        if self.on_error not in ("stop", "skip"):
+            raise UrecaError(f"--on-error {self.on_error!r}: choose stop or skip")
+        if self.resume and self.output is None:
+            raise UrecaError("--resume needs an output file (-o FILE): it skips what that file already holds")
+        if self.jobs < 1:
+            raise UrecaError(f"--jobs {self.jobs}: needs at least 1")
+        if self.output is not None and self.failed is not None and Path(self.output) == Path(self.failed):
+            raise UrecaError("--failed must name a different file from -o")
+
+
+# ----------------------------------------------------------------------------------------------- input
+@dataclass
+class Item:
+    """One unit of input: a parsed value, where it came from, and the raw line for ``--failed``."""
+
+    value: Any
+    where: str  # "file:line" or a path, for messages
+    raw: bytes  # what --failed writes for this item (one line, no newline)
+    error: InputError | None = None  # set when the item could not even be parsed
+
+
+def open_binary(path: str | Path) -> Any:
+    """A binary file object for ``path``; ``-`` is stdin. Errors name the file."""
+    if str(path) == "-":
+        return sys.stdin.buffer
+    p = Path(path)
+    if p.is_dir():
+        raise UrecaError(f"{p}: is a directory, expected a JSONL file")
+    try:
+        return p.open("rb")
+    except FileNotFoundError:
+        raise UrecaError(f"{p}: no such file") from None
+    except PermissionError:
+        raise UrecaError(f"{p}: permission denied") from None
+    except OSError as e:
+        raise UrecaError(f"{p}: cannot open ({e.strerror})") from None
+
+
+def iter_jsonl(path: str | Path) -> Iterator[Item]:
+    """Items of a JSONL file (``-`` for stdin); blank lines are skipped, bad lines become error items."""
+    name = "<stdin>" if str(path) == "-" else str(path)
+    fh = open_binary(path)
+    try:
+        for lineno, line in enumerate(fh, 1):
+            line = line.rstrip(b"\r\n")
+            if not line.strip():
+                continue
+            where = f"{name}:{lineno}"
+            try:
+                value = orjson.loads(line)
+            except orjson.JSONDecodeError as e:
+                err = InputError(f"not valid JSON ({e})", source=name, line=lineno)
+                yield Item(None, where, line, err)
+                continue
+            yield Item(value, where, line)
+    except UnicodeDecodeError as e:
+        raise UrecaError(f"{name}: not UTF-8 text ({e})") from None
+    finally:
+        if fh is not sys.stdin.buffer:
+            fh.close()
+
+
+def read_json_file(path: str | Path) -> Any:
+    """A whole JSON document; errors name the file and say what is wrong."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise InputError("no such file", source=str(p)) from None
+    except IsADirectoryError:
+        raise InputError("is a directory, expected a JSON file", source=str(p)) from None
+    except PermissionError:
+        raise InputError("permission denied", source=str(p)) from None
+    except OSError as e:
+        raise InputError(f"cannot read ({e.strerror})", source=str(p)) from None
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise InputError(f"not valid JSON ({e})", source=str(p)) from None
+
+
+def dumps(obj: Any) -> bytes:
+    """One JSONL line (with its newline) for ``obj``; numpy values are written as JSON numbers."""
+    return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
+
+
+# ---------------------------------------------------------------------------------------------- output
+class JsonlWriter:
+    """Writes records one whole line at a time, to stdout or a file, flushing each line.
+
+    The file is opened on the first write, so a run that fails before producing anything leaves an existing
+    file alone. With ``resume=True`` the file is kept: a torn last line (an interrupted write) is cut off and
+    ``done`` holds the keys of the records already there.
+    """
+
+    def __init__(self, path: Path | None, *, resume: bool = False, key: Callable[[dict], Any] | None = None):
+        self.path = Path(path) if path is not None else None
+        self.resume = resume
+        self.done: set = set()
+        self.count = 0
+        self._fh: Any = None
+        if resume and self.path is not None and self.path.exists():
+            self._load_done(key)
+
+    def _load_done(self, key: Callable[[dict], Any] | None) -> None:
+        assert self.path is not None
+        data = self.path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):  # a torn line from an interrupted run: drop it
+            with self.path.open("r+b") as fh:
+                fh.truncate(end)
+        for lineno, line in enumerate(data[:end].splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                raise UrecaError(f"{self.path}:{lineno}: --resume found a line that is not JSON") from None
+            if key is not None:
+                self.done.add(key(rec))
+
+    def _open(self) -> Any:
+        if self.path is None:
+            return sys.stdout.buffer
+        if self.path.parent and not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        # unbuffered: each line is one write(2) of its bytes
+        return self.path.open("ab" if self.resume else "wb", buffering=0)
+
+    def write(self, rec: Any) -> None:
+        if self._fh is None:
+            self._fh = self._open()
+        self._fh.write(dumps(rec))
+        if self.path is None:
+            self._fh.flush()
+        self.count += 1
+
+    def close(self) -> None:
+        if self._fh is not None and self.path is not None:
+            self._fh.close()
+        self._fh = None
+
+
+class LineSink:
+    """Appends raw lines (such as failed inputs) to a file opened on first use."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self._fh: Any = None
+
+    def add(self, raw: bytes) -> None:
+        if self.path is None:
+            return
+        if self._fh is None:
+            self._fh = Path(self.path).open("ab", buffering=0)
+        self._fh.write(raw.rstrip(b"\n") + b"\n")
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+
+
+# -------------------------------------------------------------------------------------------- progress
+def _is_pipe(fd: int) -> bool:
+    try:
+        return stat.S_ISFIFO(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
+def want_progress(output: Path | None, forced: bool | None = None) -> bool:
+    """Draw a progress bar only where it cannot garble a pipe of stages.
+
+    In ``ureca tree x | ureca annotate | ureca refine -o out.jsonl`` all three share one terminal on stderr;
+    only the last stage (whose stdout is not a pipe) draws, the others print a one-line summary at the end.
+    ``--progress``/``--no-progress`` decide it outright.
+    """
+    if forced is not None:
+        return forced
+    if not sys.stderr.isatty():
+        return False
+    if output is None and _is_pipe(sys.stdout.fileno()):
+        return False
+    return True
+
+
+class Reporter:
+    """Messages and progress on stderr for one stage run; messages never break a drawn bar."""
+
+    def __init__(self, name: str, *, show: bool, total: int | None = None, unit: str = "images"):
+        from rich.console import Console
+
+        self.name = name
+        self.console = Console(stderr=True, highlight=False, soft_wrap=True)
+        self._progress = None
+        self._task = None
+        if show:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn(f"[bold]{name}[/]"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn(unit),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(name, total=total)
+
+    def say(self, message: str, style: str | None = None) -> None:
+        from rich.markup import escape
+
+        text = escape(f"ureca {self.name}: {message}")
+        self.console.print(f"[{style}]{text}[/]" if style else text)
+
+    def error(self, message: str) -> None:
+        self.say(f"error: {message}", style="red")
+
+    def warn(self, message: str) -> None:
+        self.say(f"warning: {message}", style="yellow")
+
+    def advance(self, n: int = 1) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task, n)
+
+    def set_total(self, total: int | None) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, total=total)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+# ------------------------------------------------------------------------------------- ordered workers
+Outcome = tuple[bool, Any]  # (True, result) or (False, error message)
+
+
+def _ignore_sigint() -> None:  # worker processes leave Ctrl-C to the parent
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def call_safely(fn: Callable[[Any], Any], arg: Any) -> Outcome:
+    """Run ``fn(arg)``; an exception becomes ``(False, one-line message)`` instead of crossing a process."""
+    try:
+        return True, fn(arg)
+    except UrecaError as e:
+        return False, str(e)
+    except MemoryError:
+        return False, "out of memory"
+    except Exception as e:  # noqa: BLE001 - reported as one line; URECA_DEBUG=1 shows the traceback
+        if os.environ.get("URECA_DEBUG"):
+            import traceback
+
+            traceback.print_exc()
+        return False, f"unexpected {type(e).__name__}: {e}"
+
+
+def ordered_map(
+    fn: Callable[[Any], Any],
+    args: Iterable[Any],
+    *,
+    jobs: int = 1,
+    kind: Literal["process", "thread"] = "process",
+    window: int | None = None,
+) -> Iterator[tuple[Any, Outcome]]:
+    """Yield ``(arg, outcome)`` in the order of ``args``, running up to ``jobs`` calls at once.
+
+    At most ``window`` (default ``4 * jobs``) calls are queued ahead of the one being yielded, so memory
+    stays bounded on long streams. ``kind="process"`` needs ``fn`` and ``args`` to pickle.
+    """
+    if jobs <= 1:
+        for arg in args:
+            yield arg, call_safely(fn, arg)
+        return
+    window = window or 4 * jobs
+    pool: Executor
+    if kind == "process":
+        pool = ProcessPoolExecutor(jobs, initializer=_ignore_sigint)
+    else:
+        pool = ThreadPoolExecutor(jobs)
+    pending: deque = deque()
+    try:
+        for arg in args:
+            pending.append((arg, pool.submit(call_safely, fn, arg)))
+            while len(pending) >= window:
+                a, fut = pending.popleft()
+                yield a, fut.result()
+        while pending:
+            a, fut = pending.popleft()
+            yield a, fut.result()
+    finally:
+        for _, fut in pending:
+            fut.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+# ----------------------------------------------------------------------------------------------- driver
+@dataclass
+class Summary:
+    written_items: int = 0
+    written_records: int = 0
+    failed: int = 0
+    resumed: int = 0
+    seconds: float = 0.0
+    messages: list[str] = field(default_factory=list)
+
+
+class StopRun(UrecaError):
+    """Raised when ``--on-error stop`` meets a failed item; the message was already printed."""
+
+
+def run_stage(
+    name: str,
+    items: Iterable[Item],
+    work: Callable[[Any], Any],
+    cfg: StreamConfig,
+    *,
+    input_key: Callable[[Any], Any] | None = None,
+    output_key: Callable[[dict], Any] | None = None,
+    total: int | None = None,
+    kind: Literal["process", "thread"] = "process",
+    mapper: Callable[[Callable[[Any], Any], Iterable[Any]], Iterator[tuple[Any, Outcome]]] | None = None,
+    unit: str = "images",
+) -> Summary:
+    """Run ``work`` over ``items`` under the stream contract and write its records.
+
+    ``work(value)`` returns one record (a dict) or a list of records for one item; it raises ``UrecaError``
+    (``InputError`` for bad input) to fail that item. ``input_key(value)`` and ``output_key(record)`` give
+    the key ``--resume`` matches on (an image id, or the source file for ``tree``). ``mapper``, when given,
+    replaces the built-in process/thread pool (it must yield in input order, as ``ordered_map`` does).
+    """
+    start = time.monotonic()
+    summary = Summary()
+    writer = JsonlWriter(cfg.output, resume=cfg.resume, key=output_key)
+    failed_sink = LineSink(cfg.failed)
+    reporter = Reporter(name, show=want_progress(cfg.output, cfg.progress), total=total, unit=unit)
+
+    def selected() -> Iterator[Item]:
+        for index, item in enumerate(items):
+            if cfg.shard is not None and index % cfg.shard[1] != cfg.shard[0]:
+                continue
+            if item.error is None and writer.done and input_key is not None:
+                try:
+                    key = input_key(item.value)
+                except Exception:  # noqa: BLE001 - an unkeyable item is processed, and fails there
+                    key = None
+                if key is not None and key in writer.done:
+                    summary.resumed += 1
+                    reporter.advance()
+                    continue
+            yield item
+
+    def run_one(item: Item) -> Any:
+        if item.error is not None:
+            raise item.error
+        return work(item.value)
+
+    if cfg.shard is not None and total is not None:
+        i, n = cfg.shard
+        reporter.set_total(len(range(i, total, n)))
+    run = mapper or (lambda fn, xs: ordered_map(fn, xs, jobs=cfg.jobs, kind=kind))
+    try:
+        for item, (ok, result) in run(run_one, selected()):
+            reporter.advance()
+            if ok:
+                records = result if isinstance(result, list) else [result]
+                for rec in records:
+                    writer.write(rec)
+                summary.written_items += 1
+                summary.written_records += len(records)
+                continue
+            summary.failed += 1
+            message = result if str(result).startswith(item.where) else f"{item.where}: {result}"
+            reporter.error(message)
+            failed_sink.add(item.raw)
+            if cfg.on_error == "stop":
+                raise StopRun(message)
+    except KeyboardInterrupt:
+        reporter.close()
+        reporter.say(
+            f"interrupted after {summary.written_items} {unit}; run again with --resume -o FILE to go on",
+            style="yellow",
+        )
+        raise
+    finally:
+        reporter.close()
+        writer.close()
+        failed_sink.close()
+        summary.seconds = time.monotonic() - start
+
+    parts = [f"{summary.written_items} {unit} written"]
+    if summary.written_records != summary.written_items:
+        parts[0] += f" ({summary.written_records} records)"
+    if summary.resumed:
+        parts.append(f"{summary.resumed} already done (--resume)")
+    if summary.failed:
+        parts.append(f"{summary.failed} failed and skipped" + (f" (inputs in {cfg.failed})" if cfg.failed else ""))
+    reporter.say(", ".join(parts) + f" in {summary.seconds:.1f} s")
+    return summary
