@@ -1,0 +1,1 @@
+"""The URECA model (placeholder docstring, being written)."""
