@@ -1,0 +1,297 @@
+"""Visual prompts: what a chat model is shown of one region (Pillow and numpy only).
+
+Frames and formats used here:
+- image: a ``PIL.Image`` in RGB, ``W x H`` pixels (the record's ``width`` x ``height``);
+- mask: ``HxW uint8`` (or bool) 0/1 bitmap in the same pixel frame as the image;
+- box: XYWH in pixels of the mask's own pixels (``masks.pixel_box``), never SA-1B's one-pixel-short box.
+
+The kinds of image, all built from one ``VisualPrompter`` per photo (the blur is computed once per photo):
+- ``blurred_crop(mask)``: the region sharp, everything else under a strong Gaussian blur (sigma 100 by
+  default, as the released code), cropped tightly to the box of the mask's pixels;
+- ``contour_in_context(mask, main=None)``: for a main object (``main`` is None) the whole photo with the
+  region's outer contour drawn in yellow; for a part, the crop of its main object's box with the main object
+  sharp, the rest blurred, and the part contoured;
+- ``full_contour(mask)``: the whole photo with the region contoured (bottom-up paragraphs);
+- ``contour_on(image, mask)``: the region contoured on the plain photo (the Contour baseline).
+
+The contour is the outer boundary only (holes are filled first), about ``contour_width`` (3) pixels wide and
+centred on the boundary, as OpenCV's ``drawContours`` with thickness 3 draws the contour pixels of
+``findContours(RETR_EXTERNAL)``: the mask's boundary pixels dilated by one pixel each way.
+
+``max_side`` downscales every image sent so that its longer side is at most that many pixels. The window is
+resampled first and the contour drawn afterwards, so the contour stays ``contour_width`` pixels wide.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from .errors import InputError
+from .masks import pixel_box
+
+YELLOW = (255, 255, 0)
+Box = tuple[int, int, int, int]  # XYWH pixels
+
+
+# ---------------------------------------------------------------------------------------- image loading
+def load_image(path: str | Path, *, width: int | None = None, height: int | None = None, where: str = "") -> Image.Image:
+    """Open a photo as RGB; a missing file, an undecodable file or a size that disagrees with the record
+    (``width`` x ``height``) raises ``InputError`` naming ``where`` and the file."""
+    src = where or str(path)
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"image file {str(p)!r} not found", source=src)
+    try:
+        with Image.open(p) as im:
+            im.load()
+            img = im.convert("RGB")
+    except Exception as e:  # noqa: BLE001 - Pillow raises many kinds for a bad file
+        raise InputError(f"image file {str(p)!r} does not decode ({type(e).__name__}: {e})", source=src) from None
+    if width is not None and height is not None and img.size != (width, height):
+        raise InputError(
+            f"image file {str(p)!r} is {img.size[0]}x{img.size[1]} but the record says {width}x{height}", source=src
+        )
+    return img
+
+
+# -------------------------------------------------------------------------------------------- morphology
+def _shift_or(m: np.ndarray) -> np.ndarray:
+    """3x3 dilation of an ``HxW`` bool array (8-neighbourhood); outside the array counts as False."""
+    p = np.pad(m, 1)
+    out = p[1:-1, 1:-1].copy()
+    h, w = m.shape
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            if dy != 1 or dx != 1:
+                out |= p[dy : dy + h, dx : dx + w]
+    return out
+
+
+def _erode(m: np.ndarray) -> np.ndarray:
+    """3x3 erosion of an ``HxW`` bool array (8-neighbourhood); outside the array counts as background."""
+    p = np.pad(m, 1)
+    out = p[1:-1, 1:-1].copy()
+    h, w = m.shape
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            if dy != 1 or dx != 1:
+                out &= p[dy : dy + h, dx : dx + w]
+    return out
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``HxW`` bool: the mask with every background area not 4-connected to the border filled in.
+
+    Reachability spreads along row runs and column runs of background pixels in turn (numpy only), which
+    settles in a few sweeps for real masks.
+    """
+    m = np.asarray(mask, dtype=bool)
+    if m.size == 0:
+        return m.copy()
+    bg = ~m
+    reach = np.zeros_like(bg)
+    reach[0, :] = bg[0, :]
+    reach[-1, :] = bg[-1, :]
+    reach[:, 0] |= bg[:, 0]
+    reach[:, -1] |= bg[:, -1]
+    for _ in range(10_000):
+        before = int(reach.sum())
+        reach = _spread_runs(bg, reach)
+        reach = _spread_runs(bg.T, reach.T).T
+        if int(reach.sum()) == before:
+            break
+    return ~reach
+
+
+def _spread_runs(bg: np.ndarray, reach: np.ndarray) -> np.ndarray:
+    """Mark whole horizontal runs of ``bg`` that hold at least one ``reach`` pixel (both ``HxW`` bool)."""
+    h, w = bg.shape
+    flat = np.ascontiguousarray(bg).ravel()
+    prev = np.zeros_like(flat)
+    prev[1:] = flat[:-1]
+    prev[::w] = False  # a run never continues across rows
+    starts = flat & ~prev
+    run_id = np.cumsum(starts) - 1
+    hit = np.zeros(int(starts.sum()) + 1, dtype=bool)
+    r = np.ascontiguousarray(reach).ravel() & flat
+    hit[run_id[r]] = True
+    out = flat & hit[np.maximum(run_id, 0)]
+    return out.reshape(h, w)
+
+
+def contour_band(mask: np.ndarray, width: int = 3) -> np.ndarray:
+    """``HxW`` bool: the pixels a ``width``-pixel line along the mask's outer contour covers.
+
+    The contour pixels are the pixels of the hole-filled mask with a background pixel among their eight
+    neighbours (or on the array's edge); the band is those pixels dilated by ``(width - 1) // 2`` pixels,
+    so it straddles the boundary: a pixel inside, the boundary pixel, a pixel outside for ``width`` 3.
+    """
+    m = np.asarray(mask, dtype=bool)
+    box = pixel_box(m)
+    out = np.zeros(m.shape, dtype=bool)
+    if box is None:
+        return out
+    r = max(0, (width - 1) // 2)
+    x, y, w, h = box
+    x0, y0 = max(0, x - r - 1), max(0, y - r - 1)
+    x1, y1 = min(m.shape[1], x + w + r + 1), min(m.shape[0], y + h + r + 1)
+    win = m[y0:y1, x0:x1]
+    filled = fill_holes(win)
+    # pixels at the array's edge count as boundary (the image ends there)
+    band = filled & ~_erode(filled)
+    for _ in range(r):
+        band = _shift_or(band)
+    out[y0:y1, x0:x1] = band
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- drawing
+def draw_contour(image: Image.Image, mask: np.ndarray, color: tuple[int, int, int] = YELLOW, width: int = 3) -> Image.Image:
+    """A copy of ``image`` (RGB) with the outer contour of ``mask`` (``HxW`` 0/1, same frame) drawn in ``color``."""
+    arr = np.array(image.convert("RGB"))
+    band = contour_band(mask, width)
+    arr[band] = color
+    return Image.fromarray(arr)
+
+
+def blur(image: Image.Image, sigma: float) -> Image.Image:
+    """A Gaussian blur of standard deviation ``sigma`` (full-size pixels), computed at a reduced size.
+
+    A blur this strong keeps no detail finer than about ``sigma / 3`` pixels, so the image is first reduced
+    by ``sigma / 6`` (box filter), blurred there, and returned at the reduced size: a small RGB image whose
+    pixel ``u`` covers full-size pixels ``[u * f, (u + 1) * f)``, ``f = image.width / small.width``.
+    Resample the part you need with ``resize(size, box=...)`` (``VisualPrompter`` does).
+    """
+    factor = max(1.0, sigma / 6.0)
+    w, h = image.size
+    sw, sh = max(1, round(w / factor)), max(1, round(h / factor))
+    small = image.convert("RGB").resize((sw, sh), Image.Resampling.BOX) if (sw, sh) != (w, h) else image.convert("RGB")
+    radius = sigma * sw / w
+    return small.filter(ImageFilter.GaussianBlur(radius)) if radius > 0 else small
+
+
+def fit_size(w: int, h: int, max_side: int | None) -> tuple[int, int]:
+    """``(w, h)`` scaled down (never up) so that the longer side is at most ``max_side``."""
+    if not max_side or max(w, h) <= max_side:
+        return w, h
+    s = max_side / max(w, h)
+    return max(1, round(w * s)), max(1, round(h * s))
+
+
+@dataclass(frozen=True)
+class VisualSettings:
+    """How visual prompts are drawn."""
+
+    sigma: float = 100.0  # Gaussian blur of the background, in full-size pixels (released code: 100)
+    contour_width: int = 3  # pixels, centred on the boundary
+    max_side: int | None = None  # downscale what is sent so its longer side is at most this
+    color: tuple[int, int, int] = YELLOW
+
+    def __post_init__(self):
+        if self.sigma < 0:
+            raise InputError(f"blur sigma {self.sigma}: must be >= 0")
+        if self.contour_width < 1:
+            raise InputError(f"contour width {self.contour_width}: must be >= 1")
+        if self.max_side is not None and self.max_side < 16:
+            raise InputError(f"--max-side {self.max_side}: must be at least 16")
+
+
+class VisualPrompter:
+    """Builds every visual prompt of one photo; the blurred copy is computed once, on first use.
+
+    Thread-safe for reading once built (the blur is computed under the GIL at worst twice, harmlessly).
+    """
+
+    def __init__(self, image: Image.Image, settings: VisualSettings | None = None):
+        self.image = image.convert("RGB")
+        self.settings = settings or VisualSettings()
+        self._small: Image.Image | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.image.size
+
+    def _blurred_small(self) -> Image.Image:
+        if self._small is None:
+            self._small = blur(self.image, self.settings.sigma)
+        return self._small
+
+    def _window(self, box: Box) -> tuple[Image.Image, Image.Image, tuple[int, int]]:
+        """The sharp and blurred images of ``box`` (XYWH), resampled to the size that will be sent."""
+        x, y, w, h = box
+        size = fit_size(w, h, self.settings.max_side)
+        if size == (w, h):
+            sharp = self.image.crop((x, y, x + w, y + h))
+        else:
+            sharp = self.image.resize(size, Image.Resampling.LANCZOS, box=(x, y, x + w, y + h), reducing_gap=3.0)
+        small = self._blurred_small()
+        fx, fy = small.width / self.image.width, small.height / self.image.height
+        blurred = small.resize(size, Image.Resampling.BILINEAR, box=(x * fx, y * fy, (x + w) * fx, (y + h) * fy))
+        return sharp, blurred, size
+
+    @staticmethod
+    def _mask_window(mask: np.ndarray, box: Box, size: tuple[int, int]) -> np.ndarray:
+        """The ``box`` window of an ``HxW`` 0/1 mask, resampled to ``size`` (W, H): ``size[1] x size[0]`` bool."""
+        x, y, w, h = box
+        win = np.asarray(mask[y : y + h, x : x + w], dtype=bool)
+        if size == (w, h):
+            return win
+        im = Image.fromarray(win.astype(np.uint8) * 255)
+        return np.asarray(im.resize(size, Image.Resampling.BILINEAR)) >= 128
+
+    def _compose(self, box: Box, sharp_mask: np.ndarray | None, contour_mask: np.ndarray | None) -> Image.Image:
+        """The ``box`` window with ``sharp_mask`` kept sharp and the rest blurred (``None``: all sharp), and
+        ``contour_mask`` contoured; both masks ``HxW`` 0/1 in the photo's frame."""
+        sharp, blurred, size = self._window(box)
+        if sharp_mask is None:
+            arr = np.array(sharp)
+        else:
+            keep = self._mask_window(sharp_mask, box, size)
+            arr = np.where(keep[..., None], np.asarray(sharp), np.asarray(blurred))
+        if contour_mask is not None:
+            band = contour_band(self._mask_window(contour_mask, box, size), self.settings.contour_width)
+            arr[band] = self.settings.color
+        return Image.fromarray(np.ascontiguousarray(arr, dtype=np.uint8))
+
+    def _box_of(self, mask: np.ndarray) -> Box:
+        if mask.shape != (self.image.height, self.image.width):
+            raise InputError(
+                f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is {self.image.width}x{self.image.height}"
+            )
+        box = pixel_box(mask)
+        if box is None:
+            raise InputError("the region's mask is empty")
+        return box
+
+    def whole(self) -> Box:
+        return (0, 0, self.image.width, self.image.height)
+
+    # ------------------------------------------------------------------------------- the prompt images
+    def blurred_crop(self, mask: np.ndarray) -> Image.Image:
+        """The region sharp on a blurred background, cropped to the box of the mask's pixels."""
+        return self._compose(self._box_of(mask), mask, None)
+
+    def contour_in_context(self, mask: np.ndarray, main: np.ndarray | None = None) -> Image.Image:
+        """A main object (``main`` None): the whole photo with the region contoured. A part: its main
+        object's box, main object sharp, the rest blurred, the part contoured."""
+        if main is None:
+            self._box_of(mask)
+            return self._compose(self.whole(), None, mask)
+        return self._compose(self._box_of(main), main, mask)
+
+    def full_contour(self, mask: np.ndarray) -> Image.Image:
+        """The whole photo with the region's outer contour drawn."""
+        self._box_of(mask)
+        return self._compose(self.whole(), None, mask)
+
+    def plain(self) -> Image.Image:
+        """The whole photo, only downscaled to ``max_side``."""
+        return self._compose(self.whole(), None, None)
+
+    def crop(self, mask: np.ndarray) -> Image.Image:
+        """The plain photo cropped to the box of the mask's pixels (the Crop baseline: nothing blurred)."""
+        return self._compose(self._box_of(mask), None, None)
