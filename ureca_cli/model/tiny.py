@@ -139,7 +139,7 @@ def tiny_config(
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=4096,
-        tie_word_embeddings=True,
+        tie_word_embeddings=False,
         eos_token_id=eos_token_id,
         pad_token_id=pad_token_id,
         bos_token_id=None,
@@ -151,7 +151,7 @@ def tiny_config(
         image_token_id=image_token_id,
         image_seq_length=tokens_per_tile,
         downsample_ratio=0.5,
-        tie_word_embeddings=True,
+        tie_word_embeddings=False,
     )
 
 
