@@ -1,0 +1,146 @@
+"""The set-of-mark image that uniqueness refinement shows the chat model (Pillow and numpy only).
+
+One image per target region: the target and the regions it was found similar to, each outlined with its own
+colour from a fixed palette (the target always blue, index 0; the others 1, 2, ... in the order given), and
+each index written at its region's centre in the region's colour on a dark box, so the model can tell which
+outline is which. The image is cropped to the union of the regions' boxes (widened by the contour width, so
+outlines on the edge stay whole) and, with ``max_side``, downscaled before the outlines are drawn, so they
+keep their width.
+
+Frames: the photo is a ``PIL.Image`` in RGB, ``W x H``; masks are ``HxW`` 0/1 arrays in that frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from .errors import InputError
+from .masks import pixel_box
+from .visual import contour_band, fit_size
+
+BLUE = (0, 90, 255)
+# index 1, 2, ...: saturated colours that stay apart from blue and from each other; cycled past the end
+PALETTE = (
+    (255, 40, 40),  # red
+    (0, 200, 70),  # green
+    (255, 215, 0),  # yellow
+    (255, 0, 220),  # magenta
+    (0, 230, 230),  # cyan
+    (255, 140, 0),  # orange
+    (150, 60, 255),  # violet
+    (160, 255, 60),  # lime
+    (255, 120, 170),  # pink
+    (140, 90, 40),  # brown
+    (255, 255, 255),  # white
+)
+LABEL_BOX = (20, 20, 20)
+
+
+def colour(index: int) -> tuple[int, int, int]:
+    """Outline colour of index ``index`` (0 is the target, blue)."""
+    return BLUE if index == 0 else PALETTE[(index - 1) % len(PALETTE)]
+
+
+@dataclass(frozen=True)
+class MarkSettings:
+    """How set-of-mark images are drawn."""
+
+    contour_width: int = 3  # pixels at the size sent
+    max_side: int | None = None  # downscale so the longer side is at most this
+    font_size: int | None = None  # None: about 1/20 of the shorter side, at least 12 pixels
+
+    def __post_init__(self):
+        if self.contour_width < 1:
+            raise InputError(f"contour width {self.contour_width}: must be >= 1")
+        if self.max_side is not None and self.max_side < 16:
+            raise InputError(f"--max-side {self.max_side}: must be at least 16")
+        if self.font_size is not None and self.font_size < 6:
+            raise InputError(f"font size {self.font_size}: must be at least 6")
+
+
+def union_box(boxes: list[tuple[int, int, int, int]], margin: int, width: int, height: int) -> tuple[int, int, int, int]:
+    """XYWH box holding every XYWH box in ``boxes``, widened by ``margin`` and clipped to the image."""
+    x0 = max(0, min(b[0] for b in boxes) - margin)
+    y0 = max(0, min(b[1] for b in boxes) - margin)
+    x1 = min(width, max(b[0] + b[2] for b in boxes) + margin)
+    y1 = min(height, max(b[1] + b[3] for b in boxes) + margin)
+    return x0, y0, x1 - x0, y1 - y0
+
+
+def label_point(mask: np.ndarray) -> tuple[int, int]:
+    """``(x, y)`` of a pixel of the ``HxW`` mask at its centre: the centroid when it lies inside the mask,
+    else the mask pixel nearest to the centroid (a ring or a crescent has its centroid outside)."""
+    ys, xs = np.nonzero(mask)
+    cy, cx = ys.mean(), xs.mean()
+    iy, ix = int(round(cy)), int(round(cx))
+    if 0 <= iy < mask.shape[0] and 0 <= ix < mask.shape[1] and mask[iy, ix]:
+        return ix, iy
+    k = int(np.argmin((ys - cy) ** 2 + (xs - cx) ** 2))
+    return int(xs[k]), int(ys[k])
+
+
+def _window_mask(mask: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int]) -> np.ndarray:
+    """The ``box`` (XYWH) window of an ``HxW`` mask resampled to ``size`` (W, H): ``H' x W'`` bool."""
+    x, y, w, h = box
+    win = np.asarray(mask[y:y + h, x:x + w], dtype=bool)
+    if size == (w, h):
+        return win
+    im = Image.fromarray(win.astype(np.uint8) * 255)
+    return np.asarray(im.resize(size, Image.Resampling.BILINEAR)) >= 128
+
+
+def set_of_mark(image: Image.Image, target: np.ndarray, others: list[np.ndarray],
+                settings: MarkSettings | None = None) -> Image.Image:
+    """The set-of-mark image: ``target`` as index 0 in blue, ``others[i]`` as index ``i + 1``.
+
+    ``image`` is RGB ``W x H``; masks are ``HxW`` 0/1 in its frame. Returns an RGB image of the union of the
+    regions' boxes (at most ``max_side`` on its longer side).
+    """
+    s = settings or MarkSettings()
+    img = image.convert("RGB")
+    masks = [target, *others]
+    boxes = []
+    for i, m in enumerate(masks):
+        if m.shape != (img.height, img.width):
+            raise InputError(f"mask {i} is {m.shape[1]}x{m.shape[0]} but the image is {img.width}x{img.height}")
+        b = pixel_box(m)
+        if b is None:
+            raise InputError("the target's mask is empty" if i == 0 else f"similar region {i}'s mask is empty")
+        boxes.append(b)
+    box = union_box(boxes, s.contour_width, img.width, img.height)
+    x, y, w, h = box
+    size = fit_size(w, h, s.max_side)
+    if size == (w, h):
+        window = img.crop((x, y, x + w, y + h))
+    else:
+        window = img.resize(size, Image.Resampling.LANCZOS, box=(x, y, x + w, y + h), reducing_gap=3.0)
+    arr = np.array(window)
+    wins = [_window_mask(m, box, size) for m in masks]
+    # others first, the target last, so that its outline is on top where outlines cross
+    for i in [*range(1, len(masks)), 0]:
+        arr[contour_band(wins[i], s.contour_width)] = colour(i)
+    out = Image.fromarray(arr)
+    draw = ImageDraw.Draw(out)
+    font_size = s.font_size or max(12, round(min(size) / 20))
+    font = ImageFont.load_default(size=font_size)
+    pad = max(2, font_size // 6)
+    for i in [*range(1, len(masks)), 0]:
+        win = wins[i]
+        if not win.any():  # a region too thin to survive downscaling: label it at its box's centre
+            bx, by, bw, bh = boxes[i]
+            px, py = (bx - x + bw / 2) * size[0] / w, (by - y + bh / 2) * size[1] / h
+        else:
+            px, py = label_point(win)
+        text = str(i)
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        tw, th = right - left, bottom - top
+        bx0 = int(round(px - tw / 2 - pad))
+        by0 = int(round(py - th / 2 - pad))
+        bx0 = min(max(0, bx0), max(0, size[0] - tw - 2 * pad))
+        by0 = min(max(0, by0), max(0, size[1] - th - 2 * pad))
+        draw.rectangle((bx0, by0, bx0 + tw + 2 * pad, by0 + th + 2 * pad), fill=LABEL_BOX)
+        draw.text((bx0 + pad - left, by0 + pad - top), text, fill=colour(i), font=font)
+    return out
