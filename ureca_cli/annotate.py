@@ -1,0 +1,398 @@
+"""Stages 2 and 3 of curation: a short phrase for every region top-down, then paragraphs bottom-up.
+
+Input: tree records (``ureca tree``), one image per record, nodes with ``role`` ``main|part|dropped``.
+For every main object and every non-dropped node below it:
+- top-down (breadth-first from each main object): a short phrase from two images (the region contoured in its
+  context, and its blurred-background crop), given the parent's short phrase and the phrases of the siblings
+  before it (siblings ordered by area, largest first, then id). A main object's prompt has no parent.
+- bottom-up: a leaf keeps its short phrase as its long caption; a parent gets one paragraph from its short
+  phrase, its children's long captions and the full photo with the parent contoured.
+Each captioned node gets ``short_caption``, ``long_caption`` and ``caption`` (= the long one); the record
+gets ``annotate``: backend, model, prompt version, generation and visual settings.
+
+Work is scheduled as a graph: a request is sent as soon as its inputs are ready, so many images and, within an
+image, every ready node are in flight at once, up to the backend's concurrency (``Annotator``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import string
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from . import records as R
+from .errors import InputError, UrecaError
+from .masks import decode
+from .mllm import ChatBackend, GenerationSettings, user
+from .visual import VisualPrompter, VisualSettings, load_image
+
+TEMPLATE_NAMES = ("main_phrase", "part_phrase", "part_phrase_siblings", "paragraph")
+ANNOTATE = "annotate"  # the record-level field that says how captions were made
+
+
+# ------------------------------------------------------------------------------------------- templates
+@dataclass(frozen=True)
+class Templates:
+    """Prompt templates (``string.Template``, ``$name`` placeholders) and their version string."""
+
+    texts: dict[str, str]
+    version: str
+
+    def render(self, name: str, **values: str) -> str:
+        try:
+            return string.Template(self.texts[name]).substitute(values)
+        except KeyError as e:
+            raise UrecaError(f"prompt template {name}.txt uses ${e.args[0]}, which this prompt does not fill") from None
+        except ValueError as e:
+            raise UrecaError(f"prompt template {name}.txt: {e}") from None
+
+
+def load_templates(folder: str | Path | None = None, names: Iterable[str] = TEMPLATE_NAMES) -> Templates:
+    """The package's templates, with any ``<name>.txt`` in ``folder`` taking their place.
+
+    The version is the package's ``version.txt`` plus a hash of the texts, so a record names its prompts
+    exactly (``ureca-prompts-1+3f2a9c1e``); overridden templates change the hash.
+    """
+    pkg = resources.files("ureca_cli") / "prompts"
+    base = (pkg / "version.txt").read_text(encoding="utf-8").strip()
+    texts: dict[str, str] = {}
+    for name in names:
+        text = None
+        if folder is not None:
+            p = Path(folder) / f"{name}.txt"
+            if p.is_file():
+                text = p.read_text(encoding="utf-8")
+        texts[name] = text if text is not None else (pkg / f"{name}.txt").read_text(encoding="utf-8")
+    if folder is not None and not Path(folder).is_dir():
+        raise UrecaError(f"--prompts {folder}: not a folder")
+    digest = hashlib.sha256("\0".join(f"{k}\0{texts[k]}" for k in sorted(texts)).encode()).hexdigest()[:8]
+    return Templates(texts, f"{base}+{digest}")
+
+
+# --------------------------------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class AnnotateConfig:
+    """Settings of the annotate stage (the CLI's options map onto these fields)."""
+
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    visual: VisualSettings = field(default_factory=VisualSettings)
+    prompts: Path | None = None  # folder of templates overriding the package's
+    save_prompts: Path | None = None  # write every image sent here, by image and node
+    images_in_flight: int | None = None  # None: twice the backend's concurrency, at most 64
+
+    def __post_init__(self):
+        if self.images_in_flight is not None and self.images_in_flight < 1:
+            raise UrecaError(f"--images-in-flight {self.images_in_flight}: needs at least 1")
+        if self.prompts is not None and not Path(self.prompts).is_dir():
+            raise UrecaError(f"--prompts {self.prompts}: not a folder")
+
+
+# ------------------------------------------------------------------------------------------ tree checks
+@dataclass
+class Plan:
+    """The captioning graph of one image record: which nodes, in which order, with which dependencies."""
+
+    nodes: dict[Any, dict]  # id -> node (the record's own dicts, updated in place)
+    mains: list[Any]  # main objects, record order
+    kids: dict[Any, list[Any]]  # id -> captioned children, by area desc then id
+    main_of: dict[Any, Any]  # id -> its main object's id
+
+    @property
+    def order(self) -> list[Any]:
+        """Every captioned node, breadth-first from each main object."""
+        out = []
+        for m in self.mains:
+            queue = [m]
+            while queue:
+                n = queue.pop(0)
+                out.append(n)
+                queue.extend(self.kids[n])
+        return out
+
+
+def _sort_key(node: dict) -> tuple:
+    nid = node[R.ID]
+    return (-(node.get(R.AREA) or 0), (0, nid) if isinstance(nid, int | float) else (1, str(nid)))
+
+
+def plan_record(rec: dict, where: str) -> Plan:
+    """Check that ``rec`` is a tree record and plan its captions; ``InputError`` names what is wrong."""
+    R.check_image_record(rec, where)
+    nodes: dict[Any, dict] = {}
+    for i, node in enumerate(rec[R.NODES]):
+        if R.ROLE not in node or R.PARENT not in node:
+            missing = R.ROLE if R.ROLE not in node else R.PARENT
+            raise InputError(f"nodes[{i}] has no '{missing}': not a tree record (make one with `ureca tree`)", source=where)
+        if node[R.ROLE] not in R.ROLES:
+            raise InputError(f"nodes[{i}] has role {node[R.ROLE]!r}; expected one of {', '.join(R.ROLES)}", source=where)
+        if node[R.ID] in nodes:
+            raise InputError(f"nodes[{i}]: id {node[R.ID]!r} appears twice", source=where)
+        nodes[node[R.ID]] = node
+    children: dict[Any, list[Any]] = {nid: [] for nid in nodes}
+    for nid, node in nodes.items():
+        parent = node[R.PARENT]
+        if parent is None:
+            continue
+        if parent not in nodes:
+            raise InputError(f"node {nid!r} names parent {parent!r}, which is not in the record", source=where)
+        children[parent].append(nid)
+    mains = [nid for nid, n in nodes.items() if n[R.ROLE] == R.ROLE_MAIN]
+    kids: dict[Any, list[Any]] = {}
+    main_of: dict[Any, Any] = {}
+    for m in mains:
+        queue, seen = [m], {m}
+        while queue:
+            n = queue.pop(0)
+            main_of[n] = m
+            ks = [c for c in children[n] if nodes[c][R.ROLE] != R.ROLE_DROPPED and nodes[c][R.ROLE] != R.ROLE_MAIN]
+            ks.sort(key=lambda c: _sort_key(nodes[c]))
+            for c in ks:
+                if c in seen:
+                    raise InputError(f"node {c!r} is its own ancestor: the tree has a cycle", source=where)
+                seen.add(c)
+            kids[n] = ks
+            queue.extend(ks)
+    return Plan(nodes, mains, kids, main_of)
+
+
+# -------------------------------------------------------------------------------------------- the engine
+class Annotator:
+    """Captions tree records through one chat backend, keeping up to ``backend.concurrency`` requests busy.
+
+    ``annotate(rec, where)`` is thread-safe: call it from many threads (one per image in flight, as
+    ``run`` does) and every request of every image shares one pool of ``backend.concurrency`` workers.
+    """
+
+    def __init__(self, backend: ChatBackend, cfg: AnnotateConfig | None = None):
+        self.backend = backend
+        self.cfg = cfg or AnnotateConfig()
+        self.templates = load_templates(self.cfg.prompts)
+        self._pool = ThreadPoolExecutor(max(1, backend.concurrency), thread_name_prefix="ureca-chat")
+        self._abort = threading.Event()
+        self.requests = 0  # chat calls made, for summaries and tests
+        self._lock = threading.Lock()
+
+    @property
+    def images_in_flight(self) -> int:
+        return self.cfg.images_in_flight or min(64, max(2, 2 * self.backend.concurrency))
+
+    def provenance(self) -> dict[str, Any]:
+        v = self.cfg.visual
+        return {
+            **self.backend.describe(),
+            "prompt_version": self.templates.version,
+            "generation": self.cfg.generation.to_dict(),
+            "visual": {"sigma": v.sigma, "contour_width": v.contour_width, "max_side": v.max_side},
+        }
+
+    # ----------------------------------------------------------------------------------- one request
+    def _ask(self, parts: list[Any], image_id: str, node_id: Any, names: list[str]) -> str:
+        if self._abort.is_set():
+            raise UrecaError("stopped")
+        if self.cfg.save_prompts is not None:
+            folder = Path(self.cfg.save_prompts) / _safe(image_id)
+            folder.mkdir(parents=True, exist_ok=True)
+            for im, name in zip([p for p in parts if not isinstance(p, str)], names, strict=True):
+                im.save(folder / f"{_safe(str(node_id))}_{name}.png", compress_level=1)
+        with self._lock:
+            self.requests += 1
+        return self.backend.chat([user(*parts)], self.cfg.generation)
+
+    def _short(self, ctx: _ImageContext, nid: Any, parent_short: str | None, sibling_shorts: list[str]) -> str:
+        mask = ctx.mask(nid)
+        main = ctx.plan.main_of[nid]
+        if parent_short is None:
+            context = ctx.prompter.contour_in_context(mask)
+            text = self.templates.render("main_phrase")
+        else:
+            context = ctx.prompter.contour_in_context(mask, ctx.mask(main))
+            if sibling_shorts:
+                listed = "\n".join(f"- {s}" for s in sibling_shorts)
+                text = self.templates.render("part_phrase_siblings", parent=parent_short, siblings=listed)
+            else:
+                text = self.templates.render("part_phrase", parent=parent_short)
+        crop = ctx.prompter.blurred_crop(mask)
+        return self._ask([context, crop, text], ctx.image_id, nid, ["context", "crop"])
+
+    def _long(self, ctx: _ImageContext, nid: Any, short: str, child_longs: list[str]) -> str:
+        image = ctx.prompter.full_contour(ctx.mask(nid))
+        listed = "\n".join(f"- {c}" for c in child_longs)
+        text = self.templates.render("paragraph", short=short, children=listed)
+        return self._ask([image, text], ctx.image_id, nid, ["paragraph"])
+
+    # ------------------------------------------------------------------------------------- one image
+    def annotate(self, rec: dict, where: str = "<record>") -> dict:
+        """Caption every node of one tree record (updated in place and returned); raises on failure."""
+        plan = plan_record(rec, where)
+        ctx = _ImageContext(rec, plan, where, self.cfg.visual)
+        short: dict[Any, str] = {}
+        long: dict[Any, str] = {}
+        parent_of = {c: p for p, ks in plan.kids.items() for c in ks}
+        running: dict[Future, tuple[str, Any]] = {}
+
+        def submit(kind: str, nid: Any) -> None:
+            if kind == "short":
+                p = parent_of.get(nid)
+                sibs = plan.kids[p] if p is not None else []
+                before = [short[s] for s in sibs[: sibs.index(nid)]] if p is not None else []
+                fut = self._pool.submit(self._short, ctx, nid, short.get(p) if p is not None else None, before)
+            else:
+                fut = self._pool.submit(self._long, ctx, nid, short[nid], [long[c] for c in plan.kids[nid]])
+            running[fut] = (kind, nid)
+
+        def ready_after_short(nid: Any) -> None:
+            kids = plan.kids[nid]
+            if kids:
+                submit("short", kids[0])  # the first child needs only its parent
+            else:
+                long[nid] = short[nid]  # a leaf keeps its phrase
+                ready_after_long(nid)
+            p = parent_of.get(nid)
+            if p is not None:
+                sibs = plan.kids[p]
+                i = sibs.index(nid)
+                if i + 1 < len(sibs):
+                    submit("short", sibs[i + 1])  # the next sibling sees this phrase
+
+        def ready_after_long(nid: Any) -> None:
+            p = parent_of.get(nid)
+            if p is not None and all(c in long for c in plan.kids[p]):
+                submit("long", p)
+
+        try:
+            for m in plan.mains:
+                submit("short", m)
+            while running:
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for fut in done:
+                    kind, nid = running.pop(fut)
+                    answer = fut.result()  # raises the request's error: the image fails
+                    if kind == "short":
+                        short[nid] = answer
+                        ready_after_short(nid)
+                    else:
+                        long[nid] = answer
+                        ready_after_long(nid)
+        except BaseException:
+            for fut in running:
+                fut.cancel()
+            raise
+        for nid in plan.order:
+            node = plan.nodes[nid]
+            node[R.SHORT_CAPTION] = short[nid]
+            node[R.LONG_CAPTION] = long[nid]
+            node[R.CAPTION] = long[nid]
+        rec[ANNOTATE] = self.provenance()
+        return rec
+
+    # ------------------------------------------------------------------------------------ many images
+    def mapper(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
+        """A ``run_stage`` mapper: ``images_in_flight`` images at once, results in input order; stops the
+        requests still queued when the run stops early."""
+        from .stream import ordered_map
+
+        self._abort.clear()
+        try:
+            yield from ordered_map(fn, items, jobs=self.images_in_flight, kind="thread")
+        finally:
+            self._abort.set()
+
+    def close(self) -> None:
+        self._abort.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _ImageContext:
+    """One image in flight: the photo, its prompter, and node masks decoded on demand (and kept while the
+    image is in flight; a 1500x2250 mask is 3.4 MB)."""
+
+    def __init__(self, rec: dict, plan: Plan, where: str, visual: VisualSettings):
+        self.image_id = str(rec[R.IMAGE_ID])
+        self.plan = plan
+        self.where = where
+        self.width, self.height = rec[R.WIDTH], rec[R.HEIGHT]
+        image = load_image(rec[R.IMAGE], width=self.width, height=self.height, where=where)
+        self.prompter = VisualPrompter(image, visual)
+        self._masks: dict[Any, Any] = {}
+        self._lock = threading.Lock()
+
+    def mask(self, nid: Any):
+        """``HxW uint8`` 0/1 mask of node ``nid``."""
+        with self._lock:
+            m = self._masks.get(nid)
+        if m is None:
+            node = self.plan.nodes[nid]
+            size = list(node[R.RLE]["size"])
+            if size != [self.height, self.width]:
+                raise InputError(
+                    f"node {nid!r}: mask size {size[1]}x{size[0]} differs from the record's {self.width}x{self.height}",
+                    source=self.where,
+                )
+            m = decode(node[R.RLE], f"{self.where} node {nid!r}")
+            if not m.any():
+                raise InputError(f"node {nid!r}: its mask is empty", source=self.where)
+            with self._lock:
+                self._masks[nid] = m
+        return m
+
+
+def _safe(name: str) -> str:
+    """A file-name-safe form of an image or node id."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "_"
+
+
+def count_requests(plan: Plan) -> tuple[int, int]:
+    """(requests, longest chain of dependent requests) for one planned image, for benchmarks."""
+    parent_of = {c: p for p, ks in plan.kids.items() for c in ks}
+    short_done: dict[Any, int] = {}
+    for nid in plan.order:  # breadth-first: parents and earlier siblings come first
+        p = parent_of.get(nid)
+        dep = 0
+        if p is not None:
+            sibs = plan.kids[p]
+            i = sibs.index(nid)
+            dep = short_done[sibs[i - 1]] if i > 0 else short_done[p]
+        short_done[nid] = dep + 1
+    long_done: dict[Any, int] = {}
+    for nid in reversed(plan.order):  # children before parents
+        kids = plan.kids[nid]
+        long_done[nid] = short_done[nid] if not kids else max([short_done[nid]] + [long_done[c] for c in kids]) + 1
+    total = len(plan.order) + sum(1 for n in plan.order if plan.kids[n])
+    return total, max(long_done.values(), default=0)
+
+
+def run(input: str | Path, annotator: Annotator, cfg: Any) -> Any:
+    """Annotate the tree records of ``input`` (a JSONL path, ``-`` for stdin) under the stream contract
+    (``stream.run_stage``: input order, ``--resume``, ``--failed``, ``--on-error``, ``--shard``)."""
+    from .stream import Item, iter_jsonl, run_stage
+
+    def items() -> Iterator[Item]:
+        for it in iter_jsonl(input):  # the work sees (record, "file:line") so messages name the line
+            yield Item((it.value, it.where), it.where, it.raw, it.error)
+
+    def work(pair: tuple[dict, str]) -> dict:
+        rec, where = pair
+        return annotator.annotate(rec, where)
+
+    def input_key(pair: tuple[Any, str]) -> str | None:
+        rec = pair[0]
+        return str(rec[R.IMAGE_ID]) if isinstance(rec, dict) and R.IMAGE_ID in rec else None
+
+    try:
+        return run_stage(
+            "annotate",
+            items(),
+            work,
+            cfg,
+            input_key=input_key,
+            output_key=lambda rec: str(rec.get(R.IMAGE_ID)),
+            mapper=annotator.mapper,
+        )
+    finally:
+        annotator.close()

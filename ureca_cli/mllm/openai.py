@@ -1,0 +1,228 @@
+"""The HTTP backend: any OpenAI-compatible chat-completions server (vLLM, SGLang, LMDeploy, OpenAI,
+``transformers serve``), images sent inline as base64 data URLs.
+
+Up to ``concurrency`` requests are in flight at once (callers beyond that wait their turn), spread over the
+``base_urls`` round-robin. Connection errors, timeouts, 429 and 5xx answers, and empty answers are retried
+with exponential backoff and full jitter, honouring a server's ``Retry-After``; after the last try the call
+raises ``BackendError`` with one line naming the server and the last reason. Other 4xx answers fail at once.
+The API key is read from the environment variable named by ``api_key_env`` and never printed or logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import io
+import itertools
+import os
+import random
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import UrecaError
+from .base import BackendError, ChatBackend, GenerationSettings, Message, clean_answer
+
+RETRY_STATUS = {408, 409, 425, 429}
+
+
+def image_data_url(image: Any, fmt: str = "jpeg", quality: int = 92) -> str:
+    """An RGB ``PIL.Image`` as a ``data:image/...;base64,...`` URL."""
+    buf = io.BytesIO()
+    if fmt == "png":
+        image.save(buf, format="PNG", compress_level=1)
+        mime = "image/png"
+    else:
+        image.convert("RGB").save(buf, format="JPEG", quality=quality)
+        mime = "image/jpeg"
+    return f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def to_openai_messages(messages: Sequence[Message], fmt: str = "jpeg") -> list[dict[str, Any]]:
+    """Our messages in the chat-completions form (text parts and ``image_url`` parts, in order)."""
+    out = []
+    for m in messages:
+        parts: list[dict[str, Any]] = []
+        for p in m.parts:
+            if isinstance(p, str):
+                parts.append({"type": "text", "text": p})
+            else:
+                parts.append({"type": "image_url", "image_url": {"url": image_data_url(p, fmt)}})
+        out.append({"role": m.role, "content": parts})
+    return out
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date); ``None`` if absent/bad."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class OpenAIBackend(ChatBackend):
+    """Chat completions over HTTP. ``base_urls`` end in ``/v1`` (``http://host:8000/v1``)."""
+
+    kind = "openai"
+
+    def __init__(
+        self,
+        base_urls: Sequence[str] | str = ("http://127.0.0.1:8000/v1",),
+        model: str | None = None,
+        *,
+        api_key_env: str | None = None,
+        concurrency: int = 8,
+        timeout: float = 120.0,
+        retries: int = 6,
+        backoff: float = 1.0,
+        max_backoff: float = 60.0,
+        image_format: str = "jpeg",
+    ):
+        import httpx
+
+        urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
+        if not urls:
+            raise UrecaError("--base-url: give at least one server, such as http://127.0.0.1:8000/v1")
+        for u in urls:
+            if not u.startswith(("http://", "https://")):
+                raise UrecaError(f"--base-url {u!r}: expected an http:// or https:// URL ending in /v1")
+        if concurrency < 1:
+            raise UrecaError(f"--concurrency {concurrency}: needs at least 1")
+        if retries < 0 or timeout <= 0 or backoff < 0:
+            raise UrecaError("retries must be >= 0, timeout > 0 and backoff >= 0")
+        if image_format not in ("jpeg", "png"):
+            raise UrecaError(f"image format {image_format!r}: choose jpeg or png")
+        self.base_urls = [u.rstrip("/") for u in urls]
+        self.concurrency = concurrency
+        self.timeout, self.retries, self.backoff, self.max_backoff = timeout, retries, backoff, max_backoff
+        self.image_format = image_format
+        headers = {"Content-Type": "application/json"}
+        if api_key_env:
+            key = os.environ.get(api_key_env)
+            if not key:
+                raise UrecaError(f"--api-key-env {api_key_env}: that environment variable is not set or empty")
+            headers["Authorization"] = f"Bearer {key}"
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        self._client = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout), limits=limits)
+        self._gate = threading.BoundedSemaphore(concurrency)
+        self._rr = itertools.cycle(range(len(self.base_urls)))
+        self._lock = threading.Lock()
+        self._model = model
+        self.requests_sent = 0  # every HTTP attempt, for tests and summaries
+
+    # ------------------------------------------------------------------------------------------ model
+    @property
+    def model(self) -> str:  # type: ignore[override]
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    self._model = self._first_served_model()
+        return self._model
+
+    def _first_served_model(self) -> str:
+        """The first model ``GET /models`` lists, when ``--model`` was not given."""
+        import httpx
+
+        url = self.base_urls[0] + "/models"
+        try:
+            r = self._client.get(url)
+            r.raise_for_status()
+            data = r.json().get("data") or []
+            return str(data[0]["id"])
+        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+            raise UrecaError(f"{url}: cannot list the served models ({type(e).__name__}); pass --model") from None
+
+    def _next_url(self) -> str:
+        with self._lock:
+            return self.base_urls[next(self._rr)]
+
+    # ------------------------------------------------------------------------------------------- chat
+    def _payload(self, messages: Sequence[Message], settings: GenerationSettings) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": to_openai_messages(messages, self.image_format),
+            "max_tokens": settings.max_new_tokens,
+            "temperature": settings.temperature,
+            "top_p": settings.top_p,
+            "stream": False,
+        }
+        if settings.seed is not None:
+            body["seed"] = settings.seed
+        return body
+
+    def _wait(self, attempt: int, retry_after: float | None) -> None:
+        delay = min(self.max_backoff, self.backoff * (2**attempt))
+        delay = random.uniform(0, delay)  # full jitter
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.max_backoff))
+        time.sleep(delay)
+
+    def chat(self, messages: Sequence[Message], settings: GenerationSettings) -> str:
+        import httpx
+        import orjson
+
+        body = orjson.dumps(self._payload(messages, settings))
+        last = "no attempt made"
+        url = self.base_urls[0]
+        with self._gate:
+            for attempt in range(self.retries + 1):
+                url = self._next_url()
+                retry_after = None
+                with self._lock:
+                    self.requests_sent += 1
+                try:
+                    r = self._client.post(url + "/chat/completions", content=body)
+                except httpx.TimeoutException:
+                    last = f"no answer within {self.timeout:g} s"
+                except httpx.TransportError as e:
+                    last = f"connection failed ({type(e).__name__})"
+                else:
+                    if r.status_code == 200:
+                        try:
+                            return clean_answer(_answer_text(r.json()), url)
+                        except (BackendError, ValueError) as e:
+                            last = "empty answer" if isinstance(e, BackendError) else "answer is not JSON"
+                    elif r.status_code in RETRY_STATUS or r.status_code >= 500:
+                        last = f"HTTP {r.status_code}"
+                        retry_after = retry_after_seconds(r.headers.get("retry-after"))
+                    else:
+                        raise BackendError(f"{url}: HTTP {r.status_code}: {_error_text(r)}")
+                if attempt < self.retries:
+                    self._wait(attempt, retry_after)
+        raise BackendError(f"{url}: chat request failed after {self.retries + 1} tries; last: {last}")
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _answer_text(data: Any) -> Any:
+    """``choices[0].message.content`` of a chat-completions answer (text parts joined if it is a list)."""
+    try:
+        content = data["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    if isinstance(content, list):
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content
+
+
+def _error_text(r: Any) -> str:
+    """A short, one-line reason from an error answer (the server's message, never our headers)."""
+    try:
+        data = r.json()
+        msg = data.get("error", data) if isinstance(data, dict) else data
+        if isinstance(msg, dict):
+            msg = msg.get("message", msg)
+        text = str(msg)
+    except ValueError:
+        text = r.text
+    return " ".join(text.split())[:200] or "(no message)"
