@@ -1,12 +1,128 @@
-"""`ureca score` (issue 3): not built yet."""
+"""`ureca score`: caption metrics and uniqueness of predicted region captions against references."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-from .common import fail
+from .common import cli_errors
 
 
-def score(ctx: typer.Context) -> None:
-    """Not built yet: this subcommand arrives with issue 3."""
-    raise fail("score", "not built yet (issue 3); see README.md for what works today")
+def _table(summary: dict, elapsed: float) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    meta = summary["meta"]
+    table = Table(title=f"ureca score: {summary['count']} regions", title_justify="left")
+    table.add_column("metric")
+    table.add_column("score (0-100)", justify="right")
+    names = ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr",
+             "BERTScore_P", "BERTScore_R", "BERTScore_F1", "duplicate_rate", "unique@1", "unique@1_chance"]
+    for name in names:
+        if name in summary:
+            value = summary[name]
+            table.add_row(name, "n/a" if value is None else f"{value:.2f}")
+    console = Console(stderr=True)
+    console.print(table)
+    notes = []
+    if "images" in summary:
+        notes.append(f"uniqueness over {summary['images']} image(s) with 2+ regions "
+                     f"({summary['regions_in_images']} regions), similarity {meta['unique@1_similarity']}")
+    if meta["bertscore_model"]:
+        notes.append(f"BERTScore: {meta['bertscore_model']}, layer {meta['bertscore_layers']}")
+    notes.append(f"{elapsed:.1f} s")
+    console.print("; ".join(notes), highlight=False)
+
+
+def score(
+    predictions: Annotated[Path, typer.Argument(help="Predicted captions (- for stdin).", show_default=False)],
+    references: Annotated[Path, typer.Argument(help="Reference captions.", show_default=False)],
+    fmt: Annotated[str, typer.Option("--format", help="Format of both files: auto, regions, images, coco, "
+                                     "osprey, dam.")] = "auto",
+    ref_format: Annotated[str | None, typer.Option("--ref-format", help="Format of the references, when it "
+                                                   "differs from --format.", show_default=False)] = None,
+    metrics: Annotated[str, typer.Option("--metrics", help="Comma-separated: bleu, meteor, rouge, cider, "
+                                         "bertscore.")] = "bleu,meteor,rouge,cider,bertscore",
+    no_bertscore: Annotated[bool, typer.Option("--no-bertscore", help="Skip BERTScore (unique@1 then "
+                                               "compares with ROUGE-L).")] = False,
+    bertscore_model: Annotated[str, typer.Option("--bertscore-model", help="Hub id or local folder of the "
+                                                 "BERTScore model (bert-score's English default: "
+                                                 "roberta-large, which needs the hub or its cache).")]
+    = "roberta-large",
+    bertscore_layers: Annotated[int | None, typer.Option("--bertscore-layers", help="Layer whose embeddings "
+                                                         "BERTScore compares; needed for a local folder.",
+                                                         show_default=False)] = None,
+    device: Annotated[str | None, typer.Option("--device", help="Device for BERTScore (default: cuda when "
+                                               "available, else cpu).", show_default=False)] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="BERTScore batch size.")] = 64,
+    no_uniqueness: Annotated[bool, typer.Option("--no-uniqueness", help="Skip duplicate rate and "
+                                                "unique@1.")] = False,
+    allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Score the ids present on both "
+                                                "sides and report how many were left out.")] = False,
+    per_item: Annotated[Path | None, typer.Option("--per-item", help="Write per-region scores here (JSONL).",
+                                                  show_default=False)] = None,
+) -> None:
+    """Score predicted region captions against references, matched by id.
+
+    BLEU@1-4, METEOR, ROUGE-L and CIDEr exactly as the COCO caption evaluation (pycocoevalcap: PTB
+    tokenizer and METEOR 1.5 on Java), BERTScore (bert-score), and uniqueness per image: the duplicate
+    rate and unique@1 (a prediction is closest to its own region's references among the image's
+    regions). All figures on 0-100. One JSON object goes to stdout, a table to stderr.
+
+    Inputs: region records ({"id", "caption"} or "captions": [...]), image records from annotate/refine,
+    COCO results + COCO caption annotations, Osprey's [{"image_id", "caption"}], Describe Anything's
+    {id: caption}; several references per id are fine. Regions are grouped into images by image_id, or,
+    where a format has none, by the id before its last "/".
+
+    Examples:
+
+      ureca score preds.jsonl refs.jsonl
+
+      ureca score results.json captions_val2014.json --format coco --no-bertscore
+
+      ureca score preds.jsonl refs.jsonl --bertscore-model ./all-MiniLM-L6-v2 --bertscore-layers 6
+      --per-item items.jsonl
+    """
+    _run(predictions, references, fmt, ref_format, metrics, no_bertscore, bertscore_model, bertscore_layers,
+         device, batch_size, no_uniqueness, allow_missing, per_item)
+
+
+@cli_errors("score")
+def _run(predictions, references, fmt, ref_format, metrics, no_bertscore, bertscore_model, bertscore_layers,
+         device, batch_size, no_uniqueness, allow_missing, per_item) -> None:
+    import time
+
+    from ..score import ScoreConfig
+    from ..score import score as run_score
+    from ..score_io import match, read_captions
+    from ..stream import dumps
+
+    t0 = time.perf_counter()
+    wanted = tuple(m.strip().lower() for m in metrics.split(",") if m.strip())
+    if no_bertscore:
+        wanted = tuple(m for m in wanted if m != "bertscore")
+    cfg = ScoreConfig(metrics=wanted, bertscore_model=bertscore_model, bertscore_layers=bertscore_layers,
+                      device=device, batch_size=batch_size, uniqueness=not no_uniqueness)
+    preds = read_captions(predictions, "predictions", fmt)
+    refs = read_captions(references, "references", ref_format or fmt)
+    matched = match(preds, refs, allow_missing=allow_missing)
+    if matched.left_out_predictions or matched.left_out_references:
+        typer.echo(f"ureca score: --allow-missing: scoring {len(matched.ids)} ids on both sides; left out "
+                   f"{matched.left_out_predictions} prediction(s) without a reference and "
+                   f"{matched.left_out_references} reference(s) without a prediction", err=True)
+    result = run_score(matched, cfg)
+    if per_item is not None:
+        try:
+            with open(per_item, "wb") as fh:
+                for item, pred, refs_i in zip(result.items, matched.predictions, matched.references, strict=True):
+                    fh.write(dumps({**item, "prediction": pred, "references": refs_i}))
+        except OSError as e:
+            from ..errors import UrecaError
+
+            raise UrecaError(f"--per-item {per_item}: cannot write ({e.strerror})") from None
+    sys.stdout.write(dumps(result.summary).decode())
+    sys.stdout.flush()
+    _table(result.summary, time.perf_counter() - t0)
