@@ -1,0 +1,479 @@
+"""Stage 1: mask trees. One SA-1B per-image JSON (or SAM automatic-mask-generator output) -> one image record.
+
+Every mask becomes a node of a containment tree (DESIGN.md, "Stage 1"):
+
+- ``contain(a, b) = |a ∩ b| / |a|`` (0 for an empty ``a``), computed on COCO RLEs by pycocotools (``iou`` with
+  ``iscrowd``), never on full bitmaps; a box bound ``|a ∩ b| <= area(box(a) ∩ box(b))`` skips the pairs that
+  cannot reach the threshold, so only a handful of pairs per mask are ever compared.
+- masks are ordered by area, largest first, ties in file order; ``a`` may hang under ``b`` only if ``b`` comes
+  earlier and ``contain(a, b) >= threshold``. The root (the whole image) is virtual: its children have
+  ``parent = None`` and ``depth = 1``.
+- ``parent_rule="tightest"`` (default): the smallest earlier mask that contains ``a``; among equal areas the
+  later one in the order, which is the deeper of the two. ``parent_rule="first"``: the released URECA code
+  (``build_inclusion_tree``): descend from the root into the first child, in insertion order, that contains
+  ``a``, and hang ``a`` under the node where the descent stops.
+
+Roles (``role`` and, for dropped nodes, ``drop_reason``):
+
+- ``main``: a child of the root whose subtree is at least ``main_min_depth`` levels deep (counting itself)
+  and whose area is within ``[main_min_area, main_max_area]`` of the image;
+- ``part``: a descendant of a main object whose area is at least ``part_min_area`` of the image;
+- ``dropped`` with ``drop_reason``: ``"empty"`` (no pixels), ``"not-main: area"`` or ``"not-main: shallow"``
+  (a child of the root that is not a main object), ``"small"`` (under a main object, below the part floor;
+  its whole subtree is smaller still and is dropped with it), ``"inside-dropped"`` (a descendant of a child
+  of the root that is not a main object).
+
+Masks: ``rle`` is COCO compressed RLE ``{"size": [H, W], "counts": str}`` (column-major); ``bbox`` is the
+file's own XYWH box (SA-1B convention, one pixel short of the pixels' box); boxes used for the pre-filter are
+``pycocotools.mask.toBbox`` boxes, which cover every pixel.
+"""
+
+from __future__ import annotations
+
+import glob as globmod
+import os
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import records as R
+from .errors import InputError, UrecaError
+from .masks import _mask_utils, to_json_rle
+from .stream import Item, read_json_file
+
+PARENT_RULES = ("tightest", "first")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
+KEPT_ANNOTATION_FIELDS = ("predicted_iou", "stability_score")
+
+
+@dataclass(frozen=True)
+class TreeConfig:
+    """Settings of the tree stage (paper defaults). Areas are fractions of the image's pixels."""
+
+    threshold: float = 0.8
+    parent_rule: str = "tightest"
+    main_min_depth: int = 4
+    main_min_area: float = 0.007
+    main_max_area: float = 0.7
+    part_min_area: float = 0.007
+    images: Path | None = None  # look for images here instead of next to the JSON
+    render: Path | None = None  # write a PNG of each tree here
+
+    def __post_init__(self):
+        if not 0.0 < self.threshold <= 1.0:
+            raise UrecaError(f"--threshold {self.threshold}: needs 0 < threshold <= 1")
+        if self.parent_rule not in PARENT_RULES:
+            raise UrecaError(f"--parent-rule {self.parent_rule!r}: choose tightest or first")
+        if self.main_min_depth < 1:
+            raise UrecaError(f"--main-min-depth {self.main_min_depth}: needs at least 1")
+        for name in ("main_min_area", "main_max_area", "part_min_area"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise UrecaError(f"--{name.replace('_', '-')} {getattr(self, name)}: needs a fraction in [0, 1]")
+        if self.main_min_area > self.main_max_area:
+            raise UrecaError(f"--main-min-area {self.main_min_area} is above --main-max-area {self.main_max_area}")
+
+    def settings(self) -> dict:
+        """The settings that decide a tree, written into every record (how it was made)."""
+        d = asdict(self)
+        d.pop("images")
+        d.pop("render")
+        return d
+
+
+# ------------------------------------------------------------------------------------------- RLE checks
+def rle_runs(counts: str | bytes, height: int, width: int) -> np.ndarray:
+    """Run lengths (``int64``, alternating 0s and 1s from a run of 0s) of a COCO compressed RLE string.
+
+    A vectorised reading of pycocotools' ``rleFrString``. Raises ``ValueError`` for counts that pycocotools
+    would misread (characters out of range, a truncated last run, negative runs) or whose runs do not cover
+    exactly ``height * width`` pixels; such counts can hang or crash pycocotools, so they are checked first.
+    """
+    s = counts.encode("ascii") if isinstance(counts, str) else bytes(counts)
+    if not s:
+        raise ValueError("empty counts")
+    c = np.frombuffer(s, dtype=np.uint8).astype(np.int64) - 48
+    if c.min() < 0 or c.max() > 63:
+        raise ValueError("counts hold characters outside the RLE alphabet")
+    more = (c & 0x20) != 0
+    if more[-1]:
+        raise ValueError("counts end in the middle of a number")
+    ends = np.flatnonzero(~more)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    lengths = ends - starts + 1
+    if lengths.max() > 7:
+        raise ValueError("counts hold a number too long for a run")
+    pos = np.arange(c.size) - np.repeat(starts, lengths)
+    x = np.add.reduceat((c & 0x1F) << (5 * pos), starts)
+    negative = (c[ends] & 0x10) != 0
+    x[negative] -= np.left_shift(1, 5 * lengths[negative])
+    runs = x.copy()
+    if runs.size > 3:  # runs i >= 3 are stored as differences to run i - 2
+        runs[1::2] = np.cumsum(x[1::2])
+        runs[2::2] = np.cumsum(x[2::2])
+    if (runs < 0).any():
+        raise ValueError("counts decode to a negative run")
+    total = int(runs.sum())
+    if total != height * width:
+        raise ValueError(f"runs cover {total} pixels, the size [{height}, {width}] has {height * width}")
+    return runs
+
+
+def _coco_rle(seg: Any, height: int, width: int, where: str) -> tuple[dict, int]:
+    """(pycocotools RLE with bytes counts, number of runs) of one ``segmentation``, checked against H x W."""
+    if isinstance(seg, dict):
+        size = seg.get("size")
+        counts = seg.get("counts")
+        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size)):
+            raise InputError(f"segmentation.size should be [H, W], got {size!r}", source=where)
+        if list(size) != [height, width]:
+            raise InputError(
+                f"RLE size {size[1]}x{size[0]} (WxH) disagrees with the image size {width}x{height}", source=where
+            )
+        if isinstance(counts, list):  # uncompressed RLE
+            if not all(isinstance(v, int) and v >= 0 for v in counts) or sum(counts) != height * width:
+                raise InputError(f"uncompressed RLE counts do not cover the {width}x{height} image", source=where)
+            rle = _mask_utils().frPyObjects({"size": [height, width], "counts": counts}, height, width)
+            return rle, len(counts)
+        if not isinstance(counts, str | bytes):
+            raise InputError("segmentation.counts should be a string", source=where)
+        try:
+            runs = rle_runs(counts, height, width)
+        except (ValueError, UnicodeEncodeError) as e:
+            raise InputError(f"corrupt RLE counts ({e})", source=where) from None
+        raw = counts.encode("ascii") if isinstance(counts, str) else counts
+        return {"size": [height, width], "counts": raw}, int(runs.size)
+    if isinstance(seg, list) and seg:  # polygons
+        mu = _mask_utils()
+        try:
+            rle = mu.merge(mu.frPyObjects(seg, height, width))
+        except Exception as e:  # noqa: BLE001 - pycocotools raises plain errors
+            raise InputError(f"cannot read the polygon segmentation ({e})", source=where) from None
+        return rle, len(rle_runs(rle["counts"], height, width))
+    raise InputError("segmentation is neither a COCO RLE nor a list of polygons", source=where)
+
+
+# ---------------------------------------------------------------------------------------------- loading
+@dataclass
+class MaskFile:
+    """One input file, read and checked: the image and its masks in file order."""
+
+    source: str  # absolute path of the JSON
+    image_id: str
+    image: str  # absolute path of the image
+    width: int
+    height: int
+    annotations: list[dict]  # the file's annotation dicts
+    ids: list[Any]  # annotation ids (the index in the file where there is none)
+    rles: list[dict]  # pycocotools RLEs (bytes counts), size [H, W]
+    runs: list[int]  # number of RLE runs per mask
+
+
+def _positive_int(value: Any, field: str, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise InputError(f"image.{field} should be a positive whole number, got {value!r}", source=where)
+    return value
+
+
+def _find_image(src: Path, info: dict, images: Path | None) -> Path:
+    folder = images if images is not None else src.parent
+    name = info.get("file_name")
+    if isinstance(name, str) and name:
+        path = folder / name
+        if path.is_file():
+            return path
+        hint = "" if images is not None else "; --images DIR looks in another folder"
+        raise InputError(f"image file {path} not found{hint}", source=str(src))
+    for suffix in IMAGE_SUFFIXES:
+        path = folder / (src.stem + suffix)
+        if path.is_file():
+            return path
+    raise InputError(
+        f"no image for this file: no image.file_name, and no {src.stem}.jpg/.png in {folder}", source=str(src)
+    )
+
+
+def load_mask_file(path: str | Path, cfg: TreeConfig) -> MaskFile:
+    """Read and check one SA-1B per-image JSON or SAM automatic-mask-generator output (a list of masks).
+
+    Raises ``InputError`` naming the file (and the annotation) for anything a tree cannot be built from.
+    """
+    src = Path(os.path.abspath(path))
+    where = str(src)
+    data = read_json_file(src)
+    if isinstance(data, list):  # SAM's automatic mask generator: a list of annotation dicts, no image info
+        anns, info = data, {}
+    elif isinstance(data, dict):
+        anns = data.get("annotations")
+        if not isinstance(anns, list):
+            raise InputError(
+                "no 'annotations' list: expected an SA-1B per-image JSON or SAM automatic-mask-generator output",
+                source=where,
+            )
+        info = data.get("image") or {}
+        if not isinstance(info, dict):
+            raise InputError("'image' should be an object with width, height and file_name", source=where)
+    else:
+        raise InputError(f"expected a JSON object or list, got {type(data).__name__}", source=where)
+
+    if "width" in info or "height" in info:
+        width = _positive_int(info.get("width"), "width", where)
+        height = _positive_int(info.get("height"), "height", where)
+    else:  # SAM output: the size comes from the masks
+        first = anns[0].get("segmentation") if anns and isinstance(anns[0], dict) else None
+        size = first.get("size") if isinstance(first, dict) else None
+        if not (isinstance(size, list) and len(size) == 2):
+            raise InputError("cannot tell the image size: no image.width/height and no RLE size", source=where)
+        height, width = size
+    image_id = info.get("image_id", src.stem)
+    image_id = str(image_id)
+
+    ids: list[Any] = []
+    rles: list[dict] = []
+    runs: list[int] = []
+    seen: set = set()
+    for i, ann in enumerate(anns):
+        at = f"{where}: annotations[{i}]"
+        if not isinstance(ann, dict):
+            raise InputError(f"annotations[{i}] is not an object", source=where)
+        node_id = ann.get("id", i)
+        if not isinstance(node_id, int | str) or isinstance(node_id, bool):
+            raise InputError(f"annotations[{i}].id should be a number or a string, got {node_id!r}", source=where)
+        if node_id in seen:
+            raise InputError(f"annotations[{i}]: id {node_id} appears twice", source=where)
+        seen.add(node_id)
+        if "segmentation" not in ann:
+            raise InputError(f"annotations[{i}] has no 'segmentation'", source=where)
+        rle, n = _coco_rle(ann["segmentation"], height, width, at)
+        ids.append(node_id)
+        rles.append(rle)
+        runs.append(n)
+
+    image = _find_image(src, info, cfg.images)
+    _check_image_size(image, width, height, where)
+    return MaskFile(where, image_id, os.path.abspath(image), width, height, anns, ids, rles, runs)
+
+
+def _check_image_size(image: Path, width: int, height: int, where: str) -> None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(image) as im:
+            size = im.size
+    except (UnidentifiedImageError, OSError) as e:
+        raise InputError(f"cannot read image {image} ({e})", source=where) from None
+    if size != (width, height):
+        raise InputError(f"image {image} is {size[0]}x{size[1]}, the JSON says {width}x{height}", source=where)
+
+
+# ----------------------------------------------------------------------------------------- the algorithm
+def order_by_area(areas: np.ndarray) -> np.ndarray:
+    """Indices of masks sorted by area, largest first, ties in file order."""
+    return np.lexsort((np.arange(len(areas)), -np.asarray(areas, dtype=np.int64)))
+
+
+def build_parents(
+    rles: list[dict], areas: np.ndarray, boxes: np.ndarray, threshold: float = 0.8, rule: str = "tightest"
+) -> list[int]:
+    """Parent index of every mask (``-1`` for a child of the root), in file order.
+
+    ``rles``: pycocotools RLEs; ``areas``: pixels per mask; ``boxes``: ``Nx4`` XYWH boxes covering each mask's
+    pixels (``toBbox``). Containment is computed with pycocotools only for pairs whose boxes overlap by at
+    least ``threshold * area``; every other pair has ``contain < threshold`` for certain.
+    """
+    n = len(rles)
+    areas = np.asarray(areas, dtype=np.int64)
+    parents = [-1] * n
+    if n == 0:
+        return parents
+    mu = _mask_utils()
+    order = order_by_area(areas)
+    b = np.asarray(boxes, dtype=np.float64).reshape(n, 4)[order]
+    x0, y0, x1, y1 = b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
+    iw = np.clip(np.minimum(x1[:, None], x1[None, :]) - np.maximum(x0[:, None], x0[None, :]), 0, None)
+    ih = np.clip(np.minimum(y1[:, None], y1[None, :]) - np.maximum(y0[:, None], y0[None, :]), 0, None)
+    sorted_areas = areas[order]
+    # may[i, j]: the mask at position j of the order could contain the one at position i (box bound)
+    may = (iw * ih) >= (threshold * sorted_areas[:, None]) * (1 - 1e-9)
+    may &= np.tri(n, k=-1, dtype=bool)  # only earlier masks
+    may[sorted_areas == 0, :] = False  # an empty mask is contained by nothing
+
+    def contain(i: int, js: list[int]) -> np.ndarray:
+        got = mu.iou([rles[order[i]]], [rles[order[j]] for j in js], [1] * len(js))
+        return np.asarray(got, dtype=np.float64).reshape(-1)
+
+    if rule == "tightest":
+        for i in range(1, n):
+            cands = np.flatnonzero(may[i])[::-1]  # latest (smallest) first
+            if cands.size == 0:
+                continue
+            hits = np.flatnonzero(contain(i, cands.tolist()) >= threshold)
+            if hits.size:
+                parents[order[i]] = int(order[cands[hits[0]]])
+        return parents
+    if rule != "first":
+        raise ValueError(f"unknown parent rule {rule!r}")
+    children: list[list[int]] = [[] for _ in range(n + 1)]  # positions; index n is the root
+    for i in range(n):
+        node = n
+        while True:
+            nxt = -1
+            for j in children[node]:
+                if may[i, j] and contain(i, [j])[0] >= threshold:
+                    nxt = j
+                    break
+            if nxt < 0:
+                break
+            node = nxt
+        children[node].append(i)
+        if node != n:
+            parents[order[i]] = int(order[node])
+    return parents
+
+
+def assign_roles(parents: list[int], areas: np.ndarray, image_area: int, cfg: TreeConfig) -> dict[str, list]:
+    """Depth, subtree depth, children, role and drop reason of every mask (lists in file order)."""
+    n = len(parents)
+    areas = np.asarray(areas, dtype=np.int64)
+    order = order_by_area(areas)  # a parent always comes before its children
+    children: list[list[int]] = [[] for _ in range(n)]
+    for i in order:
+        if parents[i] >= 0:
+            children[parents[i]].append(int(i))
+    depth = [1] * n
+    for i in order:
+        if parents[i] >= 0:
+            depth[i] = depth[parents[i]] + 1
+    height = [1] * n
+    for i in order[::-1]:
+        if parents[i] >= 0:
+            height[parents[i]] = max(height[parents[i]], height[i] + 1)
+    frac = areas / float(image_area)
+    role: list[str] = [R.ROLE_DROPPED] * n
+    reason: list[str | None] = [None] * n
+    for i in order:
+        p = parents[i]
+        if areas[i] == 0:
+            reason[i] = "empty"
+        elif p < 0:
+            if not cfg.main_min_area <= frac[i] <= cfg.main_max_area:
+                reason[i] = "not-main: area"
+            elif height[i] < cfg.main_min_depth:
+                reason[i] = "not-main: shallow"
+            else:
+                role[i] = R.ROLE_MAIN
+        elif role[p] == R.ROLE_DROPPED:
+            reason[i] = "small" if reason[p] == "small" else "inside-dropped"
+        elif frac[i] < cfg.part_min_area:
+            reason[i] = "small"
+        else:
+            role[i] = R.ROLE_PART
+    return {"children": children, "depth": depth, "height": height, "role": role, "reason": reason}
+
+
+def tree_record(mf: MaskFile, cfg: TreeConfig) -> dict:
+    """The image record of one checked mask file: every mask a node, with parent, children, depth and role."""
+    mu = _mask_utils()
+    areas = np.asarray(mu.area(mf.rles), dtype=np.int64).reshape(-1) if mf.rles else np.zeros(0, np.int64)
+    boxes = np.asarray(mu.toBbox(mf.rles), dtype=np.float64).reshape(-1, 4) if mf.rles else np.zeros((0, 4))
+    parents = build_parents(mf.rles, areas, boxes, cfg.threshold, cfg.parent_rule)
+    info = assign_roles(parents, areas, mf.width * mf.height, cfg)
+    nodes = []
+    for i, ann in enumerate(mf.annotations):
+        bbox = ann.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4):  # SA-1B convention: one pixel short of the pixels
+            x, y, w, h = boxes[i]
+            bbox = [float(x), float(y), max(float(w) - 1, 0.0), max(float(h) - 1, 0.0)]
+        node = {
+            R.ID: mf.ids[i],
+            R.PARENT: mf.ids[parents[i]] if parents[i] >= 0 else None,
+            R.CHILDREN: [mf.ids[c] for c in info["children"][i]],
+            R.DEPTH: info["depth"][i],
+            R.AREA: int(areas[i]),
+            R.BBOX: bbox,
+            R.RLE: to_json_rle(mf.rles[i]),
+            R.ROLE: info["role"][i],
+        }
+        if info["reason"][i] is not None:
+            node[R.DROP_REASON] = info["reason"][i]
+        for key in KEPT_ANNOTATION_FIELDS:
+            if key in ann:
+                node[key] = ann[key]
+        nodes.append(node)
+    return {
+        R.SCHEMA: R.SCHEMA_VERSION,
+        R.IMAGE_ID: mf.image_id,
+        R.IMAGE: mf.image,
+        R.WIDTH: mf.width,
+        R.HEIGHT: mf.height,
+        R.SOURCE: mf.source,
+        "tree": cfg.settings(),
+        R.NODES: nodes,
+    }
+
+
+def build_tree(path: str | Path, cfg: TreeConfig) -> dict:
+    """One input file -> its image record (and, with ``cfg.render``, its PNG). The unit of work of the stage."""
+    rec = tree_record(load_mask_file(path, cfg), cfg)
+    if cfg.render is not None:
+        from .render import render_tree
+
+        render_tree(rec, Path(cfg.render) / f"{rec[R.IMAGE_ID]}.png")
+    return rec
+
+
+def source_key(path: str | Path) -> str:
+    """The ``--resume`` key of an input path: the absolute path, as written into ``source``."""
+    return os.path.abspath(path)
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+def _glob_chars(spec: str) -> bool:
+    return any(ch in spec for ch in "*?[")
+
+
+def input_items(specs: list[str]) -> list[Item]:
+    """Input files for the stage, in order: each spec is a file, a directory (its ``*.json``, sorted), a glob
+    (sorted matches) or ``-`` (paths read from stdin, one a line). A spec that yields nothing becomes an item
+    that fails with a message naming it, so ``--on-error skip`` counts it and ``stop`` stops there.
+    """
+    items: list[Item] = []
+
+    def bad(spec: str, message: str) -> None:
+        items.append(Item(None, spec, spec.encode(), InputError(message, source=spec)))
+
+    def add(path: str) -> None:
+        items.append(Item(path, path, path.encode()))
+
+    for spec in specs:
+        if spec == "-":
+            listed = [line.strip() for line in sys.stdin.read().splitlines()]
+            paths = [p for p in listed if p and not p.startswith("#")]
+            if not paths:
+                bad("<stdin>", "no paths on stdin (expected one SA-1B JSON path a line)")
+            for p in paths:
+                if Path(p).is_dir():
+                    items.extend(input_items([p]))
+                else:
+                    add(p)
+            continue
+        path = Path(spec)
+        if path.is_dir():
+            found = sorted(str(p) for p in path.glob("*.json"))
+            if not found:
+                bad(spec, "directory holds no .json files")
+            for p in found:
+                add(p)
+        elif path.exists() or path.is_symlink():
+            add(spec)
+        elif _glob_chars(spec):
+            found = sorted(globmod.glob(spec, recursive=True))
+            if not found:
+                bad(spec, "no file matches this pattern")
+            for p in found:
+                add(p)
+        else:
+            bad(spec, "no such file or directory")
+    return items
