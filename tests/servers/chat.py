@@ -71,7 +71,7 @@ class _Base:
         self._httpd = _Server(("127.0.0.1", 0), self._handler())
         self.port = self._httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/v1"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         raise NotImplementedError
@@ -134,6 +134,9 @@ class ScriptedServer(_Base):
             def do_POST(self) -> None:
                 n = int(self.headers.get("Content-Length", "0"))
                 body = json.loads(self.rfile.read(n))
+                if not self.path.rstrip("/").endswith("/v1/chat/completions"):
+                    _reply(self, 404, {"error": {"message": f"no route {self.path}"}})
+                    return
                 with server._lock:
                     server.requests.append(body)
                     server.headers.append(dict(self.headers))
@@ -157,7 +160,9 @@ class ScriptedServer(_Base):
 
 
 class FaultProxy(_Base):
-    def __init__(self, upstream: str, faults: Callable[[int], str | None], *, stall: float = 3.0):
+    def __init__(self, upstream: str, faults: Callable[[int], str | None], *, stall: float = 3.0,
+                 retry_after: str = "0"):
+        self.retry_after = retry_after
         u = urlparse(upstream)
         self.up_host, self.up_port = u.hostname, u.port
         self.faults = faults
@@ -210,7 +215,7 @@ class FaultProxy(_Base):
                 with proxy._lock:
                     proxy.applied.append(fault)
                 if fault == "429":
-                    _reply(self, 429, {"error": {"message": "slow down"}}, {"Retry-After": "0"})
+                    _reply(self, 429, {"error": {"message": "slow down"}}, {"Retry-After": proxy.retry_after})
                 elif fault == "500":
                     _reply(self, 500, {"error": {"message": "boom"}})
                 elif fault in ("drop", "down"):

@@ -25,6 +25,7 @@ from ..errors import UrecaError
 from .base import BackendError, ChatBackend, GenerationSettings, Message, clean_answer
 
 RETRY_STATUS = {408, 409, 425, 429}
+MAX_RETRY_AFTER = 600.0  # seconds: a longer Retry-After is cut to this
 
 
 def image_data_url(image: Any, fmt: str = "jpeg", quality: int = 92) -> str:
@@ -163,7 +164,7 @@ class OpenAIBackend(ChatBackend):
         delay = min(self.max_backoff, self.backoff * (2**attempt))
         delay = random.uniform(0, delay)  # full jitter
         if retry_after is not None:
-            delay = max(delay, min(retry_after, self.max_backoff))
+            delay = max(delay, min(retry_after, MAX_RETRY_AFTER))  # the server knows best, within reason
         time.sleep(delay)
 
     def chat(self, messages: Sequence[Message], settings: GenerationSettings) -> str:
