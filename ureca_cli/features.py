@@ -21,6 +21,7 @@ weights are for tests and benchmarks: their similarities mean nothing about what
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -180,13 +181,17 @@ class RegionEmbedder:
     def __init__(self, cfg: FeatureConfig, model: Any | None = None):
         self.cfg = cfg
         self._model = model
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one forward pass at a time
+        self._load_lock = threading.Lock()
 
     @property
     def model(self) -> Any:
+        """The DINOv2 model, loaded on first use."""
         if self._model is None:
-            self._model = load_dinov2(self.cfg.model, device=self.cfg.device, dtype=self.cfg.dtype,
-                                      seed=self.cfg.seed)
+            with self._load_lock:
+                if self._model is None:
+                    self._model = load_dinov2(self.cfg.model, device=self.cfg.device, dtype=self.cfg.dtype,
+                                              seed=self.cfg.seed)
         return self._model
 
     @property
@@ -216,10 +221,12 @@ class RegionEmbedder:
             out.append(self._forward(batch)[:, 0].numpy())
         return _l2(np.concatenate(out))
 
-    def embed_masked(self, image: Any, bitmaps: list[np.ndarray]) -> np.ndarray:
+    def embed_masked(self, image: Any, bitmaps: Iterable[np.ndarray]) -> np.ndarray:
         """Whole PIL image + ``HxW`` 0/1 masks (image frame) -> ``(N, D) float32`` L2-normalised embeddings.
 
         One forward pass; each embedding pools the patch tokens with the mask's area per patch as weights.
+        ``bitmaps`` may be a generator: each mask is reduced to the patch grid as it comes, so only one
+        full-size mask is held at a time.
         """
         from PIL import Image
 
@@ -231,9 +238,10 @@ class RegionEmbedder:
         tokens = self._forward(_normalise(pixels)[None])[0, 1:].numpy()  # (gh*gw, D)
         if tokens.shape[0] != gh * gw:  # models with register tokens put them after CLS
             tokens = tokens[-gh * gw:]
-        if not bitmaps:
+        rows = [patch_weights(b, (gh, gw)) for b in bitmaps]
+        if not rows:
             return np.zeros((0, tokens.shape[1]), dtype=np.float32)
-        weights = np.stack([patch_weights(b, (gh, gw)) for b in bitmaps])  # (N, gh*gw)
+        weights = np.stack(rows)  # (N, gh*gw)
         return _l2(weights @ tokens)
 
 

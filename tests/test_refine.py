@@ -1,0 +1,280 @@
+"""`ureca refine` end to end: random-weight DINOv2 features, a scripted chat server for content checks,
+verification, bad input, resume, and the tiny random InternVL through the hf backend."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.refine_fixtures import annotated_record, pasted_photo
+from tests.servers.chat import ScriptedServer, request_images, request_text
+
+TINY = "random:dinov2-tiny"
+
+
+def _caption_in(text: str) -> str:
+    """The node caption a refine/verify prompt carries (our fixture's captions start with 'long ')."""
+    m = re.search(r"^(long [^\n]+|unique\([^\n]+\))$", text, re.M)
+    assert m, text
+    return m.group(1)
+
+
+def refine_or_judge(false_for: tuple[str, ...] = (), judge_answer: str | None = None):
+    def answer(body: dict) -> str:
+        text = request_text(body)
+        caption = _caption_in(text)
+        if "True if the description fits" in text:  # the verify template
+            if judge_answer is not None:
+                return judge_answer
+            plain = caption.removeprefix("unique(")
+            return "False." if plain.startswith(false_for) else "True"
+        return f"unique({caption})"
+
+    return answer
+
+
+@pytest.fixture
+def photo(shared_data, tmp_path):
+    return pasted_photo(shared_data, tmp_path / "pasted.png")
+
+
+@pytest.fixture
+def records(photo, tmp_path):
+    """Two annotated records of the pasted photo (ids photo1, photo2) in a JSONL file."""
+    image, spots = photo
+    path = tmp_path / "captioned.jsonl"
+    recs = [annotated_record(image, spots, "photo1"), annotated_record(image, spots, "photo2")]
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return path
+
+
+def _pair_threshold(image: Path, spots: dict) -> float:
+    """A threshold between sim(A, B) and the largest similarity of A or B with any other captioned region."""
+    from PIL import Image
+
+    from ureca_cli.features import FeatureConfig, RegionEmbedder, cosine_matrix
+    from ureca_cli.masks import decode
+    from ureca_cli.visual import VisualPrompter
+
+    rec = annotated_record(image, spots)
+    ms = [decode(n["rle"]) for n in rec["nodes"] if "caption" in n]
+    vp = VisualPrompter(Image.open(image).convert("RGB"))
+    sim = cosine_matrix(RegionEmbedder(FeatureConfig(model=TINY)).embed_crops([vp.blurred_crop(m) for m in ms]))
+    others = max(sim[i, j] for i in (0, 1) for j in range(2, len(ms)))
+    assert sim[0, 1] > others
+    return float((sim[0, 1] + others) / 2)
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def _run(cli, *args, features_model: str = TINY):
+    return cli("refine", *[str(a) for a in args], "--features-model", features_model, "--device", "cpu")
+
+
+def test_refine_end_to_end_scripted(cli, photo, records, tmp_path):
+    threshold = _pair_threshold(*photo)
+    out = tmp_path / "refined.jsonl"
+    with ScriptedServer(refine_or_judge()) as server:
+        r = _run(cli, records, "--backend", "openai", "--base-url", server.url, "--threshold", threshold,
+                 "--save-prompts", tmp_path / "prompts", "-o", out)
+        assert r.exit_code == 0, r.stderr
+        reqs = list(server.requests)
+    recs = _lines(out)
+    assert [r["image_id"] for r in recs] == ["photo1", "photo2"]
+    nodes = {n["id"]: n for n in recs[0]["nodes"]}
+    # the identical pair: each in the other's similar set, and refined
+    assert [s["id"] for s in nodes[1]["similar"]] == [2]
+    assert [s["id"] for s in nodes[2]["similar"]] == [1]
+    assert nodes[1]["similar"][0]["score"] > threshold
+    assert all(s["id"] not in (1, 2) for s in nodes[3]["similar"])
+    for n in nodes.values():
+        if n["role"] == "dropped":
+            assert "caption" not in n and "similar" not in n
+            continue
+        assert n["short_caption"].startswith("short ") and n["long_caption"].startswith("long ")  # kept
+        if n["similar"]:
+            assert n["unique_caption"] == f"unique({n['long_caption']})"
+            assert n["caption"] == n["unique_caption"]
+        else:
+            assert "unique_caption" not in n and n["caption"] == n["long_caption"]
+    refined = [n for r in recs for n in r["nodes"] if n.get("similar")]
+    assert len(reqs) == len(refined)  # one request per region with look-alikes, none for the others
+    for body in reqs:
+        assert len(request_images(body)) == 1  # the set-of-mark image
+        text = request_text(body)
+        assert "Region 0" in text and "outlined in blue" in text
+    stamp = recs[0]["refine"]
+    assert stamp["backend"] == "openai" and stamp["model"] == "scripted"
+    assert stamp["prompt_version"].startswith("ureca-prompts-")
+    assert stamp["features"] == {"model": TINY, "mode": "crop", "threshold": threshold, "max_similar": 8}
+    assert recs[0]["annotate"]["model"] == "m"  # earlier fields kept
+    saved = sorted(p.name for p in (tmp_path / "prompts" / "photo1").iterdir())
+    assert "1_setofmark.png" in saved and "2_setofmark.png" in saved
+
+
+def test_refine_masked_pool_everything_similar(cli, records, tmp_path):
+    """Threshold -1: every captioned region is a look-alike of every other; --max-similar caps the sets."""
+    out = tmp_path / "refined.jsonl"
+    with ScriptedServer(refine_or_judge()) as server:
+        r = _run(cli, records, "--backend", "openai", "--base-url", server.url, "--threshold", -1,
+                 "--features", "masked-pool", "--max-similar", 2, "--shard", "0/2", "-o", out)
+        assert r.exit_code == 0, r.stderr
+        assert len(server.requests) == 6
+    (rec,) = _lines(out)
+    captioned = [n for n in rec["nodes"] if "caption" in n]
+    assert all(len(n["similar"]) == 2 for n in captioned)
+    scores = [s["score"] for n in captioned for s in n["similar"]]
+    assert all(-1 <= s <= 1 for s in scores)
+    assert rec["refine"]["features"]["mode"] == "masked-pool" and rec["refine"]["refined"] == 6
+
+
+def test_verify_and_drop_unverified(cli, records, tmp_path):
+    out = tmp_path / "verified.jsonl"
+    with ScriptedServer(refine_or_judge(false_for=("long crema",))) as server:
+        r = _run(cli, records, "--backend", "openai", "--base-url", server.url, "--no-refine", "--verify",
+                 "--drop-unverified", "--save-prompts", tmp_path / "p", "-o", out)
+        assert r.exit_code == 0, r.stderr
+        assert len(server.requests) == 12  # 6 captioned regions x 2 images, one judge request each
+        assert all(len(request_images(b)) == 2 for b in server.requests)
+    rec = _lines(out)[0]
+    nodes = {n["id"]: n for n in rec["nodes"]}
+    assert 5 not in nodes  # the crema, judged False, is gone; its child moved up to the cup
+    assert nodes[6]["parent"] == 4 and nodes[6]["depth"] == 2 and 6 in nodes[4]["children"]
+    assert all(n["verified"] is True for n in nodes.values() if "caption" in n)
+    assert rec["refine"]["unverified"] == 1 and rec["refine"]["dropped"] == 1
+    assert rec["refine"]["judge"] == {"backend": "openai", "model": "scripted"}
+    assert (tmp_path / "p" / "photo1" / "6_verify_context.png").is_file()
+
+
+def test_verify_keeps_false_without_drop(cli, records, tmp_path):
+    out = tmp_path / "v.jsonl"
+    with ScriptedServer(refine_or_judge(false_for=("long crema",))) as server:
+        r = _run(cli, records, "--backend", "openai", "--base-url", server.url, "--verify", "--threshold", -1,
+                 "--shard", "1/2", "-o", out)
+        assert r.exit_code == 0, r.stderr
+        texts = [request_text(b) for b in server.requests]
+    (rec,) = _lines(out)
+    nodes = {n["id"]: n for n in rec["nodes"]}
+    assert nodes[5]["verified"] is False and nodes[4]["verified"] is True
+    # the judge saw the refined captions, not the annotate ones
+    judged = [_caption_in(t) for t in texts if "True if the description fits" in t]
+    assert sorted(judged) == sorted(n["caption"] for n in nodes.values() if "caption" in n)
+    assert all(c.startswith("unique(") for c in judged)
+
+
+@pytest.mark.parametrize("answer", ["Maybe so.", "It depends"])
+def test_judge_answer_neither_true_nor_false_fails(cli, records, tmp_path, answer):
+    out = tmp_path / "v.jsonl"
+    with ScriptedServer(refine_or_judge(judge_answer=answer)) as server:
+        r = _run(cli, records, "--backend", "openai", "--base-url", server.url, "--no-refine", "--verify",
+                 "-o", out)
+        assert r.exit_code == 2
+        errors = [x for x in r.stderr.splitlines() if "error" in x]
+        assert len(errors) == 1 and "neither True nor False" in errors[0] and "captioned.jsonl:1" in errors[0]
+        assert "Traceback" not in r.stderr
+        r = _run(cli, records, "--backend", "openai", "--base-url", server.url, "--no-refine", "--verify",
+                 "--on-error", "skip", "--failed", tmp_path / "failed.jsonl", "-o", out)
+    assert r.exit_code == 0 and "2 failed and skipped" in r.stderr
+    assert len((tmp_path / "failed.jsonl").read_text().splitlines()) == 2
+
+
+def test_bad_input_one_line_exit_2_or_skip(cli, photo, tmp_path):
+    image, spots = photo
+    good = annotated_record(image, spots, "ok")
+    missing = annotated_record(tmp_path / "nope.png", spots, "missing")
+    wrong_size = dict(annotated_record(image, spots, "size"), width=10)
+    bad_rle = annotated_record(image, spots, "rle")
+    bad_rle["nodes"][0]["rle"] = {"size": [400, 600], "counts": "@@@not-rle"}
+    path = tmp_path / "in.jsonl"
+    lines = [json.dumps(good), "{not json", json.dumps({"image_id": "x"}), json.dumps(missing),
+             json.dumps(wrong_size), json.dumps(bad_rle), json.dumps(good | {"image_id": "ok2"})]
+    path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out.jsonl"
+    with ScriptedServer(refine_or_judge()) as server:
+        args = ("--backend", "openai", "--base-url", server.url, "--threshold", -1, "-o", out)
+        r = _run(cli, path, *args)
+        assert r.exit_code == 2 and "in.jsonl:2: not valid JSON" in r.stderr
+        assert len(_lines(out)) == 1  # the first image, already written, is kept
+        r = _run(cli, path, *args, "--on-error", "skip")
+    assert r.exit_code == 0, r.stderr
+    assert "5 failed and skipped" in r.stderr
+    err = r.stderr
+    assert "in.jsonl:3" in err and "missing field" in err
+    assert "in.jsonl:4" in err and "not found" in err
+    assert "in.jsonl:5" in err and "record says 10x400" in err
+    assert "in.jsonl:6" in err and "node 1" in err
+    assert "Traceback" not in err
+    assert [r["image_id"] for r in _lines(out)] == ["ok", "ok2"]
+
+
+def test_resume_skips_images_already_written(cli, records, tmp_path):
+    out = tmp_path / "refined.jsonl"
+    with ScriptedServer(refine_or_judge()) as server:
+        args = ("--backend", "openai", "--base-url", server.url, "--threshold", -1, "-o", out)
+        assert _run(cli, records, *args).exit_code == 0
+        full = out.read_text().splitlines()
+        first = full[0]
+        out.write_text(first + "\n" + full[1][:50])  # interrupted: a whole first line and a torn second one
+        n = len(server.requests)
+        r = _run(cli, records, *args, "--resume")
+        assert r.exit_code == 0, r.stderr
+        assert len(server.requests) == n + 6  # only the second image was redone
+    assert "1 already done" in r.stderr
+    lines = out.read_text().splitlines()
+    assert lines[0] == first and [json.loads(x)["image_id"] for x in lines] == ["photo1", "photo2"]
+
+
+def test_options_checked(cli, records, tmp_path):
+    r = _run(cli, records, "--drop-unverified")
+    assert r.exit_code == 2 and "--drop-unverified needs --verify" in r.stderr
+    r = _run(cli, records, "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--model", "m",
+             features_model="random:nope")
+    assert r.exit_code == 2 and "no model configuration 'nope'" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = _run(cli, records, "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--model", "m",
+             features_model=str(tmp_path))
+    assert r.exit_code == 2 and "cannot load the DINOv2 model" in r.stderr
+    r = _run(cli, records, "--threshold", 2)
+    assert r.exit_code == 2 and "--threshold 2" in r.stderr
+
+
+def test_parse_verdict_and_drop_nodes():
+    from ureca_cli.refine import drop_nodes, parse_verdict
+
+    assert parse_verdict("True") is True and parse_verdict("**false**.") is False
+    assert parse_verdict(" TRUE, it fits") is True
+    assert parse_verdict("Yes") is None and parse_verdict("") is None and parse_verdict("...") is None
+    rec = {"nodes": [
+        {"id": 1, "parent": None, "children": [2], "depth": 1},
+        {"id": 2, "parent": 1, "children": [3], "depth": 2},
+        {"id": 3, "parent": 2, "children": [4], "depth": 3},
+        {"id": 4, "parent": 3, "children": [], "depth": 4},
+    ]}
+    assert drop_nodes(rec, {2, 3}) == 2
+    assert rec["nodes"] == [{"id": 1, "parent": None, "children": [4], "depth": 1},
+                            {"id": 4, "parent": 1, "children": [], "depth": 2}]
+
+
+@pytest.mark.slow
+def test_refine_hf_backend_tiny_internvl(cli, records, tmp_path):
+    """The in-process backend with a tiny random InternVL: random text, but every refined node gets it."""
+    from ureca_cli.model.tiny import save_tiny_internvl
+
+    folder = save_tiny_internvl(tmp_path / "tiny-internvl")
+    out = tmp_path / "refined.jsonl"
+    r = _run(cli, records, "--backend", "hf", "--model", folder, "--threshold", -1, "--max-new-tokens", 8,
+             "--max-side", 64, "--shard", "0/2", "-o", out)
+    assert r.exit_code == 0, r.stderr
+    (rec,) = _lines(out)
+    captioned = [n for n in rec["nodes"] if "caption" in n]
+    assert len(captioned) == 6
+    for n in captioned:
+        assert n["unique_caption"] and n["caption"] == n["unique_caption"]
+    assert rec["refine"]["backend"] == "hf" and rec["refine"]["model"] == str(folder)
+    assert np.isfinite([s["score"] for n in captioned for s in n["similar"]]).all()
