@@ -228,3 +228,40 @@ def save_tiny_internvl(folder: str | Path, *, seed: int = 0, **kwargs: Any) -> P
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
+
+
+def packaged_config(name: str) -> dict[str, Any]:
+    """A configuration shipped in `ureca_cli/model/configs/`: "internvl3_1b" (the InternVLConfig of
+    OpenGVLab/InternVL3-1B-hf, 938M parameters) or "tiny" (the keyword arguments of `tiny_internvl`)."""
+    import json
+    from importlib.resources import files
+
+    path = files("ureca_cli.model").joinpath("configs", f"{name}.json")
+    if not path.is_file():
+        raise ValueError(f"no packaged model config {name!r} (have: internvl3_1b, tiny)")
+    return json.loads(path.read_text())
+
+
+def random_internvl(name: str = "internvl3_1b", *, seed: int = 0, dtype: str = "float32",
+                    max_tiles: int = 12) -> tuple[Any, Any]:
+    """(model, processor): random weights at the size of a packaged InternVLConfig (no hub needed), and an
+    `InternVLProcessor` with the real image processing (tile size and tokens per tile of that config) around
+    the tiny BPE tokenizer (whose ids all fall inside the real vocabulary). For benchmarks."""
+    import torch
+    from transformers import InternVLConfig, InternVLForConditionalGeneration
+
+    data = packaged_config(name)
+    if name == "tiny":
+        return tiny_internvl(seed=seed, **data)
+    config = InternVLConfig(**data)
+    size = config.vision_config.image_size
+    size = size[0] if isinstance(size, (list, tuple)) else size
+    patch = config.vision_config.patch_size
+    patch = patch[0] if isinstance(patch, (list, tuple)) else patch
+    processor = tiny_processor(image_size=size, patch_size=patch, max_tiles=max_tiles)
+    config.image_token_id = processor.tokenizer.context_image_token_id
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = InternVLForConditionalGeneration(config).to(getattr(torch, dtype))
+    model.eval()
+    return model, processor

@@ -1,0 +1,257 @@
+"""URECA checkpoints: a folder that one call (`load_checkpoint`) turns back into the model, strictly.
+
+Layout of a checkpoint folder:
+
+    ureca.json                 format, UrecaConfig, added-token ids, embedding rows, what else is present
+    mask_encoder.safetensors   the mask encoder's state dict
+    added_tokens.safetensors   `input`: (n, D) embedding rows of <mask>, </mask>, <MASK_CONTEXT> (in that
+                               order); `output`: the lm_head rows, when the output embedding is untied
+    adapter/                   optional peft LoRA adapter (adapter_config.json, adapter_model.safetensors)
+    base/                      only when the base has no id (config.base is None): the InternVL weights,
+                               without LoRA, saved with save_pretrained
+    tokenizer.json, tokenizer_config.json, processor_config.json, chat_template.jinja
+                               the InternVLProcessor, its tokenizer holding the added tokens
+
+Anything missing or not matching (a file, a key, a shape, a token id) is a `UrecaError` naming it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import UrecaError
+
+FORMAT = "ureca-checkpoint"
+VERSION = 1
+CONFIG_FILE = "ureca.json"
+MASK_ENCODER_FILE = "mask_encoder.safetensors"
+ADDED_TOKENS_FILE = "added_tokens.safetensors"
+ADAPTER_DIR = "adapter"
+BASE_DIR = "base"
+
+
+def _clean_base_state_dict(internvl) -> dict[str, Any]:
+    """The InternVL's own weights: LoRA weights dropped and peft's `.base_layer.` unwrapped."""
+    state = {}
+    for key, value in internvl.state_dict().items():
+        if "lora_" in key:
+            continue
+        state[key.replace(".base_layer.", ".")] = value
+    return state
+
+
+def save_checkpoint(model, folder: str | Path, processor=None, *, embed_base: bool | None = None) -> Path:
+    """Write `model` (a UrecaModel) and its processor (default `model.processor`) to `folder`.
+
+    The base's weights are written (to base/) when `embed_base` is True, or by default when `config.base` is
+    None; otherwise only the id is kept. A LoRA adapter, if the model has one, goes to adapter/.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    from .ureca import ADDED_TOKENS, _embedding_matrices
+
+    processor = processor if processor is not None else model.processor
+    if processor is None:
+        raise ValueError("save_checkpoint needs the model's processor")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = model.config
+    embed = config.base is None if embed_base is None else embed_base
+    internvl = model.internvl
+    ids = model.token_ids.added()
+
+    encoder_state = {k: v.detach().contiguous().cpu() for k, v in model.mask_encoder.state_dict().items()}
+    save_file(encoder_state, str(folder / MASK_ENCODER_FILE), metadata={"format": FORMAT})
+    rows = torch.tensor([ids[t] for t in ADDED_TOKENS])
+    mats = _embedding_matrices(internvl)
+    added = {"input": mats[0].weight.detach()[rows].contiguous().cpu()}
+    if len(mats) > 1:
+        added["output"] = mats[1].weight.detach()[rows].contiguous().cpu()
+    save_file(added, str(folder / ADDED_TOKENS_FILE), metadata={"format": FORMAT})
+
+    if model.has_lora:
+        model.base.save_pretrained(str(folder / ADAPTER_DIR))
+    if embed:
+        internvl.save_pretrained(str(folder / BASE_DIR), state_dict=_clean_base_state_dict(internvl))
+    processor.hf.save_pretrained(str(folder))
+
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": config.to_dict(),
+        "added_tokens": ids,
+        "vocab_rows": int(mats[0].weight.shape[0]),
+        "hidden_size": int(mats[0].weight.shape[1]),
+        "base_embedded": embed,
+        "adapter": model.has_lora,
+        "dtype": str(model.dtype).removeprefix("torch."),
+    }
+    (folder / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return folder
+
+
+def read_checkpoint_meta(folder: str | Path) -> dict[str, Any]:
+    """ureca.json of a checkpoint folder, checked (UrecaError names the folder and what is wrong)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UrecaError(f"{folder}: checkpoint folder not found")
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise UrecaError(f"{folder}: not a URECA checkpoint (missing {CONFIG_FILE})")
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UrecaError(f"{path}: unreadable JSON ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise UrecaError(f"{path}: not a URECA checkpoint config (format must be {FORMAT!r})")
+    if meta.get("version") != VERSION:
+        raise UrecaError(f"{path}: checkpoint format version {meta.get('version')!r}, this ureca reads {VERSION}")
+    for key in ("config", "added_tokens", "vocab_rows", "hidden_size", "base_embedded", "adapter"):
+        if key not in meta:
+            raise UrecaError(f"{path}: missing field {key!r}")
+    return meta
+
+
+def _load_safetensors(path: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise UrecaError(f"{path.parent}: checkpoint is missing {path.name}")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise UrecaError(f"{path}: unreadable safetensors file ({e})") from None
+
+
+def load_state_strict(module, state: dict[str, Any], source: Path) -> None:
+    """`module.load_state_dict(state)` that names missing keys, unexpected keys and shape mismatches."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}"
+              for k in sorted(set(own) & set(state)) if tuple(state[k].shape) != tuple(own[k].shape)]
+    problems = []
+    if missing:
+        problems.append("missing keys: " + ", ".join(missing))
+    if unexpected:
+        problems.append("unexpected keys: " + ", ".join(unexpected))
+    if shapes:
+        problems.append("shape mismatch: " + ", ".join(shapes))
+    if problems:
+        raise UrecaError(f"{source}: does not match the model ({'; '.join(problems)})")
+    module.load_state_dict(state, strict=True)
+
+
+def _check_adapter_keys(peft_model, adapter_dir: Path) -> None:
+    """Strictness for the LoRA adapter: the file's keys must be exactly the model's LoRA keys."""
+    from peft import get_peft_model_state_dict
+
+    files = list(adapter_dir.glob("adapter_model.*"))
+    if not files:
+        raise UrecaError(f"{adapter_dir}: missing adapter_model.safetensors")
+    saved = set(_load_safetensors(adapter_dir / "adapter_model.safetensors")) if files[0].suffix == ".safetensors" \
+        else None
+    if saved is None:
+        return
+    own = set(get_peft_model_state_dict(peft_model))
+    missing, unexpected = sorted(own - saved), sorted(saved - own)
+    if missing or unexpected:
+        raise UrecaError(f"{adapter_dir}: adapter does not match the model (missing keys: "
+                         f"{', '.join(missing[:5]) or 'none'}; unexpected keys: {', '.join(unexpected[:5]) or 'none'})")
+
+
+def load_checkpoint(folder: str | Path, *, device: str | None = None, dtype: str | None = None,
+                    base: str | None = None, trainable: bool = False):
+    """Load a URECA checkpoint folder -> UrecaModel (eval mode unless `trainable`; `.processor` set).
+
+    device: "cpu", "cuda", "cuda:1", ... (default: where from_pretrained puts it, the CPU); dtype: "float32",
+    "bfloat16", "float16" or None for the dtype it was saved in; base: override the base id/folder (for a
+    checkpoint whose base lives elsewhere on this machine); trainable: load the LoRA adapter trainable.
+    """
+    import torch
+    from transformers import AutoProcessor, InternVLForConditionalGeneration
+
+    from .processor import UrecaProcessor
+    from .ureca import ADDED_TOKENS, MaskTokenIds, UrecaConfig, UrecaModel, _embedding_matrices
+
+    folder = Path(folder)
+    meta = read_checkpoint_meta(folder)
+    try:
+        config = UrecaConfig.from_dict(meta["config"])
+    except (TypeError, ValueError) as e:
+        raise UrecaError(f"{folder / CONFIG_FILE}: bad config ({e})") from None
+    for name in (MASK_ENCODER_FILE, ADDED_TOKENS_FILE, "tokenizer_config.json"):
+        if not (folder / name).is_file():
+            raise UrecaError(f"{folder}: checkpoint is missing {name}")
+    if meta["adapter"] and not (folder / ADAPTER_DIR / "adapter_config.json").is_file():
+        raise UrecaError(f"{folder}: checkpoint is missing {ADAPTER_DIR}/adapter_config.json")
+
+    torch_dtype = getattr(torch, dtype or meta.get("dtype", "float32"), None)
+    if not isinstance(torch_dtype, torch.dtype):
+        raise UrecaError(f"unknown dtype {dtype or meta.get('dtype')!r} (use float32, bfloat16 or float16)")
+    if meta["base_embedded"] and base is None:
+        if not (folder / BASE_DIR / "config.json").is_file():
+            raise UrecaError(f"{folder}: checkpoint is missing {BASE_DIR}/config.json (the embedded base model)")
+        source = str(folder / BASE_DIR)
+    else:
+        source = base or config.base
+        if not source:
+            raise UrecaError(f"{folder / CONFIG_FILE}: no base model id and no embedded base")
+    try:
+        hf_processor = AutoProcessor.from_pretrained(str(folder))
+    except Exception as e:
+        raise UrecaError(f"{folder}: cannot load the processor/tokenizer ({type(e).__name__}: {e})") from None
+    try:
+        internvl = InternVLForConditionalGeneration.from_pretrained(source, dtype=torch_dtype)
+    except Exception as e:
+        raise UrecaError(f"cannot load base model {source} ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+
+    tok = hf_processor.tokenizer
+    vocab = tok.get_vocab()
+    for t, want in meta["added_tokens"].items():
+        if vocab.get(t) != want:
+            raise UrecaError(f"{folder}: tokenizer has {t} as id {vocab.get(t)}, {CONFIG_FILE} says {want}")
+    rows = internvl.get_input_embeddings().weight.shape[0]
+    if rows < meta["vocab_rows"]:
+        internvl.resize_token_embeddings(meta["vocab_rows"], mean_resizing=False)
+    elif rows > meta["vocab_rows"]:
+        raise UrecaError(f"{folder}: base model {source} has {rows} embedding rows, checkpoint expects "
+                         f"{meta['vocab_rows']}")
+    ids = meta["added_tokens"]
+    token_ids = MaskTokenIds(start=ids["<mask>"], end=ids["</mask>"], context=ids["<MASK_CONTEXT>"],
+                             image=internvl.config.image_token_id)
+    model = UrecaModel(internvl, config, token_ids)
+
+    load_state_strict(model.mask_encoder, _load_safetensors(folder / MASK_ENCODER_FILE), folder / MASK_ENCODER_FILE)
+    added = _load_safetensors(folder / ADDED_TOKENS_FILE)
+    mats = _embedding_matrices(internvl)
+    want = {"input"} | ({"output"} if len(mats) > 1 else set())
+    if set(added) != want:
+        raise UrecaError(f"{folder / ADDED_TOKENS_FILE}: has {sorted(added)}, the model needs {sorted(want)}")
+    rows_idx = torch.tensor([ids[t] for t in ADDED_TOKENS])
+    with torch.no_grad():
+        for name, mat in zip(("input", "output"), mats, strict=False):
+            value = added[name]
+            if tuple(value.shape) != (len(ADDED_TOKENS), mat.weight.shape[1]):
+                raise UrecaError(f"{folder / ADDED_TOKENS_FILE}: {name} has shape {tuple(value.shape)}, "
+                                 f"expected {(len(ADDED_TOKENS), mat.weight.shape[1])}")
+            mat.weight[rows_idx] = value.to(mat.weight.dtype)
+
+    if meta["adapter"]:
+        from peft import PeftModel
+
+        try:
+            model.base = PeftModel.from_pretrained(internvl, str(folder / ADAPTER_DIR), is_trainable=trainable)
+        except Exception as e:
+            raise UrecaError(f"{folder / ADAPTER_DIR}: cannot load the LoRA adapter ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0]})") from None
+        _check_adapter_keys(model.base, folder / ADAPTER_DIR)
+    model.processor = UrecaProcessor(hf_processor, config, token_ids)
+    if device:
+        model.to(device)
+    if not trainable:
+        model.eval()
+    return model
