@@ -204,6 +204,14 @@ def resolve_bertscore_model(name: str, layers: int | None) -> tuple[str, int]:
         return str(path), layers
     if name.startswith((".", "/", "~")) or os.sep in name and name.count("/") > 1:
         raise UrecaError(f"--bertscore-model {name}: no such folder")
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(name, "config.json")
+    if not isinstance(cached, str):
+        if _offline():
+            raise UrecaError(f"BERTScore model {name!r} is not in the local Hugging Face cache and the hub is "
+                             f"offline (HF_HUB_OFFLINE); {how}")
+        _probe_hub(name, how)
     if layers is None:
         from bert_score.utils import model2layers
 
@@ -211,13 +219,23 @@ def resolve_bertscore_model(name: str, layers: int | None) -> tuple[str, int]:
             raise UrecaError(f"--bertscore-model {name}: bert-score has no tuned layer for it; "
                              f"pass --bertscore-layers N")
         layers = model2layers[name]
-    from huggingface_hub import try_to_load_from_cache
-
-    cached = try_to_load_from_cache(name, "config.json")
-    if not isinstance(cached, str) and _offline():
-        raise UrecaError(f"BERTScore model {name!r} is not in the local Hugging Face cache and the hub is "
-                         f"offline (HF_HUB_OFFLINE); {how}")
     return name, layers
+
+
+def _probe_hub(name: str, how: str) -> None:
+    """One request to the hub before a download, so that an unreachable hub is one error at once instead of
+    the retry loops with back-off that a download runs for every file."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    try:
+        HfApi().model_info(name, timeout=10)
+    except RepositoryNotFoundError:
+        raise UrecaError(f"BERTScore model {name!r}: no such model on the Hugging Face hub; {how}") from None
+    except Exception as e:  # noqa: BLE001 - connection refused, DNS, timeout, proxy, HTTP errors
+        msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UrecaError(f"BERTScore model {name!r} is not in the local Hugging Face cache and the hub cannot be "
+                         f"reached ({msg}); {how}") from None
 
 
 class BertScore:
