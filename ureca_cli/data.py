@@ -321,3 +321,65 @@ def split_by_image(samples: list[Sample], val_fraction: float, seed: int = 0,
     train = [s for s in samples if s.image_id not in val_set]
     val = [s for s in samples if s.image_id in val_set]
     return train, val
+
+
+# ------------------------------------------------------------------------------------------- to tensors
+def load_image_and_mask(sample: Sample) -> tuple[Any, Any]:
+    """(RGB PIL image, ``HxW uint8`` 0/1 mask or ``None``) of a sample."""
+    from PIL import Image
+
+    from . import masks as M
+
+    try:
+        with Image.open(sample.image) as im:
+            image = im.convert("RGB")
+    except Exception as e:  # noqa: BLE001 - PIL raises many kinds for a bad file
+        raise InputError(f"image {sample.image} cannot be read ({type(e).__name__})", source=sample.where) from None
+    mask = M.decode(sample.rle, sample.where) if sample.rle is not None else None
+    return image, mask
+
+
+def encode_sample(processor: Any, sample: Sample, *, use_mask: bool = True, with_answer: bool = True) -> dict:
+    """One sample -> model inputs through the URECA processor (``ureca_cli.model.UrecaProcessor``).
+
+    With a mask (and ``use_mask``): the processor's own layout (image, ``<mask>`` + K x tiles
+    ``<MASK_CONTEXT>`` + ``</mask>``, question). Without (a whole-image sample, or the no-mask baseline of the
+    ablation): the same chat prompt with the image and the question only, and ``mask_tiles`` of shape
+    (0, S, S). Returns input_ids (1, L), attention_mask (1, L), pixel_values (T, 3, S, S), mask_tiles and,
+    with the answer, labels (1, L) (-100 except on the answer and end-of-turn tokens).
+    """
+    import torch
+
+    image, mask = load_image_and_mask(sample)
+    answer = sample.caption if with_answer else None
+    if use_mask and mask is not None:
+        return processor(image, mask, question=sample.question, answer=answer)
+    question = sample.question or processor.config.question
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    text = processor.hf.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    enc = processor.hf(images=[image], text=[text], return_tensors="pt", **processor._image_kwargs())
+    size = processor.config.tile_size
+    out = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+           "pixel_values": enc["pixel_values"], "mask_tiles": torch.zeros((0, size, size), dtype=torch.uint8)}
+    if answer is not None:
+        ids = processor.tokenizer(answer, add_special_tokens=False)["input_ids"] + [processor.end_of_turn_id]
+        ans = torch.tensor([ids], dtype=out["input_ids"].dtype)
+        out["labels"] = torch.cat([torch.full_like(out["input_ids"], -100), ans], dim=1)
+        out["input_ids"] = torch.cat([out["input_ids"], ans], dim=1)
+        out["attention_mask"] = torch.cat([out["attention_mask"], torch.ones_like(ans)], dim=1)
+    return out
+
+
+class RegionDataset:
+    """A map-style dataset (``torch.utils.data.Dataset`` protocol) of encoded samples, for the Trainer."""
+
+    def __init__(self, samples: list[Sample], processor: Any, *, use_mask: bool = True):
+        self.samples = samples
+        self.processor = processor
+        self.use_mask = use_mask
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict:
+        return encode_sample(self.processor, self.samples[i], use_mask=self.use_mask)
