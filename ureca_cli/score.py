@@ -434,6 +434,9 @@ def _uniqueness(m: Matched, cfg: ScoreConfig, multi: list[list[int]], items: lis
             rouge_cache[key] = rouge.calc_score([res[i][0]], gts[j])
         return rouge_cache[key]
 
+    for item in items:  # regions alone in their image get no uniqueness figures
+        item["duplicate"] = None
+        item["unique@1"] = None
     dup_rates, u_rates, chance = [], [], []
     for idx in multi:
         dups = duplicates([m.predictions[i] for i in idx])

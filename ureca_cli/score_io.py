@@ -214,7 +214,7 @@ def _detect(data: bytes, name: str) -> tuple[str, Any]:
             return "coco", doc
         if R.is_image_record(doc):
             return "images", [(doc, f"{name}:1")]
-        if R.ID in doc and (R.CAPTION in doc or R.CAPTIONS in doc):
+        if R.ID in doc or R.IMAGE_ID in doc:  # one region record (a one-line JSONL file)
             return "regions", [(doc, f"{name}:1")]
         if _looks_dam(doc):
             return "dam", doc
