@@ -32,6 +32,22 @@ ADAPTER_DIR = "adapter"
 BASE_DIR = "base"
 
 
+class _quiet_progress:
+    """Turn transformers' progress bars (loading/writing weights) off inside a `with`; restored after."""
+
+    def __enter__(self):
+        from transformers.utils import logging
+
+        self._was = logging.is_progress_bar_enabled()
+        logging.disable_progress_bar()
+
+    def __exit__(self, *exc):
+        from transformers.utils import logging
+
+        if self._was:
+            logging.enable_progress_bar()
+
+
 def _clean_base_state_dict(internvl) -> dict[str, Any]:
     """The InternVL's own weights: LoRA weights dropped and peft's `.base_layer.` unwrapped."""
     state = {}
@@ -75,7 +91,8 @@ def save_checkpoint(model, folder: str | Path, processor=None, *, embed_base: bo
     if model.has_lora:
         model.base.save_pretrained(str(folder / ADAPTER_DIR))
     if embed:
-        internvl.save_pretrained(str(folder / BASE_DIR), state_dict=_clean_base_state_dict(internvl))
+        with _quiet_progress():
+            internvl.save_pretrained(str(folder / BASE_DIR), state_dict=_clean_base_state_dict(internvl))
     processor.hf.save_pretrained(str(folder))
 
     meta = {
@@ -205,7 +222,8 @@ def load_checkpoint(folder: str | Path, *, device: str | None = None, dtype: str
     except Exception as e:
         raise UrecaError(f"{folder}: cannot load the processor/tokenizer ({type(e).__name__}: {e})") from None
     try:
-        internvl = InternVLForConditionalGeneration.from_pretrained(source, dtype=torch_dtype)
+        with _quiet_progress():
+            internvl = InternVLForConditionalGeneration.from_pretrained(source, dtype=torch_dtype)
     except Exception as e:
         raise UrecaError(f"cannot load base model {source} ({type(e).__name__}: {str(e).splitlines()[0]})") from None
 

@@ -1,0 +1,189 @@
+"""`ureca caption` end to end with a saved tiny URECA checkpoint: region forms, batches, score, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from PIL import Image  # noqa: E402
+
+from ureca_cli import masks as M  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    from ureca_cli.model import build_tiny_ureca, save_checkpoint
+
+    model = build_tiny_ureca(seed=0)
+    with torch.no_grad():  # make the random model listen to its mask, so regions get their own captions
+        model.mask_encoder.proj.weight.mul_(30)
+    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "ureca-tiny")
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    """A real photo from ../shared/data/images when present, else a synthetic one (for the fast tests)."""
+    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "images" / "coffee.png"
+    if path.is_file():
+        return path
+    p = tmp_path_factory.mktemp("img") / "synthetic.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 180, 3), dtype=np.uint8)).save(p)
+    return p
+
+
+def _records(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def _box_mask(size: tuple[int, int], box: tuple[int, int, int, int]) -> np.ndarray:
+    w, h = size
+    x, y, bw, bh = box
+    m = np.zeros((h, w), np.uint8)
+    m[y:y + bh, x:x + bw] = 1
+    return m
+
+
+def _ok(result) -> list[dict]:
+    assert result.exit_code == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    return _records(result.stdout)
+
+
+def test_every_region_form_on_one_photo(cli, ckpt, shared_data, tmp_path):
+    image = shared_data / "images" / "chelsea.png"
+    size = Image.open(image).size
+    mask = _box_mask(size, (40, 30, 120, 90))
+    Image.fromarray(mask * 255).save(tmp_path / "m.png")
+    rgba = np.zeros((size[1], size[0], 4), np.uint8)
+    rgba[..., :3] = 200  # colour everywhere: only the alpha channel marks the region
+    rgba[..., 3] = mask * 255
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "alpha.png")
+    rle = M.encode(mask)
+    (tmp_path / "r.json").write_text(json.dumps(rle))
+    runs = {
+        "mask": ["--mask", tmp_path / "m.png"],
+        "alpha": ["--mask", tmp_path / "alpha.png"],
+        "rle-text": ["--rle", json.dumps(rle)],
+        "rle-file": ["--rle", tmp_path / "r.json"],
+        "box": ["--box", "40,30,120,90"],
+    }
+    captions = {}
+    for name, args in runs.items():
+        recs = _ok(cli("caption", image, "--model", ckpt, "--max-new-tokens", "6", *args))
+        assert len(recs) == 1, name
+        rec = recs[0]
+        assert rec["id"] == "chelsea/0" and rec["image_id"] == "chelsea" and isinstance(rec["caption"], str)
+        assert np.array_equal(M.decode(rec["rle"]), mask), name
+        captions[name] = rec["caption"]
+    assert len(set(captions.values())) == 1  # the same region, however it is given, gets the same caption
+    # several regions of one image in one call, decoded together
+    recs = _ok(cli("caption", image, "--model", ckpt, "--max-new-tokens", "6", "--box", "40,30,120,90",
+                   "--box", "0,0,60,60", "--batch-size", "2"))
+    assert [r["id"] for r in recs] == ["chelsea/0", "chelsea/1"]
+    assert recs[0]["caption"] == captions["box"]
+
+
+def _region_file(tmp_path, images) -> tuple:
+    lines, boxes = [], [(5, 5, 60, 40), (70, 20, 50, 80), (0, 0, 30, 30)]
+    for image in images:
+        size = Image.open(image).size
+        for i, b in enumerate(boxes):
+            lines.append({"id": f"{image.stem}/{i}", "image_id": image.stem, "image": str(image),
+                          "rle": M.encode(_box_mask(size, b)), "caption": f"reference {image.stem} {i}"})
+    path = tmp_path / "regions.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    return path, lines, boxes
+
+
+def test_batch_of_region_records_shared_equals_one_at_a_time(cli, ckpt, photo, tmp_path):
+    second = photo.parent / "chelsea.png" if (photo.parent / "chelsea.png").is_file() else photo
+    path, lines, boxes = _region_file(tmp_path, [photo, second])
+    recs = _ok(cli("caption", "--input", path, "--model", ckpt, "--max-new-tokens", "6", "-b", "2"))
+    assert [r["id"] for r in recs] == [r["id"] for r in lines]
+    assert all(r["reference"].startswith("reference ") for r in recs)
+    one = [_ok(cli("caption", photo, "--model", ckpt, "--max-new-tokens", "6",
+                   "--box", ",".join(map(str, b))))[0]["caption"] for b in boxes]
+    assert [r["caption"] for r in recs[:3]] == one
+    assert len(set(one)) > 1
+
+
+@pytest.mark.slow
+def test_tree_records_and_score(cli, ckpt, shared_data, tmp_path):
+    image = shared_data / "images" / "astronaut.png"
+    size = Image.open(image).size
+    nodes = []
+    for i, b in enumerate([(100, 50, 300, 400), (150, 80, 100, 100), (200, 300, 60, 60)]):
+        m = _box_mask(size, b)
+        nodes.append({"id": i, "parent": None if i == 0 else 0, "children": [], "depth": 1 if i == 0 else 2,
+                      "area": int(m.sum()), "bbox": list(b), "rle": M.encode(m), "role": "main" if i == 0 else "part",
+                      "caption": f"the region {i}"})
+    tree = {"image_id": "astronaut", "image": str(image), "width": size[0], "height": size[1], "nodes": nodes}
+    (tmp_path / "trees.jsonl").write_text(json.dumps(tree) + "\n")
+    out = tmp_path / "preds.jsonl"
+    result = cli("caption", "--input", tmp_path / "trees.jsonl", "--model", ckpt, "--max-new-tokens", "6", "-o", out)
+    assert result.exit_code == 0, result.stderr
+    recs = _records(out.read_text())
+    assert [r["id"] for r in recs] == ["astronaut/0", "astronaut/1", "astronaut/2"]
+    assert [r["role"] for r in recs] == ["main", "part", "part"]
+    # resume: nothing to do again
+    again = cli("caption", "--input", tmp_path / "trees.jsonl", "--model", ckpt, "-o", out, "--resume")
+    assert again.exit_code == 0 and len(_records(out.read_text())) == 3
+    for r in recs:  # the random model may say nothing; give score something to tokenize
+        r["caption"] = r["caption"] or "nothing"
+    out.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    scored = cli("score", out, tmp_path / "trees.jsonl", "--metrics", "bleu,rouge", "--no-bertscore")
+    assert scored.exit_code == 0, scored.stderr
+
+
+def _fails(result, *needles):
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
+def test_bad_inputs_one_line_exit_2(cli, ckpt, photo, tmp_path):
+    w, h = Image.open(photo).size
+    Image.fromarray(np.full((h // 2, w // 2), 255, np.uint8)).save(tmp_path / "half.png")
+    _fails(cli("caption", photo, "--model", ckpt, "--mask", tmp_path / "half.png"),
+           f"{w // 2}x{h // 2}", f"{w}x{h}", "--resize-mask")
+    ok = cli("caption", photo, "--model", ckpt, "--mask", tmp_path / "half.png", "--resize-mask",
+             "--max-new-tokens", "2")
+    assert ok.exit_code == 0, ok.stderr
+    Image.fromarray(np.zeros((h, w), np.uint8)).save(tmp_path / "empty.png")
+    _fails(cli("caption", photo, "--model", ckpt, "--mask", tmp_path / "empty.png"), "empty")
+    (tmp_path / "notes.txt").write_text("not a picture")
+    _fails(cli("caption", tmp_path / "notes.txt", "--model", ckpt, "--box", "0,0,5,5"), "notes.txt",
+           "not an image")
+    _fails(cli("caption", photo, "--model", ckpt, "--mask", tmp_path / "notes.txt"), "notes.txt")
+    _fails(cli("caption", photo, "--model", ckpt, "--box", f"{w - 10},0,20,20"), "not inside", f"{w}x{h}")
+    _fails(cli("caption", photo, "--model", ckpt, "--box", "1,2,3"), "x,y,w,h")
+    _fails(cli("caption", photo, "--model", ckpt), "--mask")
+    _fails(cli("caption", photo, "--model", tmp_path / "nowhere", "--box", "0,0,5,5"), "nowhere")
+
+    broken = tmp_path / "broken"
+    shutil.copytree(ckpt, broken)
+    (broken / "mask_encoder.safetensors").unlink()
+    _fails(cli("caption", photo, "--model", broken, "--box", "0,0,5,5"), "mask_encoder.safetensors")
+    shutil.rmtree(broken)
+    shutil.copytree(ckpt, broken)
+    meta = json.loads((broken / "ureca.json").read_text())
+    meta["config"]["mask_projector"] = "mlp"
+    (broken / "ureca.json").write_text(json.dumps(meta))
+    _fails(cli("caption", photo, "--model", broken, "--box", "0,0,5,5"), "mask_encoder.safetensors", "proj.")
+
+    bad = tmp_path / "bad.jsonl"
+    good = {"id": "x/0", "image": str(photo), "rle": M.encode(_box_mask((w, h), (0, 0, 10, 10)))}
+    bad.write_text(json.dumps(good) + "\n" + json.dumps({"id": "x/1", "image": str(photo)}) + "\n")
+    line = _fails(cli("caption", "--input", bad, "--model", ckpt, "--max-new-tokens", "2"), "bad.jsonl:2", "rle")
+    assert line

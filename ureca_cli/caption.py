@@ -1,0 +1,331 @@
+"""`ureca caption`: caption regions of images with a URECA checkpoint.
+
+Regions come as masks (PNG: any non-zero pixel, or the alpha channel of an RGBA PNG), COCO RLEs, boxes, or
+from JSONL: region records (`{"id", "image_id", "image", "rle"}`) or image/tree records (every node is
+captioned). All regions of one image share one image encoding: the vision tower runs once and the prompt up to
+`<mask>` is prefilled once (`UrecaModel.generate_shared`); consecutive region records of the same image are
+grouped for this. Output: region records `{"id", "image_id", "image", "caption", ...}` that `ureca score` reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import masks as M
+from . import records as R
+from .errors import InputError, UrecaError
+
+MAX_GROUP = 256  # most consecutive region records of one image captioned together
+
+
+@dataclass(frozen=True)
+class CaptionConfig:
+    """Settings of `ureca caption`. device/dtype "auto": CUDA with bfloat16 when present, else CPU float32."""
+
+    model: Path
+    question: str | None = None
+    max_new_tokens: int = 64
+    sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    batch_size: int = 8
+    device: str = "auto"
+    dtype: str = "auto"
+    resize_mask: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise UrecaError(f"--max-new-tokens {self.max_new_tokens}: needs at least 1")
+        if self.batch_size < 1:
+            raise UrecaError(f"--batch-size {self.batch_size}: needs at least 1")
+        if self.temperature <= 0:
+            raise UrecaError(f"--temperature {self.temperature}: must be above 0")
+        if not 0 < self.top_p <= 1:
+            raise UrecaError(f"--top-p {self.top_p}: must be in (0, 1]")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise UrecaError(f"--dtype {self.dtype!r}: choose auto, float32, bfloat16 or float16")
+        if self.question is not None and not self.question.strip():
+            raise UrecaError("--question must not be empty")
+
+
+# ------------------------------------------------------------------------------------------ regions in
+def load_image(path: str | Path, where: str | None = None):  # where: the record that names it
+    """The image at `path` as a PIL RGB image (W x H); a missing or non-image file is an InputError."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise InputError(f"image {path}: no such file", source=where or None) from None
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise InputError(f"{path}: not an image file ({type(e).__name__})", source=where or None) from None
+
+
+def fit_mask(mask: np.ndarray, image_size: tuple[int, int], what: str, resize: bool) -> np.ndarray:
+    """Check an HxW 0/1 mask against the image's (W, H); with `resize`, resize it (nearest) to fit.
+    An empty mask or a size mismatch without `resize` is an InputError naming both sizes."""
+    from .model.tiling import resize_nearest
+
+    w, h = image_size
+    if mask.shape != (h, w):
+        if not resize:
+            raise InputError(f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is {w}x{h} (WxH); "
+                             "pass --resize-mask to resize it (nearest neighbour)", source=what)
+        mask = resize_nearest(mask, h, w)
+    if not mask.any():
+        raise InputError("mask is empty (no pixel of the region is set)", source=what)
+    return mask
+
+
+def mask_from_png(path: str | Path) -> np.ndarray:
+    """HxW uint8 0/1 from a PNG: the alpha channel where there is one (RGBA, LA, palette transparency),
+    else any non-zero pixel in any channel."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode == "P":
+                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+            arr = np.asarray(im)
+            mode = im.mode
+    except FileNotFoundError:
+        raise InputError("no such file", source=str(path)) from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise InputError(f"not an image file ({type(e).__name__})", source=str(path)) from None
+    if mode in ("RGBA", "LA", "PA"):
+        return (arr[..., -1] != 0).astype(np.uint8)
+    if arr.ndim == 3:
+        return arr.any(axis=-1).astype(np.uint8)
+    return (arr != 0).astype(np.uint8)
+
+
+def mask_from_rle(text: str) -> np.ndarray:
+    """HxW uint8 0/1 from a COCO RLE given as JSON text or as the path of a JSON file."""
+    import orjson
+
+    from .stream import read_json_file
+
+    where = "--rle"
+    if text.lstrip().startswith("{"):
+        try:
+            value = orjson.loads(text)
+        except orjson.JSONDecodeError as e:
+            raise InputError(f"not valid JSON ({e})", source=where) from None
+    else:
+        value = read_json_file(text)
+        where = text
+    if isinstance(value, dict) and "segmentation" in value:
+        value = value["segmentation"]
+    R.check_rle(value, where, field="rle")
+    return M.decode(value, where)
+
+
+def mask_from_box(text: str, image_size: tuple[int, int]) -> np.ndarray:
+    """HxW uint8 0/1 filled inside an XYWH pixel box "x,y,w,h"; a box not inside the image is an InputError."""
+    w_img, h_img = image_size
+    try:
+        x, y, w, h = (float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"expected x,y,w,h numbers, got {text!r}", source="--box") from None
+    if w <= 0 or h <= 0:
+        raise InputError(f"box {text} has no area (w and h must be > 0)", source="--box")
+    if x < 0 or y < 0 or x + w > w_img or y + h > h_img:
+        raise InputError(f"box {text} (x,y,w,h) is not inside the {w_img}x{h_img} image", source="--box")
+    mask = np.zeros((h_img, w_img), np.uint8)
+    mask[int(np.floor(y)):int(np.ceil(y + h)), int(np.floor(x)):int(np.ceil(x + w))] = 1
+    return mask
+
+
+# ------------------------------------------------------------------------------------------ the model
+class Captioner:
+    """A loaded URECA checkpoint that captions masks of an image (`caption_masks`) and records (`work`)."""
+
+    def __init__(self, cfg: CaptionConfig):
+        import torch
+
+        from .model.checkpoint import load_checkpoint
+
+        self.cfg = cfg
+        device = cfg.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = cfg.dtype
+        if dtype == "auto":
+            dtype = "bfloat16" if device.startswith("cuda") else "float32"
+        try:
+            torch.device(device)
+        except (RuntimeError, ValueError):
+            raise UrecaError(f"--device {cfg.device!r}: not a torch device (cpu, cuda, cuda:1, ...)") from None
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise UrecaError(f"--device {device}: CUDA is not available on this machine")
+        self.model = load_checkpoint(cfg.model, device=device, dtype=dtype)
+        self.processor = self.model.processor
+        self.model_name = Path(cfg.model).name
+
+    def _generate_kwargs(self) -> dict[str, Any]:
+        tok = self.processor.tokenizer
+        kw: dict[str, Any] = {
+            "max_new_tokens": self.cfg.max_new_tokens,
+            "do_sample": self.cfg.sample,
+            "eos_token_id": self.processor.end_of_turn_id,
+            "pad_token_id": tok.pad_token_id if tok.pad_token_id is not None else self.processor.end_of_turn_id,
+        }
+        if self.cfg.sample:
+            kw.update(temperature=self.cfg.temperature, top_p=self.cfg.top_p)
+        else:
+            kw.update(temperature=None, top_p=None, top_k=None)
+        return kw
+
+    def _decode(self, ids) -> str:
+        ids = ids.tolist()
+        end = self.processor.end_of_turn_id
+        if end in ids:
+            ids = ids[:ids.index(end)]
+        return self.processor.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+    def caption_masks(self, image, masks: list[np.ndarray], question: str | None = None) -> list[str]:
+        """Captions of the regions `masks` (each HxW 0/1, the image's size) of one PIL image, the image encoded
+        once for all of them."""
+        import torch
+
+        if not masks:
+            return []
+        torch.manual_seed(self.cfg.seed)
+        question = question or self.cfg.question
+        proc = self.processor
+        first = proc(image, masks[0], question)
+        if len(masks) == 1:
+            out = self.model.generate(**first, **self._generate_kwargs())
+            return [self._decode(out[0])]
+        tiles = [first["mask_tiles"]] + [torch.from_numpy(proc.mask_tiles(m)) for m in masks[1:]]
+        outs = self.model.generate_shared(first["input_ids"], first["pixel_values"], tiles,
+                                          batch_size=self.cfg.batch_size, **self._generate_kwargs())
+        return [self._decode(o) for o in outs]
+
+    # -- records ------------------------------------------------------------------------------------------
+    def _record(self, base: dict, caption: str, question: str | None) -> dict:
+        out = dict(base)
+        if R.CAPTION in out:
+            out["reference"] = out.pop(R.CAPTION)
+        out[R.CAPTION] = caption
+        out["model"] = self.model_name
+        out["question"] = question or self.processor.config.question
+        return out
+
+    def caption_regions(self, regions: list[dict], where: str = "") -> list[dict]:
+        """Caption region records that all name the same image (encoded once); returns their output records."""
+        image_path = regions[0][R.IMAGE]
+        image = load_image(image_path, where)
+        masks = []
+        for rec in regions:
+            what = _at(where, f"region {rec.get(R.ID)}")
+            rle = R.check_rle(rec.get(R.RLE), what)
+            masks.append(fit_mask(M.decode(rle, what), image.size, what, self.cfg.resize_mask))
+        captions = self.caption_masks(image, masks, self.cfg.question)
+        return [self._record(rec, c, self.cfg.question) for rec, c in zip(regions, captions, strict=True)]
+
+    def caption_tree(self, rec: dict, where: str = "") -> list[dict]:
+        """Caption every node of an image (tree) record; returns one region record per node, in node order."""
+        R.check_image_record(rec, where)
+        image = load_image(rec[R.IMAGE], where)
+        nodes = rec[R.NODES]
+        if not nodes:
+            return []
+        masks = [fit_mask(M.decode(n[R.RLE], _at(where, f"node {n[R.ID]}")), image.size,
+                          _at(where, f"node {n[R.ID]}"), self.cfg.resize_mask) for n in nodes]
+        captions = self.caption_masks(image, masks, self.cfg.question)
+        extra = (R.ROLE, R.DEPTH, R.PARENT)
+        out = []
+        for node, c in zip(nodes, captions, strict=True):
+            region = R.to_region_record(rec, node, **{k: node[k] for k in extra if k in node})
+            out.append(self._record(region, c, self.cfg.question))
+        return out
+
+    def work(self, value: Any, where: str = "") -> list[dict]:
+        """One input record (region or image record) -> its output region records."""
+        if R.is_image_record(value):
+            return self.caption_tree(value, where)
+        check_region_record(value, where)
+        return self.caption_regions([value], where)
+
+
+def _at(where: str, what: str) -> str:
+    return f"{where} {what}" if where else what
+
+
+def check_region_record(value: Any, where: str) -> dict:
+    """A region record needs id, image and rle; image_id defaults to the part of id before its last "/"."""
+    if not isinstance(value, dict):
+        raise InputError(f"expected a JSON object, got {type(value).__name__}", source=where)
+    for key in (R.ID, R.IMAGE, R.RLE):
+        if key not in value:
+            raise InputError(f"missing field '{key}' (need a region record with id, image, rle, or an image "
+                             "record with nodes)", source=where)
+    if not isinstance(value[R.IMAGE], str):
+        raise InputError(f"field '{R.IMAGE}' should be a path", source=where)
+    value[R.ID] = str(value[R.ID])
+    value.setdefault(R.IMAGE_ID, value[R.ID].rsplit("/", 1)[0])
+    R.check_rle(value[R.RLE], where)
+    return value
+
+
+def record_key(value: Any) -> Any:
+    """--resume key of an input record: a region's id; for an image record, its last node's region id (an
+    image's records are written together, so its last one present means the image is done)."""
+    if R.is_image_record(value):
+        nodes = value.get(R.NODES) or []
+        return R.region_id(str(value[R.IMAGE_ID]), nodes[-1][R.ID]) if nodes else None
+    return str(value[R.ID]) if isinstance(value, dict) and R.ID in value else None
+
+
+def grouping_mapper(captioner: Captioner) -> Callable[[Callable, Iterable], Iterator]:
+    """A `run_stage` mapper that captions consecutive region records of the same image together (one image
+    encoding), and everything else one item at a time. If a group fails, its items are retried one by one so
+    each bad record gets its own message."""
+    from .stream import call_safely
+
+    def groupable(item) -> bool:
+        v = item.value
+        return item.error is None and isinstance(v, dict) and not R.is_image_record(v) \
+            and isinstance(v.get(R.IMAGE), str)
+
+    def run_group(group: list) -> list[dict]:
+        values = [check_region_record(it.value, it.where) for it in group]
+        return captioner.caption_regions(values, group[0].where)
+
+    def mapper(fn: Callable, items: Iterable) -> Iterator:
+        group: list = []
+
+        def flush() -> Iterator:
+            if len(group) == 1:
+                yield group[0], call_safely(fn, group[0])
+            elif group:
+                ok, result = call_safely(run_group, group)
+                if ok:
+                    for it, rec in zip(group, result, strict=True):
+                        yield it, (True, [rec])
+                else:
+                    for it in group:
+                        yield it, call_safely(fn, it)
+            group.clear()
+
+        for item in items:
+            if groupable(item):
+                if group and (item.value[R.IMAGE] != group[0].value[R.IMAGE] or len(group) >= MAX_GROUP):
+                    yield from flush()
+                group.append(item)
+                continue
+            yield from flush()
+            yield item, call_safely(fn, item)
+        yield from flush()
+
+    return mapper
