@@ -66,6 +66,17 @@ def test_patch_weights_area_fractions():
     # uneven grids: every pixel lands in exactly one cell
     m = np.ones((37, 53), np.uint8)
     assert patch_weights(m, (5, 7)).sum() == pytest.approx(1)
+    # against a plain per-pixel count on random masks and grids
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        h, w = rng.integers(1, 60, 2)
+        gh, gw = rng.integers(1, min(h, 16) + 1), rng.integers(1, min(w, 16) + 1)
+        m = (rng.random((h, w)) < rng.random()).astype(np.uint8)
+        ref = np.zeros((gh, gw))
+        ys, xs = np.nonzero(m)
+        np.add.at(ref, (((ys + 0.5) * gh / h).astype(int), ((xs + 0.5) * gw / w).astype(int)), 1)
+        expect = (ref / ref.sum()).ravel() if m.any() else ref.ravel()
+        assert np.allclose(patch_weights(m, (gh, gw)), expect, atol=1e-6)
     assert patch_grid(400, 600, 518, 14) == (25, 37)
     assert patch_grid(5, 3000, 518, 14) == (1, 37)
 

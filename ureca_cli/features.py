@@ -155,18 +155,26 @@ def patch_grid(height: int, width: int, long_side: int, patch: int) -> tuple[int
 def patch_weights(bitmap: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     """Area of an ``HxW`` 0/1 mask inside each cell of a ``gh x gw`` patch grid, as a fraction of the mask.
 
-    Pixel row ``y`` falls in patch row ``floor((y + 0.5) * gh / H)`` (pixel centres, as a resize maps them);
-    returns ``(gh * gw,) float32`` summing to 1, or all zeros for an empty mask.
+    Pixel row ``y`` falls in patch row ``floor((y + 0.5) * gh / H)`` (pixel centres, as a resize maps them),
+    columns alike; returns ``(gh * gw,) float32`` summing to 1, or all zeros for an empty mask. Only the box
+    of the mask's pixels is summed, so a small region on a large photo costs little.
     """
     h, w = bitmap.shape
     gh, gw = grid
-    rows = np.ceil(np.arange(gh) * h / gh - 0.5).clip(0).astype(np.intp)
-    cols = np.ceil(np.arange(gw) * w / gw - 0.5).clip(0).astype(np.intp)
-    m = bitmap.astype(np.float32, copy=False)
-    cells = np.add.reduceat(np.add.reduceat(m, rows, axis=0), cols, axis=1)
-    total = float(cells.sum())
-    if total <= 0:
+    cells = np.zeros((gh, gw), dtype=np.float64)
+    rows = np.flatnonzero(bitmap.any(axis=1))
+    if rows.size == 0:
         return np.zeros(gh * gw, dtype=np.float32)
+    cols = np.flatnonzero(bitmap.any(axis=0))
+    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    sub = bitmap[y0:y1, x0:x1]
+    ri = ((np.arange(y0, y1) + 0.5) * gh / h).astype(np.intp)  # patch row of each pixel row
+    ci = ((np.arange(x0, x1) + 0.5) * gw / w).astype(np.intp)
+    rs = np.flatnonzero(np.r_[True, ri[1:] != ri[:-1]])  # first pixel row of each patch row
+    cs = np.flatnonzero(np.r_[True, ci[1:] != ci[:-1]])
+    sums = np.add.reduceat(np.add.reduceat(sub, rs, axis=0, dtype=np.int64), cs, axis=1, dtype=np.int64)
+    cells[np.ix_(ri[rs], ci[cs])] = sums
+    total = cells.sum()
     return (cells / total).reshape(-1).astype(np.float32)
 
 
