@@ -233,3 +233,27 @@ def test_checkpoint_errors_name_the_problem(tmp_path):
         load_checkpoint(folder)
     with pytest.raises(UrecaError, match="not found"):
         load_checkpoint(tmp_path / "nowhere")
+
+
+def test_prefill_shared_equals_full_forward(model):
+    proc = model.processor
+    img = _image(90, 200, seed=6)
+    masks = [_mask(90, 200, b) for b in [(10, 10, 60, 60), (120, 30, 190, 85), (0, 0, 200, 90)]]
+    exs = [proc(img, m) for m in masks]
+    shared = model.prefill_shared(exs[0]["input_ids"], exs[0]["pixel_values"], [e["mask_tiles"] for e in exs],
+                                  batch_size=2)
+    single = torch.cat([_logits(model, e)[:, -1] for e in exs])
+    assert shared.shape == single.shape
+    assert torch.allclose(shared, single, atol=1e-5, rtol=1e-4)
+
+
+def test_left_padded_batch_generates_like_single():
+    model = build_tiny_ureca(seed=0)
+    with torch.no_grad():
+        model.mask_encoder.proj.weight.mul_(30)
+    proc = model.processor
+    exs = [proc(_image(56, 56, 1), _mask(56, 56, (0, 0, 20, 20))), proc(_image(90, 200, 2), _mask(90, 200, (10, 10, 80, 60)))]
+    assert exs[0]["input_ids"].shape[1] != exs[1]["input_ids"].shape[1]
+    single = [model.generate(**e, max_new_tokens=5, do_sample=False)[0].tolist() for e in exs]
+    batch = model.generate(**proc.collate(exs, padding_side="left"), max_new_tokens=5, do_sample=False)
+    assert batch.tolist() == single

@@ -25,29 +25,30 @@ from .common import (
 def caption(
     image: Annotated[
         Path | None,
-        typer.Argument(help="The image whose regions to caption (or use --input).", show_default=False),
+        typer.Argument(metavar="IMAGE", help="The image whose regions to caption (or use --input).",
+                       show_default=False),
     ] = None,
     model: Annotated[
         Path,
-        typer.Option("--model", "-m", help="URECA checkpoint folder (from ureca train).", show_default=False),
+        typer.Option("--model", "-m", metavar="DIR", help="URECA checkpoint folder (from ureca train).", show_default=False),
     ] = ...,  # type: ignore[assignment]
     mask: Annotated[
         list[Path] | None,
-        typer.Option("--mask", help="Region mask PNG: any non-zero pixel, or the alpha channel of an RGBA PNG. "
+        typer.Option("--mask", metavar="PNG", help="Region mask PNG: any non-zero pixel, or the alpha channel of an RGBA PNG. "
                      "Repeat for several regions.", show_default=False),
     ] = None,
     rle: Annotated[
         list[str] | None,
-        typer.Option("--rle", help="Region as a COCO RLE: JSON text or a JSON file. Repeatable.",
+        typer.Option("--rle", metavar="JSON", help="Region as a COCO RLE: JSON text or a JSON file. Repeatable.",
                      show_default=False),
     ] = None,
     box: Annotated[
         list[str] | None,
-        typer.Option("--box", help="Region as a box x,y,w,h in pixels. Repeatable.", show_default=False),
+        typer.Option("--box", metavar="X,Y,W,H", help="Region as a box x,y,w,h in pixels. Repeatable.", show_default=False),
     ] = None,
     input: Annotated[
         Path | None,
-        typer.Option("--input", "-i", help="JSONL of region records (id, image, rle) or image/tree records "
+        typer.Option("--input", "-i", metavar="JSONL", help="JSONL of region records (id, image, rle) or image/tree records "
                      "(every node is captioned); - for stdin.", show_default=False),
     ] = None,
     question: Annotated[

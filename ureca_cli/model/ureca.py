@@ -279,6 +279,25 @@ class UrecaModel(nn.Module):
         out = self.internvl(inputs_embeds=emb, use_cache=True, logits_to_keep=1)
         return p, emb, _cache_of(out)
 
+    def _shared_batches(self, input_ids, pixel_values, mask_tiles, batch_size):
+        """Yield (batch size b, full embeddings (b, L, D), a copy of the prefix KV cache for b rows) per chunk
+        of regions; the image is encoded and the prefix prefilled once."""
+        p, prefix_emb, cache = self.prefill_prefix(input_ids, pixel_values)
+        suffix_ids = input_ids.to(self.device)[:, p:]
+        for i in range(0, len(mask_tiles), batch_size):
+            chunk = mask_tiles[i:i + batch_size]
+            b = len(chunk)
+            suffix = self.embed(suffix_ids.expand(b, -1), mask_tiles=torch.cat([t.to(self.device) for t in chunk]))
+            full = torch.cat([prefix_emb.expand(b, -1, -1), suffix], dim=1)
+            batch_cache = copy.deepcopy(cache)
+            if b > 1:
+                batch_cache.batch_repeat_interleave(b)
+            yield b, full, batch_cache
+
+    def _cache_kwarg(self) -> str:
+        params = inspect.signature(self.internvl.forward).parameters
+        return "cache" if "cache" in params else "past_key_values"
+
     @torch.no_grad()
     def generate_shared(
         self,
@@ -295,27 +314,31 @@ class UrecaModel(nn.Module):
         input_ids (1, L): the prompt (equal for all regions: only mask *features* differ); mask_tiles: one
         (T, S, S) tensor per region. Returns one 1-D tensor of new tokens per region (padding after EOS kept).
         """
-        p, prefix_emb, cache = self.prefill_prefix(input_ids, pixel_values)
-        ids = input_ids.to(self.device)
-        suffix_ids = ids[:, p:]
-        cache_kw = "cache" if "cache" in inspect.signature(self.internvl.forward).parameters else "past_key_values"
         results: list[torch.Tensor] = []
-        for i in range(0, len(mask_tiles), batch_size):
-            chunk = mask_tiles[i:i + batch_size]
-            b = len(chunk)
-            suffix = self.embed(suffix_ids.expand(b, -1), mask_tiles=torch.cat([t.to(self.device) for t in chunk]))
-            full = torch.cat([prefix_emb.expand(b, -1, -1), suffix], dim=1)
-            batch_cache = copy.deepcopy(cache)
-            if b > 1:
-                batch_cache.batch_repeat_interleave(b)
+        for b, full, batch_cache in self._shared_batches(input_ids, pixel_values, mask_tiles, batch_size):
             out = self.internvl.generate(
                 inputs_embeds=full,
                 attention_mask=torch.ones(full.shape[:2], dtype=torch.long, device=self.device),
-                **{cache_kw: batch_cache},
+                **{self._cache_kwarg(): batch_cache},
                 **generate_kwargs,
             )
             results.extend(out[j] for j in range(b))
         return results
+
+    @torch.no_grad()
+    def prefill_shared(
+        self, input_ids: torch.Tensor, pixel_values: torch.Tensor, mask_tiles: list[torch.Tensor], *,
+        batch_size: int = 8,
+    ) -> torch.Tensor:
+        """Prefill only (no generation) of many regions of ONE image with the shared image encoding: returns the
+        next-token logits after the prompt, (R, V). Equals `forward(...).logits[:, -1]` region by region."""
+        p = int((input_ids[0] == self.token_ids.start).nonzero()[0])
+        logits = []
+        for _b, full, batch_cache in self._shared_batches(input_ids, pixel_values, mask_tiles, batch_size):
+            out = self.internvl(inputs_embeds=full[:, p:], logits_to_keep=1, use_cache=True,
+                                **{self._cache_kwarg(): batch_cache})
+            logits.append(out.logits[:, -1])
+        return torch.cat(logits)
 
 
 def build_ureca(base, processor, config: UrecaConfig, *, seed: int | None = 0) -> UrecaModel:
