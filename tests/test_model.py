@@ -257,3 +257,19 @@ def test_left_padded_batch_generates_like_single():
     single = [model.generate(**e, max_new_tokens=5, do_sample=False)[0].tolist() for e in exs]
     batch = model.generate(**proc.collate(exs, padding_side="left"), max_new_tokens=5, do_sample=False)
     assert batch.tolist() == single
+
+
+def test_checkpoint_of_a_base_with_an_id_keeps_only_the_id(tmp_path):
+    from ureca_cli.model import load_base, save_tiny_internvl
+
+    base_dir = save_tiny_internvl(tmp_path / "internvl-tiny", seed=7)
+    model = load_base(str(base_dir), dtype="float32")
+    assert model.config.base == str(base_dir.resolve()) and model.config.tile_size == TILE
+    folder = save_checkpoint(model, tmp_path / "ckpt")
+    assert not (folder / "base").exists()
+    ex = model.processor(_image(60, 90), _mask(60, 90, (3, 3, 40, 50)))
+    loaded = load_checkpoint(folder)
+    assert torch.equal(_logits(loaded, ex), _logits(model, ex))
+    (base_dir / "model.safetensors").unlink()
+    with pytest.raises(UrecaError, match="cannot load base model"):
+        load_checkpoint(folder)

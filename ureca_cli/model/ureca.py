@@ -383,6 +383,7 @@ def load_base(source: str, config: UrecaConfig | None = None, *, dtype: str | No
     """A new URECA model around an InternVL `-hf` checkpoint (hub id, or local folder; offline it must be in
     the cache). `config.base` is set to `source` and `tile_size` to the vision tower's input size."""
     from dataclasses import replace
+    from pathlib import Path
 
     from transformers import AutoProcessor, InternVLForConditionalGeneration
 
@@ -391,6 +392,8 @@ def load_base(source: str, config: UrecaConfig | None = None, *, dtype: str | No
         source, dtype=getattr(torch, dtype) if dtype else "auto"
     )
     size = base.config.vision_config.image_size
+    if Path(source).is_dir():  # a local folder: keep it findable from any working directory
+        source = str(Path(source).resolve())
     config = replace(config or UrecaConfig(), base=source, tile_size=size[0] if isinstance(size, (list, tuple))
                      else size)
     model = build_ureca(base, processor, config, seed=seed)
