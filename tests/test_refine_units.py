@@ -175,3 +175,27 @@ def test_templates_share_no_8_word_run_with_the_paper():
         w = _words(p.read_text(encoding="utf-8"))
         shared = [" ".join(w[i:i + 8]) for i in range(len(w) - 7) if tuple(w[i:i + 8]) in grams]
         assert not shared, (p.name, shared)
+
+
+def test_nested_regions_get_labels_apart():
+    from ureca_cli.setofmark import label_spot
+
+    yy, xx = np.mgrid[:200, :200]
+    disc = [((xx - 100) ** 2 + (yy - 100) ** 2 <= r * r) for r in (20, 50, 90)]
+    placed: list = []
+    spots = []
+    for i, m in enumerate(disc):
+        others = [d for j, d in enumerate(disc) if j != i]
+        x0, y0 = label_spot(m, others, (16, 20), placed, (200, 200), fallback=(100, 100))
+        assert m[y0 + 10, x0 + 8]  # the label's centre lies inside its region
+        placed.append((x0, y0, x0 + 16, y0 + 20))
+        spots.append((x0, y0))
+    assert abs(spots[0][0] + 8 - 100) <= 1 and abs(spots[0][1] + 10 - 100) <= 1  # the target at its centre
+    for a in range(3):
+        for b in range(a + 1, 3):
+            pa, pb = placed[a], placed[b]
+            assert pa[2] <= pb[0] or pb[2] <= pa[0] or pa[3] <= pb[1] or pb[3] <= pa[1]
+    # a ring's label stays on the ring (its own part), not in the hole it surrounds
+    ring = disc[1] & ~disc[0]
+    x0, y0 = label_spot(disc[1], [disc[0]], (16, 20), [], (200, 200), fallback=(100, 100))
+    assert ring[y0 + 10, x0 + 8]

@@ -2,8 +2,10 @@
 
 One image per target region: the target and the regions it was found similar to, each outlined with its own
 colour from a fixed palette (the target always blue, index 0; the others 1, 2, ... in the order given), and
-each index written at its region's centre in the region's colour on a dark box, so the model can tell which
-outline is which. The image is cropped to the union of the regions' boxes (widened by the contour width, so
+each index written in the region's colour on a dark box at the region's centre, so the model can tell which
+outline is which. Nested regions share a centre, so a label goes to the centre of the part of its region that
+no other listed region covers, and, where that spot is taken, to the nearest free spot inside its region
+(``label_spot``); the target's label is placed first. The image is cropped to the union of the regions' boxes (widened by the contour width, so
 outlines on the edge stay whole) and, with ``max_side``, downscaled before the outlines are drawn, so they
 keep their width.
 
@@ -127,20 +129,62 @@ def set_of_mark(image: Image.Image, target: np.ndarray, others: list[np.ndarray]
     font_size = s.font_size or max(12, round(min(size) / 20))
     font = ImageFont.load_default(size=font_size)
     pad = max(2, font_size // 6)
-    for i in [*range(1, len(masks)), 0]:
-        win = wins[i]
-        if not win.any():  # a region too thin to survive downscaling: label it at its box's centre
-            bx, by, bw, bh = boxes[i]
-            px, py = (bx - x + bw / 2) * size[0] / w, (by - y + bh / 2) * size[1] / h
-        else:
-            px, py = label_point(win)
+    placed: list[tuple[int, int, int, int]] = []
+    for i in range(len(masks)):  # the target's label first, so that it sits right at its centre
         text = str(i)
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-        tw, th = right - left, bottom - top
-        bx0 = int(round(px - tw / 2 - pad))
-        by0 = int(round(py - th / 2 - pad))
-        bx0 = min(max(0, bx0), max(0, size[0] - tw - 2 * pad))
-        by0 = min(max(0, by0), max(0, size[1] - th - 2 * pad))
-        draw.rectangle((bx0, by0, bx0 + tw + 2 * pad, by0 + th + 2 * pad), fill=LABEL_BOX)
-        draw.text((bx0 + pad - left, by0 + pad - top), text, fill=colour(i), font=font)
+        bw, bh = right - left + 2 * pad, bottom - top + 2 * pad
+        others = [wins[j] for j in range(len(masks)) if j != i]
+        x0, y0 = label_spot(wins[i], others, (bw, bh), placed, size, fallback=_box_centre(boxes[i], box, size))
+        placed.append((x0, y0, x0 + bw, y0 + bh))
+        draw.rectangle((x0, y0, x0 + bw - 1, y0 + bh - 1), fill=LABEL_BOX)
+        draw.text((x0 + pad - left, y0 + pad - top), text, fill=colour(i), font=font)
     return out
+
+
+def _box_centre(b: tuple[int, int, int, int], window: tuple[int, int, int, int], size: tuple[int, int]) -> tuple[float, float]:
+    """Centre of the XYWH box ``b`` (photo frame) in the frame of ``window`` resampled to ``size``."""
+    x, y, w, h = window
+    return (b[0] - x + b[2] / 2) * size[0] / w, (b[1] - y + b[3] / 2) * size[1] / h
+
+
+def _clamp(cx: float, cy: float, label: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
+    """Top-left corner of a ``label`` (w, h) box centred on ``(cx, cy)``, kept inside an image of ``size``."""
+    x0 = min(max(0, int(round(cx - label[0] / 2))), max(0, size[0] - label[0]))
+    y0 = min(max(0, int(round(cy - label[1] / 2))), max(0, size[1] - label[1]))
+    return x0, y0
+
+
+def label_spot(mask: np.ndarray, others: list[np.ndarray], label: tuple[int, int],
+               placed: list[tuple[int, int, int, int]], size: tuple[int, int],
+               fallback: tuple[float, float]) -> tuple[int, int]:
+    """Top-left corner of a region's label box: at the region's centre (``label_point``) when that box
+    overlaps no label already ``placed`` (boxes ``x0, y0, x1, y1``); else at the nearest point of the region
+    where it overlaps none, trying first the region's own part (not covered by ``others``), so that nested
+    regions, which share a centre, keep their labels apart. ``mask`` and ``others`` are ``H' x W'`` bool at
+    the size sent; ``fallback`` is used for a region too thin to survive downscaling."""
+
+    def free(x0: int, y0: int) -> bool:
+        x1, y1 = x0 + label[0], y0 + label[1]
+        return all(x1 <= a or x0 >= c or y1 <= b or y0 >= d for a, b, c, d in placed)
+
+    if not mask.any():
+        return _clamp(*fallback, label, size)
+    own = mask.copy()
+    for o in others:
+        own &= ~o
+    first = _clamp(*label_point(own if own.any() else mask), label, size)
+    if free(*first):
+        return first
+    step = max(1, min(label) // 2)
+    for part in (own, mask):
+        ys, xs = np.nonzero(part[::step, ::step])
+        if ys.size == 0:
+            continue
+        ys, xs = ys * step, xs * step
+        cy, cx = ys.mean(), xs.mean()
+        for k in np.argsort((ys - cy) ** 2 + (xs - cx) ** 2, kind="stable"):
+            spot = _clamp(float(xs[k]), float(ys[k]), label, size)
+            if free(*spot):
+                return spot
+    return first
