@@ -278,3 +278,53 @@ def test_refine_hf_backend_tiny_internvl(cli, records, tmp_path):
         assert n["unique_caption"] and n["caption"] == n["unique_caption"]
     assert rec["refine"]["backend"] == "hf" and rec["refine"]["model"] == str(folder)
     assert np.isfinite([s["score"] for n in captioned for s in n["similar"]]).all()
+
+
+def test_tree_annotate_refine_pipeline(cli, shared_data, tmp_path):
+    """The three curation stages chained on real SA-1B-format files: refine reads what annotate writes."""
+    trees, captioned, refined = tmp_path / "trees.jsonl", tmp_path / "captioned.jsonl", tmp_path / "refined.jsonl"
+    assert cli("tree", shared_data / "trees" / "sa_900001.json", "-o", trees).exit_code == 0
+    with ScriptedServer(lambda body: "True" if "True if the description fits" in request_text(body)
+                        else f"a caption ({len(request_text(body))})") as server:
+        r = cli("annotate", trees, "--backend", "openai", "--base-url", server.url, "-o", captioned)
+        assert r.exit_code == 0, r.stderr
+        r = _run(cli, captioned, "--backend", "openai", "--base-url", server.url, "--threshold", -1, "--verify",
+                 "-o", refined)
+        assert r.exit_code == 0, r.stderr
+    (before,), (after,) = _lines(captioned), _lines(refined)
+    assert [n["id"] for n in after["nodes"]] == [n["id"] for n in before["nodes"]]
+    for old, new in zip(before["nodes"], after["nodes"], strict=True):
+        assert all(new[k] == v for k, v in old.items() if k != "caption")  # every earlier field kept
+        if "caption" in old:
+            assert new["verified"] is True and new["similar"] and new["caption"] == new["unique_caption"]
+    assert after["annotate"] == before["annotate"] and after["refine"]["refined"] >= 2
+
+
+def test_faults_then_server_down_then_resume(cli, records, tmp_path):
+    """Through a fault proxy: 429, 500, dropped connections and empty answers are retried and every region is
+    refined once; then with the server gone for good the run stops with one line, and --resume finishes."""
+    from tests.servers.chat import FaultProxy
+
+    kinds = ["429", "500", "drop", "empty"]
+    faults = {i: kinds[(i // 2) % len(kinds)] for i in range(0, 16, 2)}
+    out = tmp_path / "refined.jsonl"
+    with ScriptedServer(refine_or_judge()) as s, FaultProxy(s.url, faults.get) as p:
+        r = _run(cli, records, "--backend", "openai", "--base-url", p.url, "--threshold", -1, "--retries", 8,
+                 "--concurrency", 3, "-o", out)
+        assert r.exit_code == 0, r.stderr
+        assert len(s.requests) == 12 and {f for f in p.applied if f} == set(kinds)
+    refined = [n["caption"] for rec in _lines(out) for n in rec["nodes"] if "caption" in n]
+    assert len(refined) == 12 and all(c.startswith("unique(long ") for c in refined)
+
+    out2, failed = tmp_path / "again.jsonl", tmp_path / "failed.jsonl"
+    with ScriptedServer(refine_or_judge()) as s, FaultProxy(s.url, lambda k: "down" if k >= 6 else None) as p:
+        r = _run(cli, records, "--backend", "openai", "--base-url", p.url, "--threshold", -1, "--retries", 1,
+                 "--images-in-flight", 1, "--failed", failed, "-o", out2)
+    assert r.exit_code == 2 and "Traceback" not in r.stderr
+    errors = [x for x in r.stderr.splitlines() if "error" in x]
+    assert len(errors) == 1 and "captioned.jsonl:2" in errors[0]
+    assert [x["image_id"] for x in _lines(out2)] == ["photo1"] and _lines(failed)[0]["image_id"] == "photo2"
+    with ScriptedServer(refine_or_judge()) as s:
+        r = _run(cli, records, "--backend", "openai", "--base-url", s.url, "--threshold", -1, "--resume", "-o", out2)
+        assert r.exit_code == 0 and len(s.requests) == 6
+    assert _lines(out2) == _lines(out)
