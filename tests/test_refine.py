@@ -74,7 +74,7 @@ def _lines(path: Path) -> list[dict]:
 
 
 def _run(cli, *args, features_model: str = TINY):
-    return cli("refine", *[str(a) for a in args], "--features-model", features_model, "--device", "cpu")
+    return cli("refine", *[str(a) for a in args], "--features-model", features_model, "--features-device", "cpu")
 
 
 def test_refine_end_to_end_scripted(cli, photo, records, tmp_path):

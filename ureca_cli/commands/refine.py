@@ -90,6 +90,8 @@ def refine(
     features_model: Annotated[str, typer.Option(help="DINOv2 checkpoint (hub id or folder), or random:NAME for "
                                                      "random weights from a packaged config (dinov2-vits14, "
                                                      "dinov2-base, dinov2-tiny).")] = "facebook/dinov2-base",
+    features_device: Annotated[str | None, typer.Option(help="Device for DINOv2 (default: --device, else cuda "
+                                                             "when present).", show_default=False)] = None,
     features_batch: Annotated[int, typer.Option(help="Crops per DINOv2 forward pass.")] = 32,
     features_dtype: Annotated[str, typer.Option(help="dtype of DINOv2: float32, bfloat16, float16.")] = "float32",
     pool_side: Annotated[int, typer.Option(help="Long side, in pixels, of the image DINOv2 sees in masked-pool "
@@ -140,7 +142,7 @@ def refine(
     out_format = "flat" if flat else fmt.value
     scfg = stream_config(output, on_error, failed, resume, shard, progress)
     cfg = RefineConfig(
-        features=FeatureConfig(model=features_model, mode=features.value, device=device or _auto_device(do_refine),
+        features=FeatureConfig(model=features_model, mode=features.value, device=features_device or device or _auto_device(do_refine),
                                dtype=features_dtype, batch_size=features_batch, pool_side=pool_side),
         threshold=threshold,
         max_similar=max_similar or None,
