@@ -231,7 +231,7 @@ class Refiner:
                 packed[i] = np.packbits(m)
             return m
 
-        counts = {"refined": 0}
+        counts: dict[str, int] = {"refined": 0} if self.cfg.refine else {}
         if nodes:
             image = load_image(rec[R.IMAGE], width=w, height=h, where=where)
             prompter = VisualPrompter(image, self.cfg.visual)
