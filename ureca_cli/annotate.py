@@ -17,10 +17,12 @@ image, every ready node are in flight at once, up to the backend's concurrency (
 from __future__ import annotations
 
 import hashlib
+import itertools
+import os
+import queue
 import string
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -29,7 +31,7 @@ from typing import Any
 from . import records as R
 from .errors import InputError, UrecaError
 from .masks import decode
-from .mllm import ChatBackend, GenerationSettings, user
+from .mllm import ChatBackend, EncodedImage, GenerationSettings, user
 from .visual import VisualPrompter, VisualSettings, load_image
 
 TEMPLATE_NAMES = ("main_phrase", "part_phrase", "part_phrase_siblings", "paragraph")
@@ -85,8 +87,13 @@ class AnnotateConfig:
     prompts: Path | None = None  # folder of templates overriding the package's
     save_prompts: Path | None = None  # write every image sent here, by image and node
     images_in_flight: int | None = None  # None: twice the backend's concurrency, at most 64
+    # processes that draw and JPEG-encode the prompt images (None: up to 4 for the HTTP backend, whose
+    # requests then cost this process almost nothing; 0: draw them in threads, as PIL images)
+    prepare_workers: int | None = None
 
     def __post_init__(self):
+        if self.prepare_workers is not None and self.prepare_workers < 0:
+            raise UrecaError(f"--prepare-workers {self.prepare_workers}: needs 0 or more")
         if self.images_in_flight is not None and self.images_in_flight < 1:
             raise UrecaError(f"--images-in-flight {self.images_in_flight}: needs at least 1")
         if self.prompts is not None and not Path(self.prompts).is_dir():
@@ -173,10 +180,28 @@ class Annotator:
         self.backend = backend
         self.cfg = cfg or AnnotateConfig()
         self.templates = load_templates(self.cfg.prompts)
-        self._pool = ThreadPoolExecutor(max(1, backend.concurrency), thread_name_prefix="ureca-chat")
+        self._workers = _Workers(max(1, backend.concurrency))
+        self._images = 0
+        workers = self.cfg.prepare_workers
+        if workers is None:
+            workers = min(4, os.cpu_count() or 1) if backend.kind == "openai" else 0
+        self.prepare_workers = workers
+        self._prep: Any = None
         self._abort = threading.Event()
         self.requests = 0  # chat calls made, for summaries and tests
         self._lock = threading.Lock()
+
+    def _prepare_pool(self) -> Any:
+        with self._lock:
+            if self._prep is None:
+                import multiprocessing
+                from concurrent.futures import ProcessPoolExecutor
+
+                from .stream import _ignore_sigint
+
+                ctx = multiprocessing.get_context("spawn")  # never fork a process that runs threads
+                self._prep = ProcessPoolExecutor(self.prepare_workers, mp_context=ctx, initializer=_ignore_sigint)
+            return self._prep
 
     @property
     def images_in_flight(self) -> int:
@@ -199,95 +224,92 @@ class Annotator:
             folder = Path(self.cfg.save_prompts) / _safe(image_id)
             folder.mkdir(parents=True, exist_ok=True)
             for im, name in zip([p for p in parts if not isinstance(p, str)], names, strict=True):
-                im.save(folder / f"{_safe(str(node_id))}_{name}.png", compress_level=1)
+                if isinstance(im, EncodedImage):
+                    (folder / f"{_safe(str(node_id))}_{name}{im.suffix}").write_bytes(im.data)
+                else:
+                    im.save(folder / f"{_safe(str(node_id))}_{name}.png", compress_level=1)
         with self._lock:
             self.requests += 1
         return self.backend.chat([user(*parts)], self.cfg.generation)
 
-    def _short(self, ctx: _ImageContext, nid: Any, parent_short: str | None, sibling_shorts: list[str]) -> str:
-        mask = ctx.mask(nid)
-        main = ctx.plan.main_of[nid]
+    def _short(self, ctx: Any, nid: Any, parent_short: str | None, sibling_shorts: list[str]) -> str:
+        context = ctx.context(nid)
         if parent_short is None:
-            context = ctx.prompter.contour_in_context(mask)
             text = self.templates.render("main_phrase")
         else:
-            context = ctx.prompter.contour_in_context(mask, ctx.mask(main))
             if sibling_shorts:
                 listed = "\n".join(f"- {s}" for s in sibling_shorts)
                 text = self.templates.render("part_phrase_siblings", parent=parent_short, siblings=listed)
             else:
                 text = self.templates.render("part_phrase", parent=parent_short)
-        crop = ctx.prompter.blurred_crop(mask)
-        return self._ask([context, crop, text], ctx.image_id, nid, ["context", "crop"])
+        return self._ask([context, ctx.crop(nid), text], ctx.image_id, nid, ["context", "crop"])
 
-    def _long(self, ctx: _ImageContext, nid: Any, short: str, child_longs: list[str]) -> str:
-        image = ctx.prompter.full_contour(ctx.mask(nid))
+    def _long(self, ctx: Any, nid: Any, short: str, child_longs: list[str]) -> str:
+        image = ctx.full(nid)
         listed = "\n".join(f"- {c}" for c in child_longs)
         text = self.templates.render("paragraph", short=short, children=listed)
         return self._ask([image, text], ctx.image_id, nid, ["paragraph"])
 
     # ------------------------------------------------------------------------------------- one image
     def annotate(self, rec: dict, where: str = "<record>") -> dict:
-        """Caption every node of one tree record (updated in place and returned); raises on failure."""
+        """Caption every node of one tree record (updated in place and returned); raises on failure.
+
+        Requests are queued on the shared workers as soon as their inputs are ready; the worker that
+        finishes a request queues the requests it unblocks, so no thread hop sits between a request and
+        the next. Queued requests of images that came earlier go first, then those with the longest
+        chain of requests still behind them.
+        """
         plan = plan_record(rec, where)
-        ctx = _ImageContext(rec, plan, where, self.cfg.visual)
-        short: dict[Any, str] = {}
-        long: dict[Any, str] = {}
-        parent_of = {c: p for p, ks in plan.kids.items() for c in ks}
-        running: dict[Future, tuple[str, Any]] = {}
+        ctx: Any
+        if self.prepare_workers > 0:
+            images = self._prepare_pool().submit(prepare_images, rec, where, self.cfg.visual).result()
+            ctx = _Prepared(str(rec[R.IMAGE_ID]), images)
+        else:
+            ctx = _ImageContext(rec, plan, where, self.cfg.visual)
+        with self._lock:
+            self._images += 1
+            seq = self._images
+        state = _ImageState(plan)
+        chain = _remaining_chain(plan)
 
         def submit(kind: str, nid: Any) -> None:
-            if kind == "short":
-                p = parent_of.get(nid)
-                sibs = plan.kids[p] if p is not None else []
-                before = [short[s] for s in sibs[: sibs.index(nid)]] if p is not None else []
-                fut = self._pool.submit(self._short, ctx, nid, short.get(p) if p is not None else None, before)
-            else:
-                fut = self._pool.submit(self._long, ctx, nid, short[nid], [long[c] for c in plan.kids[nid]])
-            running[fut] = (kind, nid)
+            self._workers.submit((seq, -chain[kind, nid]), lambda: run(kind, nid))
 
-        def ready_after_short(nid: Any) -> None:
-            kids = plan.kids[nid]
-            if kids:
-                submit("short", kids[0])  # the first child needs only its parent
-            else:
-                long[nid] = short[nid]  # a leaf keeps its phrase
-                ready_after_long(nid)
-            p = parent_of.get(nid)
-            if p is not None:
-                sibs = plan.kids[p]
-                i = sibs.index(nid)
-                if i + 1 < len(sibs):
-                    submit("short", sibs[i + 1])  # the next sibling sees this phrase
+        def run(kind: str, nid: Any) -> None:
+            if state.done.is_set():
+                return
+            try:
+                if self._abort.is_set():
+                    raise UrecaError("stopped")
+                if kind == "short":
+                    p = state.parent_of.get(nid)
+                    with state.lock:
+                        parent = state.short[p] if p is not None else None
+                        sibs = plan.kids[p] if p is not None else [nid]
+                        before = [state.short[s] for s in sibs[: sibs.index(nid)]]
+                    answer = self._short(ctx, nid, parent, before)
+                else:
+                    with state.lock:
+                        own, kids = state.short[nid], [state.long[c] for c in plan.kids[nid]]
+                    answer = self._long(ctx, nid, own, kids)
+            except BaseException as e:  # noqa: BLE001 - the image fails with this error
+                state.fail(e)
+                return
+            for nxt in state.record(kind, nid, answer):
+                submit(*nxt)
 
-        def ready_after_long(nid: Any) -> None:
-            p = parent_of.get(nid)
-            if p is not None and all(c in long for c in plan.kids[p]):
-                submit("long", p)
-
-        try:
-            for m in plan.mains:
-                submit("short", m)
-            while running:
-                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                for fut in done:
-                    kind, nid = running.pop(fut)
-                    answer = fut.result()  # raises the request's error: the image fails
-                    if kind == "short":
-                        short[nid] = answer
-                        ready_after_short(nid)
-                    else:
-                        long[nid] = answer
-                        ready_after_long(nid)
-        except BaseException:
-            for fut in running:
-                fut.cancel()
-            raise
+        for m in plan.mains:
+            submit("short", m)
+        if not plan.mains:
+            state.done.set()
+        state.done.wait()
+        if state.error is not None:
+            raise state.error
         for nid in plan.order:
             node = plan.nodes[nid]
-            node[R.SHORT_CAPTION] = short[nid]
-            node[R.LONG_CAPTION] = long[nid]
-            node[R.CAPTION] = long[nid]
+            node[R.SHORT_CAPTION] = state.short[nid]
+            node[R.LONG_CAPTION] = state.long[nid]
+            node[R.CAPTION] = state.long[nid]
         rec[ANNOTATE] = self.provenance()
         return rec
 
@@ -305,7 +327,110 @@ class Annotator:
 
     def close(self) -> None:
         self._abort.set()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._workers.close()
+        if self._prep is not None:
+            self._prep.shutdown(wait=True, cancel_futures=True)
+            self._prep = None
+
+
+class _Workers:
+    """``n`` threads running queued calls, lowest priority tuple first (ties in submission order)."""
+
+    def __init__(self, n: int):
+        self._queue: queue.PriorityQueue = queue.PriorityQueue()
+        self._count = itertools.count()
+        self._threads = [threading.Thread(target=self._loop, name=f"ureca-chat-{i}", daemon=True) for i in range(n)]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, priority: tuple, fn: Callable[[], None]) -> None:
+        self._queue.put((0, priority, next(self._count), fn))
+
+    def _loop(self) -> None:
+        while True:
+            _, _, _, fn = self._queue.get()
+            if fn is None:
+                return
+            fn()
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._queue.put((1, (), next(self._count), None))  # after every queued call
+        for t in self._threads:
+            t.join()
+
+
+class _ImageState:
+    """The captions of one image in flight and which requests each new caption unblocks."""
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.parent_of = {c: p for p, ks in plan.kids.items() for c in ks}
+        self.short: dict[Any, str] = {}
+        self.long: dict[Any, str] = {}
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self.total = len(plan.order)
+
+    def fail(self, error: BaseException) -> None:
+        with self.lock:
+            if self.error is None:
+                self.error = error
+        self.done.set()
+
+    def record(self, kind: str, nid: Any, answer: str) -> list[tuple[str, Any]]:
+        """Store an answer; return the requests ``(kind, node)`` it makes ready."""
+        plan, ready = self.plan, []
+        with self.lock:
+            if kind == "short":
+                self.short[nid] = answer
+                kids = plan.kids[nid]
+                if kids:
+                    ready.append(("short", kids[0]))  # the first child needs only its parent
+                p = self.parent_of.get(nid)
+                if p is not None:
+                    sibs = plan.kids[p]
+                    i = sibs.index(nid)
+                    if i + 1 < len(sibs):
+                        ready.append(("short", sibs[i + 1]))  # the next sibling sees this phrase
+                if not kids:
+                    self.long[nid] = answer  # a leaf keeps its phrase
+                    ready.extend(self._after_long(nid))
+            else:
+                self.long[nid] = answer
+                ready.extend(self._after_long(nid))
+            if len(self.long) == self.total:
+                self.done.set()
+        return ready
+
+    def _after_long(self, nid: Any) -> list[tuple[str, Any]]:
+        p = self.parent_of.get(nid)
+        if p is not None and all(c in self.long for c in self.plan.kids[p]):
+            return [("long", p)]
+        return []
+
+
+def _remaining_chain(plan: Plan) -> dict[tuple[str, Any], int]:
+    """For each request ``(kind, node)``: the longest chain of requests that must still follow it, itself
+    included (the critical-path priority)."""
+    parent_of = {c: p for p, ks in plan.kids.items() for c in ks}
+    long_chain: dict[Any, int] = {}
+    for nid in plan.order:  # parents first: a paragraph is followed by its ancestors' paragraphs
+        up = long_chain[parent_of[nid]] if nid in parent_of else 0
+        long_chain[nid] = up + (1 if plan.kids[nid] else 0)
+    out: dict[tuple[str, Any], int] = {("long", n): c for n, c in long_chain.items() if plan.kids[n]}
+    for nid in reversed(plan.order):  # children and later siblings first
+        kids = plan.kids[nid]
+        after = [out[("short", kids[0])]] if kids else [long_chain[nid]]
+        p = parent_of.get(nid)
+        if p is not None:
+            sibs = plan.kids[p]
+            i = sibs.index(nid)
+            if i + 1 < len(sibs):
+                after.append(out[("short", sibs[i + 1])])
+        out[("short", nid)] = 1 + max(after)
+    return out
 
 
 class _ImageContext:
@@ -320,7 +445,31 @@ class _ImageContext:
         image = load_image(rec[R.IMAGE], width=self.width, height=self.height, where=where)
         self.prompter = VisualPrompter(image, visual)
         self._masks: dict[Any, Any] = {}
+        self._full: dict[Any, Any] = {}
         self._lock = threading.Lock()
+
+    def context(self, nid: Any):
+        """Top-down picture 1: a main object's whole photo contoured (the same image as its paragraph's),
+        a part's main-object crop with the part contoured."""
+        main = self.plan.main_of[nid]
+        if main == nid:
+            return self.full(nid)
+        return self.prompter.contour_in_context(self.mask(nid), self.mask(main))
+
+    def crop(self, nid: Any):
+        """Top-down picture 2: the region sharp on a blurred background, cropped to its pixel box."""
+        return self.prompter.blurred_crop(self.mask(nid))
+
+    def full(self, nid: Any):
+        """The whole photo with node ``nid`` contoured, made once (a main object's context and its
+        paragraph use the same image, so the HTTP backend encodes it once)."""
+        with self._lock:
+            im = self._full.get(nid)
+        if im is None:
+            im = self.prompter.full_contour(self.mask(nid))
+            with self._lock:
+                self._full[nid] = im
+        return im
 
     def mask(self, nid: Any):
         """``HxW uint8`` 0/1 mask of node ``nid``."""
@@ -340,6 +489,40 @@ class _ImageContext:
             with self._lock:
                 self._masks[nid] = m
         return m
+
+
+class _Prepared:
+    """The prompt images of one image, drawn and encoded beforehand in a worker process."""
+
+    def __init__(self, image_id: str, images: dict[str, dict[Any, EncodedImage]]):
+        self.image_id = image_id
+        self.images = images
+
+    def context(self, nid: Any) -> EncodedImage:
+        return self.images["context"][nid]
+
+    def crop(self, nid: Any) -> EncodedImage:
+        return self.images["crop"][nid]
+
+    def full(self, nid: Any) -> EncodedImage:
+        return self.images["full"][nid]
+
+
+def prepare_images(rec: dict, where: str, visual: VisualSettings) -> dict[str, dict[Any, EncodedImage]]:
+    """Every prompt image one tree record needs, JPEG-encoded: ``{"context"|"crop"|"full": {node: image}}``
+    (``full`` for nodes with children). Runs in a worker process; raises ``InputError`` on bad input."""
+    plan = plan_record(rec, where)
+    ctx = _ImageContext(rec, plan, where, visual)
+    out: dict[str, dict[Any, EncodedImage]] = {"context": {}, "crop": {}, "full": {}}
+    for nid in plan.order:
+        if plan.kids[nid] or plan.main_of[nid] == nid:
+            out["full"][nid] = EncodedImage.from_pil(ctx.full(nid))
+        if plan.main_of[nid] == nid:
+            out["context"][nid] = out["full"][nid]
+        else:
+            out["context"][nid] = EncodedImage.from_pil(ctx.context(nid))
+        out["crop"][nid] = EncodedImage.from_pil(ctx.crop(nid))
+    return out
 
 
 def _safe(name: str) -> str:

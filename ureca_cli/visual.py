@@ -98,11 +98,13 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     reach[-1, :] = bg[-1, :]
     reach[:, 0] |= bg[:, 0]
     reach[:, -1] |= bg[:, -1]
+    total = int(bg.sum())
     for _ in range(10_000):
         before = int(reach.sum())
         reach = _spread_runs(bg, reach)
         reach = _spread_runs(bg.T, reach.T).T
-        if int(reach.sum()) == before:
+        after = int(reach.sum())
+        if after == before or after == total:  # settled, or every background pixel reached (no holes)
             break
     return ~reach
 
@@ -210,6 +212,7 @@ class VisualPrompter:
         self.image = image.convert("RGB")
         self.settings = settings or VisualSettings()
         self._small: Image.Image | None = None
+        self._whole: Image.Image | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -220,42 +223,71 @@ class VisualPrompter:
             self._small = blur(self.image, self.settings.sigma)
         return self._small
 
-    def _window(self, box: Box) -> tuple[Image.Image, Image.Image, tuple[int, int]]:
-        """The sharp and blurred images of ``box`` (XYWH), resampled to the size that will be sent."""
+    def _sharp_window(self, box: Box) -> tuple[Image.Image, tuple[int, int]]:
+        """The photo's ``box`` (XYWH) resampled to the size that will be sent; the whole photo is cached."""
         x, y, w, h = box
         size = fit_size(w, h, self.settings.max_side)
+        whole = box == self.whole()
+        if whole and self._whole is not None:
+            return self._whole, size
         if size == (w, h):
-            sharp = self.image.crop((x, y, x + w, y + h))
+            sharp = self.image if whole else self.image.crop((x, y, x + w, y + h))
         else:
-            sharp = self.image.resize(size, Image.Resampling.LANCZOS, box=(x, y, x + w, y + h), reducing_gap=3.0)
+            sharp = self.image.resize(size, Image.Resampling.BILINEAR, box=(x, y, x + w, y + h), reducing_gap=2.0)
+        if whole:
+            self._whole = sharp
+        return sharp, size
+
+    def _blurred_window(self, box: Box, size: tuple[int, int]) -> Image.Image:
+        """The blurred photo's ``box`` at ``size`` (W, H), upsampled from the small blurred copy."""
+        x, y, w, h = box
         small = self._blurred_small()
         fx, fy = small.width / self.image.width, small.height / self.image.height
-        blurred = small.resize(size, Image.Resampling.BILINEAR, box=(x * fx, y * fy, (x + w) * fx, (y + h) * fy))
-        return sharp, blurred, size
+        return small.resize(size, Image.Resampling.BILINEAR, box=(x * fx, y * fy, (x + w) * fx, (y + h) * fy))
 
     @staticmethod
     def _mask_window(mask: np.ndarray, box: Box, size: tuple[int, int]) -> np.ndarray:
-        """The ``box`` window of an ``HxW`` 0/1 mask, resampled to ``size`` (W, H): ``size[1] x size[0]`` bool."""
+        """The ``box`` window of an ``HxW`` 0/1 mask at ``size`` (W, H): ``size[1] x size[0]`` bool.
+
+        Resampled by nearest neighbour (each output pixel takes the mask pixel under its centre), and only
+        over the mask's own pixel box, so a small region in a large window costs little.
+        """
         x, y, w, h = box
         win = np.asarray(mask[y : y + h, x : x + w], dtype=bool)
         if size == (w, h):
             return win
-        im = Image.fromarray(win.astype(np.uint8) * 255)
-        return np.asarray(im.resize(size, Image.Resampling.BILINEAR)) >= 128
+        out = np.zeros((size[1], size[0]), dtype=bool)
+        pb = pixel_box(win)
+        if pb is None:
+            return out
+        sx, sy = size[0] / w, size[1] / h
+        px, py, pw, ph = pb
+        x0, x1 = int(np.floor(px * sx)), min(size[0], int(np.ceil((px + pw) * sx)) + 1)
+        y0, y1 = int(np.floor(py * sy)), min(size[1], int(np.ceil((py + ph) * sy)) + 1)
+        cols = np.minimum(((np.arange(x0, x1) + 0.5) / sx).astype(np.int64), w - 1)
+        rows = np.minimum(((np.arange(y0, y1) + 0.5) / sy).astype(np.int64), h - 1)
+        out[y0:y1, x0:x1] = win[rows[:, None], cols[None, :]]
+        return out
 
     def _compose(self, box: Box, sharp_mask: np.ndarray | None, contour_mask: np.ndarray | None) -> Image.Image:
         """The ``box`` window with ``sharp_mask`` kept sharp and the rest blurred (``None``: all sharp), and
-        ``contour_mask`` contoured; both masks ``HxW`` 0/1 in the photo's frame."""
-        sharp, blurred, size = self._window(box)
+        ``contour_mask`` contoured; both masks ``HxW`` 0/1 in the photo's frame. Pillow does the pixel work
+        (pastes under masks), numpy only touches the masks' own windows."""
+        sharp, size = self._sharp_window(box)
         if sharp_mask is None:
-            arr = np.array(sharp)
+            out = sharp.copy()
         else:
             keep = self._mask_window(sharp_mask, box, size)
-            arr = np.where(keep[..., None], np.asarray(sharp), np.asarray(blurred))
+            out = self._blurred_window(box, size)
+            out.paste(sharp, (0, 0), Image.fromarray(keep.astype(np.uint8) * 255))
         if contour_mask is not None:
             band = contour_band(self._mask_window(contour_mask, box, size), self.settings.contour_width)
-            arr[band] = self.settings.color
-        return Image.fromarray(np.ascontiguousarray(arr, dtype=np.uint8))
+            bb = pixel_box(band)
+            if bb is not None:
+                bx, by, bw, bh = bb
+                sub = Image.fromarray(band[by : by + bh, bx : bx + bw].astype(np.uint8) * 255)
+                out.paste(self.settings.color, (bx, by, bx + bw, by + bh), sub)
+        return out
 
     def _box_of(self, mask: np.ndarray) -> Box:
         if mask.shape != (self.image.height, self.image.width):

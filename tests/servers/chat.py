@@ -104,13 +104,15 @@ def _reply(h: BaseHTTPRequestHandler, status: int, obj: Any, headers: dict | Non
 
 class ScriptedServer(_Base):
     def __init__(self, answer: Callable[[dict], str], *, delay: float = 0.0, capacity: int | None = None,
-                 model: str = "scripted"):
+                 model: str = "scripted", record: bool = True):
         self.answer = answer
+        self.record = record  # False: do not parse or keep bodies (benchmarks); answer(None) is called
         self.delay = delay
         self.model = model
         self.requests: list[dict] = []
         self.headers: list[dict] = []
         self.max_in_flight = 0
+        self.count = 0
         self._in_flight = 0
         self._gate = threading.BoundedSemaphore(capacity) if capacity else None
         self._lock = threading.Lock()
@@ -133,13 +135,16 @@ class ScriptedServer(_Base):
 
             def do_POST(self) -> None:
                 n = int(self.headers.get("Content-Length", "0"))
-                body = json.loads(self.rfile.read(n))
+                raw = self.rfile.read(n)
+                body = json.loads(raw) if server.record else None
                 if not self.path.rstrip("/").endswith("/v1/chat/completions"):
                     _reply(self, 404, {"error": {"message": f"no route {self.path}"}})
                     return
                 with server._lock:
-                    server.requests.append(body)
-                    server.headers.append(dict(self.headers))
+                    server.count += 1
+                    if server.record:
+                        server.requests.append(body)
+                        server.headers.append(dict(self.headers))
                 if server._gate:
                     server._gate.acquire()
                 try:

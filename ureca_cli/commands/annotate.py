@@ -92,9 +92,12 @@ def annotate(
     prompts: Annotated[Path | None, typer.Option("--prompts", help="Folder of <name>.txt templates that replace "
                                                  "the built-in ones.", show_default=False)] = None,
     save_prompts: Annotated[Path | None, typer.Option("--save-prompts", help="Write every image sent to DIR/"
-                                                      "<image_id>/<node>_<kind>.png.", show_default=False)] = None,
+                                                      "<image_id>/<node>_<kind>.jpg (or .png).", show_default=False)] = None,
     images_in_flight: Annotated[int | None, typer.Option("--images-in-flight", help="Images worked on at once "
                                                          "(default: twice the concurrency).", show_default=False)] = None,
+    prepare_workers: Annotated[int | None, typer.Option("--prepare-workers", help="Processes that draw and "
+                                                        "encode prompt images (default: up to 4 with --backend "
+                                                        "openai, 0 = in threads).", show_default=False)] = None,
     output: Output = None,
     on_error: OnErrorOpt = "stop",  # type: ignore[assignment]
     failed: Failed = None,
@@ -127,6 +130,7 @@ def annotate(
         prompts=prompts,
         save_prompts=save_prompts,
         images_in_flight=images_in_flight,
+        prepare_workers=prepare_workers,
     )
     chat = backend_from_options(backend, model, base_url, api_key_env, concurrency, timeout, retries, device, dtype,
                                 batch_size)

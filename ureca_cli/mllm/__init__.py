@@ -11,8 +11,9 @@ API (stable; other stages build on it)::
     backend.describe()  # {"backend": "openai", "model": "m"}, for the records
     backend.close()
 
-- ``Message(role, parts)``: ``parts`` is a tuple of ``str`` and RGB ``PIL.Image.Image`` in order;
-  ``user(*parts)`` and ``system(text)`` build them.
+- ``Message(role, parts)``: ``parts`` is a tuple of ``str``, RGB ``PIL.Image.Image`` and ``EncodedImage``
+  (JPEG/PNG bytes, e.g. made in a worker process; HTTP sends them as they are) in order; ``user(*parts)``
+  and ``system(text)`` build them.
 - ``chat`` is thread-safe and blocking; it returns a stripped, non-empty answer or raises ``BackendError``
   (a one-line ``UrecaError``), after the backend's own retries. An empty answer is an error, never a caption.
 - ``backend.concurrency``: how many ``chat`` calls to keep running at once from threads for full throughput
@@ -24,6 +25,7 @@ from __future__ import annotations
 from .base import (
     BackendError,
     ChatBackend,
+    EncodedImage,
     GenerationSettings,
     Message,
     clean_answer,
@@ -35,6 +37,7 @@ from .base import (
 __all__ = [
     "BackendError",
     "ChatBackend",
+    "EncodedImage",
     "GenerationSettings",
     "Message",
     "clean_answer",

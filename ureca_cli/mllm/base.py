@@ -1,7 +1,7 @@
 """The one interface every chat backend implements: messages of text and images in, text out.
 
-A conversation is a list of ``Message``s; a message has a role and a tuple of parts, each a ``str`` (text) or
-a ``PIL.Image.Image`` (RGB). ``ChatBackend.chat(messages, settings)`` returns the model's answer as a
+A conversation is a list of ``Message``s; a message has a role and a tuple of parts, each a ``str`` (text), a
+``PIL.Image.Image`` (RGB) or an ``EncodedImage`` (JPEG/PNG bytes made elsewhere, sent without re-encoding). ``ChatBackend.chat(messages, settings)`` returns the model's answer as a
 stripped, non-empty ``str`` or raises ``BackendError``. ``chat`` is thread-safe and blocking: a caller that
 wants throughput runs up to ``backend.concurrency`` calls at once from threads (the HTTP backend keeps that
 many requests in flight; the in-process backend gathers concurrent calls into batches for ``generate``).
@@ -64,6 +64,40 @@ class Message:
     @property
     def images(self) -> list[Any]:
         return [p for p in self.parts if not isinstance(p, str)]
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """An image already encoded as JPEG or PNG bytes (made in another process, say); the HTTP backend
+    sends the bytes as they are, the in-process backend decodes them. ``size`` is (W, H) pixels."""
+
+    data: bytes
+    mime: str = "image/jpeg"
+    size: tuple[int, int] = (0, 0)
+
+    @classmethod
+    def from_pil(cls, image: Any, fmt: str = "jpeg", quality: int = 92) -> EncodedImage:
+        import io
+
+        buf = io.BytesIO()
+        if fmt == "png":
+            image.save(buf, format="PNG", compress_level=1)
+        else:
+            image.convert("RGB").save(buf, format="JPEG", quality=quality)
+        return cls(buf.getvalue(), f"image/{fmt}", tuple(image.size))
+
+    def to_pil(self) -> Any:
+        """The decoded RGB ``PIL.Image``."""
+        import io
+
+        from PIL import Image
+
+        with Image.open(io.BytesIO(self.data)) as im:
+            return im.convert("RGB")
+
+    @property
+    def suffix(self) -> str:
+        return ".png" if self.mime == "image/png" else ".jpg"
 
 
 def user(*parts: Any) -> Message:

@@ -15,7 +15,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from ..errors import UrecaError
-from .base import BackendError, ChatBackend, GenerationSettings, Message, clean_answer
+from .base import BackendError, ChatBackend, EncodedImage, GenerationSettings, Message, clean_answer
 
 DEFAULT_MODEL = "OpenGVLab/InternVL3-1B-hf"
 DTYPES = ("auto", "bfloat16", "float16", "float32")
@@ -46,7 +46,10 @@ def to_hf_conversation(messages: Sequence[Message]) -> list[dict[str, Any]]:
     out = []
     for m in messages:
         parts = [
-            {"type": "text", "text": p} if isinstance(p, str) else {"type": "image", "image": p} for p in m.parts
+            {"type": "text", "text": p}
+            if isinstance(p, str)
+            else {"type": "image", "image": p.to_pil() if isinstance(p, EncodedImage) else p}
+            for p in m.parts
         ]
         out.append({"role": m.role, "content": parts})
     return out

@@ -18,11 +18,12 @@ import os
 import random
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
 from ..errors import UrecaError
-from .base import BackendError, ChatBackend, GenerationSettings, Message, clean_answer
+from .base import BackendError, ChatBackend, EncodedImage, GenerationSettings, Message, clean_answer
 
 RETRY_STATUS = {408, 409, 425, 429}
 MAX_RETRY_AFTER = 600.0  # seconds: a longer Retry-After is cut to this
@@ -40,6 +41,38 @@ def image_data_url(image: Any, fmt: str = "jpeg", quality: int = 92) -> str:
     return f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+_ENCODED: dict[int, tuple[Any, str, str]] = {}  # id(image) -> (weakref to it, fmt, data URL)
+_ENCODED_LOCK = threading.Lock()
+
+
+def _forget(key: int) -> Any:
+    def drop(_ref: Any) -> None:
+        with _ENCODED_LOCK:
+            _ENCODED.pop(key, None)
+
+    return drop
+
+
+def _cached_data_url(image: Any, fmt: str) -> str:
+    """``image_data_url`` once per live image object: a stage that sends one image twice encodes it once.
+    An ``EncodedImage`` is sent as its own bytes."""
+    if isinstance(image, EncodedImage):
+        return f"data:{image.mime};base64," + base64.b64encode(image.data).decode("ascii")
+    key = id(image)
+    with _ENCODED_LOCK:
+        hit = _ENCODED.get(key)
+    if hit is not None and hit[0]() is image and hit[1] == fmt:
+        return hit[2]
+    url = image_data_url(image, fmt)
+    try:
+        ref = weakref.ref(image, _forget(key))
+    except TypeError:  # not weak-referenceable: no caching
+        return url
+    with _ENCODED_LOCK:
+        _ENCODED[key] = (ref, fmt, url)
+    return url
+
+
 def to_openai_messages(messages: Sequence[Message], fmt: str = "jpeg") -> list[dict[str, Any]]:
     """Our messages in the chat-completions form (text parts and ``image_url`` parts, in order)."""
     out = []
@@ -49,7 +82,7 @@ def to_openai_messages(messages: Sequence[Message], fmt: str = "jpeg") -> list[d
             if isinstance(p, str):
                 parts.append({"type": "text", "text": p})
             else:
-                parts.append({"type": "image_url", "image_url": {"url": image_data_url(p, fmt)}})
+                parts.append({"type": "image_url", "image_url": {"url": _cached_data_url(p, fmt)}})
         out.append({"role": m.role, "content": parts})
     return out
 
