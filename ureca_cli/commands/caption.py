@@ -8,6 +8,15 @@ from typing import Annotated
 import typer
 
 from ..errors import UrecaError
+from .annotate import (
+    ApiKeyEnvOpt,
+    BackendOpt,
+    BaseUrlOpt,
+    ConcurrencyOpt,
+    MaxSideOpt,
+    RetriesOpt,
+    TimeoutOpt,
+)
 from .common import (
     Failed,
     OnErrorChoice,
@@ -71,6 +80,19 @@ def caption(
     resize_mask: Annotated[
         bool, typer.Option("--resize-mask", help="Resize a mask whose size differs from the image (nearest).")
     ] = False,
+    region_prompt: Annotated[
+        str | None,
+        typer.Option("--region-prompt", metavar="none|contour|crop", help="Paper's Table 2 baselines: caption with a "
+                     "plain chat model (--backend; --model names it) shown the plain photo, the region contoured, or "
+                     "its crop.", show_default=False),
+    ] = None,
+    backend: BackendOpt = "hf",
+    base_url: BaseUrlOpt = None,
+    api_key_env: ApiKeyEnvOpt = None,
+    concurrency: ConcurrencyOpt = 8,
+    timeout: TimeoutOpt = 120.0,
+    retries: RetriesOpt = 6,
+    max_side: MaxSideOpt = None,
     output: Output = None,
     on_error: OnErrorOpt = OnErrorChoice.stop,
     failed: Failed = None,
@@ -92,6 +114,7 @@ def caption(
       ureca caption photo.jpg --rle region.json --model runs/ureca-1b --sample --temperature 0.7
       ureca caption --input regions.jsonl --model runs/ureca-1b -o preds.jsonl
       ureca caption --input trees.jsonl --model runs/ureca-1b -o preds.jsonl && ureca score preds.jsonl regions.jsonl
+      ureca caption --input regions.jsonl --region-prompt contour --backend openai --base-url http://gpu1:8000/v1 --model m -o base.jsonl
     """
     from ..caption import CaptionConfig
 
@@ -103,6 +126,23 @@ def caption(
             raise UrecaError("give an IMAGE and a region (--mask, --rle or --box), or --input FILE")
         if not regions_given:
             raise UrecaError(f"{image}: give the region with --mask PNG, --rle JSON or --box x,y,w,h")
+    if region_prompt is not None:  # the Table 2 baselines through a chat backend (ureca_cli/baselines.py)
+        from ..baselines import BaselineConfig, run_cli
+        from ..mllm import GenerationSettings
+        from ..visual import VisualSettings
+        from .annotate import backend_from_options
+
+        bcfg = BaselineConfig(region_prompt=region_prompt, question=question, resize_mask=resize_mask,
+                              visual=VisualSettings(max_side=max_side),
+                              generation=GenerationSettings(max_new_tokens=max_new_tokens,
+                                                            temperature=temperature if sample else 0.0,
+                                                            top_p=top_p if sample else 1.0, seed=seed))
+        chat = backend_from_options(backend, str(model), base_url, api_key_env, concurrency, timeout, retries,
+                                    None if device == "auto" else device, dtype, batch_size)
+        with chat:
+            run_cli(image, mask or [], rle or [], box or [], input, chat, bcfg,
+                    stream_config(output, on_error, failed, resume, shard, progress))
+        return
     if not model.is_dir():
         raise UrecaError(f"--model {model}: checkpoint folder not found")
     cfg = CaptionConfig(

@@ -1,0 +1,88 @@
+"""`ureca caption --region-prompt none|contour|crop`: the paper's Table 2 baselines through chat backends."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import numpy as np
+from PIL import Image
+
+from tests.servers.chat import ScriptedServer, request_images, request_text
+from tests.test_annotate import Scripted, write_trees
+from ureca_cli import masks as M
+
+
+def _decode(url: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB"))
+
+
+def _run(cli, tmp_path, prompt, trees, **extra):
+    script = Scripted()
+    with ScriptedServer(script) as s:
+        r = cli("caption", "--input", trees, "--region-prompt", prompt, "--backend", "openai", "--base-url", s.url,
+                "--model", "scripted", *extra.get("args", ()))
+        return r, script, list(s.requests)
+
+
+def test_contour_and_crop_baselines_write_region_records(cli, tmp_path):
+    trees = write_trees(tmp_path, n=1)
+    rec = json.loads(trees.read_text())
+    rec["nodes"][0]["caption"] = "a reference caption"
+    trees.write_text(json.dumps(rec) + "\n")
+    for prompt in ("contour", "crop"):
+        r, script, requests = _run(cli, tmp_path, prompt, trees)
+        assert r.exit_code == 0, r.stderr
+        out = [json.loads(x) for x in r.stdout.splitlines()]
+        assert [o["id"] for o in out] == [f"im0/{n['id']}" for n in rec["nodes"]]
+        assert out[0]["reference"] == "a reference caption"
+        for o, node in zip(out, rec["nodes"], strict=True):
+            assert o["region_prompt"] == prompt and o["model"] == "scripted" and o["backend"] == "openai"
+            body = script.by_answer[o["caption"]]
+            (url,) = request_images(body)
+            img = _decode(url)
+            box = M.pixel_box(M.decode(node["rle"]))
+            if prompt == "crop":
+                assert img.shape[:2] == (box[3], box[2])
+                assert o["question"] == request_text(body) == "Describe this region in the image."
+            else:
+                assert img.shape[:2] == (rec["height"], rec["width"])
+                src = np.asarray(Image.open(tmp_path / "im0.jpg").convert("RGB")).astype(int)
+                drawn = np.abs(img.astype(int) - src).max(axis=2) > 90  # far beyond JPEG noise: the contour
+                ys, xs = np.nonzero(drawn)
+                x, y, w, h = box
+                assert drawn.sum() > 10 and xs.min() >= x - 3 and xs.max() <= x + w + 2
+                assert ys.min() >= y - 3 and ys.max() <= y + h + 2
+                assert "outlined in yellow" in o["question"]
+        assert len(requests) == len(rec["nodes"])
+
+
+def test_none_baseline_asks_once_per_image_and_single_image_path(cli, tmp_path):
+    trees = write_trees(tmp_path, n=2)
+    r, script, requests = _run(cli, tmp_path, "none", trees, args=("--question", "What is shown?"))
+    assert r.exit_code == 0, r.stderr
+    out = [json.loads(x) for x in r.stdout.splitlines()]
+    assert len(requests) == 2 and len({o["caption"] for o in out}) == 2
+    assert all(o["question"] == "What is shown?" for o in out)
+    with ScriptedServer(Scripted()) as s:
+        r = cli("caption", tmp_path / "im0.jpg", "--box", "10,20,30,15", "--region-prompt", "crop", "--backend",
+                "openai", "--base-url", s.url, "--model", "scripted")
+        assert r.exit_code == 0, r.stderr
+        (o,) = [json.loads(x) for x in r.stdout.splitlines()]
+        assert o["id"] == "im0/0" and o["bbox"] == [10, 20, 30, 15]
+        assert _decode(request_images(s.requests[0])[0]).shape[:2] == (15, 30)
+    r = cli("caption", "--input", trees, "--region-prompt", "blur", "--backend", "openai", "--model", "m")
+    assert r.exit_code == 2 and "--region-prompt 'blur'" in r.stderr
+
+
+def test_contour_baseline_through_tiny_internvl(cli, tmp_path):
+    from ureca_cli.model.tiny import save_tiny_internvl
+
+    folder = save_tiny_internvl(tmp_path / "tiny")
+    trees = write_trees(tmp_path, n=1, mains=1, fanout=(2,))
+    r = cli("caption", "--input", trees, "--region-prompt", "contour", "--backend", "hf", "--model", folder,
+            "--device", "cpu", "--max-new-tokens", "5")
+    assert r.exit_code == 0, r.stderr
+    out = [json.loads(x) for x in r.stdout.splitlines()]
+    assert len(out) == 4 and all(o["caption"] and o["backend"] == "hf" for o in out)
