@@ -111,12 +111,10 @@ def annotate(
     Each node gets short_caption, long_caption and caption; each record says which model, backend, prompt
     version and settings made them. An image is written only when all its regions are captioned.
 
+    \b
     Examples:
-
       ureca tree sa_1.json | ureca annotate --backend openai --base-url http://gpu1:8000/v1 -o captioned.jsonl
-
       ureca annotate trees.jsonl --backend hf --model OpenGVLab/InternVL3-1B-hf --batch-size 16 -o out.jsonl
-
       ureca annotate trees.jsonl --backend openai --resume -o out.jsonl --failed retry.jsonl --on-error skip
     """
     from ..annotate import AnnotateConfig, Annotator

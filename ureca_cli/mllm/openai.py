@@ -151,6 +151,7 @@ class OpenAIBackend(ChatBackend):
         self._rr = itertools.cycle(range(len(self.base_urls)))
         self._lock = threading.Lock()
         self._model = model
+        self._stop = threading.Event()
         self.requests_sent = 0  # every HTTP attempt, for tests and summaries
 
     # ------------------------------------------------------------------------------------------ model
@@ -198,7 +199,8 @@ class OpenAIBackend(ChatBackend):
         delay = random.uniform(0, delay)  # full jitter
         if retry_after is not None:
             delay = max(delay, min(retry_after, MAX_RETRY_AFTER))  # the server knows best, within reason
-        time.sleep(delay)
+        if self._stop.wait(delay):
+            raise BackendError("the chat backend was closed while waiting to retry")
 
     def chat(self, messages: Sequence[Message], settings: GenerationSettings) -> str:
         import httpx
@@ -235,6 +237,7 @@ class OpenAIBackend(ChatBackend):
         raise BackendError(f"{url}: chat request failed after {self.retries + 1} tries; last: {last}")
 
     def close(self) -> None:
+        self._stop.set()
         self._client.close()
 
 
