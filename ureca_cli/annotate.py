@@ -117,7 +117,7 @@ class Annotator:
         self._images = 0
         workers = self.cfg.prepare_workers
         if workers is None:
-            workers = min(4, os.cpu_count() or 1) if backend.kind == "openai" else 0
+            workers = min(4, os.cpu_count() or 1) if backend.kind == "openai" and _can_spawn() else 0
         self.prepare_workers = workers
         self._prep: Any = None
         self._abort = threading.Event()
@@ -322,6 +322,15 @@ class _ImageContext:
             with self._lock:
                 self._masks[nid] = m
         return m
+
+
+def _can_spawn() -> bool:
+    """Whether worker processes can be spawned: not when ``__main__`` is a file that cannot be re-imported
+    (a script fed on stdin, ``python -``)."""
+    import sys
+
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    return main_file is None or Path(main_file).is_file()
 
 
 class _Prepared:
