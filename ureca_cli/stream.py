@@ -192,12 +192,19 @@ class JsonlWriter:
         return self.path.open("ab" if self.resume else "wb", buffering=0)
 
     def write(self, rec: Any) -> None:
+        self.write_many([rec])
+
+    def write_many(self, recs: list[Any]) -> None:
+        """Write several records (one item's, such as an image's region lines) in one ``write``, so that an
+        interrupted run never leaves part of an item behind for ``--resume`` to take as done."""
+        if not recs:
+            return
         if self._fh is None:
             self._fh = self._open()
-        self._fh.write(dumps(rec))
+        self._fh.write(b"".join(dumps(r) for r in recs))
         if self.path is None:
             self._fh.flush()
-        self.count += 1
+        self.count += len(recs)
 
     def close(self) -> None:
         if self._fh is not None and self.path is not None:
@@ -440,8 +447,7 @@ def run_stage(
             reporter.advance()
             if ok:
                 records = result if isinstance(result, list) else [result]
-                for rec in records:
-                    writer.write(rec)
+                writer.write_many(records)
                 summary.written_items += 1
                 summary.written_records += len(records)
                 continue
