@@ -157,11 +157,14 @@ def main() -> None:
         ("ideal: max(requests/capacity, chain) x delay", f"{ideal:.1f} s"),
         ("ours (wall)", f"{ours:.1f} s"),
         ("ours (CPU: this process / child processes)", f"{cpu:.1f} s / {cpu_workers:.1f} s"),
+        ("floor from our CPU work alone, all cores free", f"{(cpu + cpu_workers) / (os.cpu_count() or 1):.1f} s"),
         ("ours / ideal", f"{ours / ideal:.2f}x (target <= 1.25x)"),
         ("one-at-a-time / ours", f"{serial / ours:.1f}x"),
     ]
     width = max(len(k) for k, _ in rows)
-    print(f"bench/annotate.py (max-side {args.max_side or 'none'}, {os.cpu_count()} CPUs)")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"bench/annotate.py ({w}x{h}, max-side {args.max_side or 'none'}, {os.cpu_count()} CPUs, "
+          f"load average {load:.1f} at the end)")
     for k, v in rows:
         print(f"  {k:<{width}}  {v}")
 
