@@ -358,6 +358,12 @@ def ordered_map(
     window = window or 4 * jobs
     pool: Executor
     if kind == "process":
+        import pickle
+
+        try:  # an unpicklable fn would fail in the pool's feeder thread and hang the shutdown
+            pickle.dumps(fn)
+        except Exception as e:  # noqa: BLE001
+            raise TypeError(f"ordered_map(kind='process') needs a picklable function, got {fn!r} ({e})") from None
         pool = ProcessPoolExecutor(jobs, initializer=_ignore_sigint)
     else:
         pool = ThreadPoolExecutor(jobs)
@@ -386,6 +392,18 @@ class Summary:
     resumed: int = 0
     seconds: float = 0.0
     messages: list[str] = field(default_factory=list)
+
+
+class _RunOne:
+    """``item -> work(item.value)``, raising the error of an item that could not be parsed. Picklable."""
+
+    def __init__(self, work: Callable[[Any], Any]):
+        self.work = work
+
+    def __call__(self, item: Item) -> Any:
+        if item.error is not None:
+            raise item.error
+        return self.work(item.value)
 
 
 class StopRun(UrecaError):
@@ -433,10 +451,7 @@ def run_stage(
                     continue
             yield item
 
-    def run_one(item: Item) -> Any:
-        if item.error is not None:
-            raise item.error
-        return work(item.value)
+    run_one = _RunOne(work)  # a module-level callable, so kind="process" can pickle it
 
     if cfg.shard is not None and total is not None:
         i, n = cfg.shard
