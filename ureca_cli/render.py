@@ -59,14 +59,19 @@ def _outline(mask: np.ndarray, width: int = 2) -> np.ndarray:
     return edge
 
 
-def _anchor(mask: np.ndarray) -> tuple[int, int] | None:
-    """A point (x, y) inside the mask near its centroid, for the label; ``None`` for an empty mask."""
+def _anchor_candidates(mask: np.ndarray, limit: int = 400) -> list[tuple[int, int]]:
+    """Points (x, y) inside the mask, nearest its centroid first (at most ``limit``), for a label."""
     ys, xs = np.nonzero(mask)
     if ys.size == 0:
-        return None
-    cy, cx = ys.mean(), xs.mean()
-    k = int(np.argmin((ys - cy) ** 2 + (xs - cx) ** 2))
-    return int(xs[k]), int(ys[k])
+        return []
+    d = (ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2
+    step = max(1, ys.size // (limit * 4))  # thin large masks, keep the order by distance
+    keep = np.argsort(d[::step], kind="stable")[:limit] * step
+    return [(int(xs[k]), int(ys[k])) for k in keep]
+
+
+def _overlaps(box: tuple[int, int, int, int], taken: list[tuple[int, int, int, int]]) -> bool:
+    return any(box[0] < t[2] and t[0] < box[2] and box[1] < t[3] and t[1] < box[3] for t in taken)
 
 
 def tree_rows(rec: dict) -> list[dict]:
@@ -103,22 +108,37 @@ def render_tree(rec: dict, out: str | Path) -> Path:
     canvas = base.astype(np.uint8)
 
     rows = tree_rows(rec)
-    labels: list[tuple[str, tuple[int, int], tuple[int, int, int]]] = []
-    for k, node in sorted(enumerate(rows, 1), key=lambda kn: kn[1][R.DEPTH]):  # deeper outlines on top
+    bitmaps: dict[Any, np.ndarray] = {}
+    for node in rows:
         bitmap = decode(node[R.RLE], f"node {node[R.ID]}")
-        small = np.asarray(Image.fromarray(bitmap * 255).resize((pw, ph), Image.Resampling.NEAREST)) > 127
-        colour = depth_colour(node[R.DEPTH])
-        canvas[_outline(small)] = colour
-        point = _anchor(small)
-        if point is not None:
-            labels.append((str(k), point, colour))
+        bitmaps[node[R.ID]] = np.asarray(Image.fromarray(bitmap * 255).resize((pw, ph), Image.Resampling.NEAREST)) > 127
+    for node in sorted(rows, key=lambda n: n[R.DEPTH]):  # deeper outlines on top
+        canvas[_outline(bitmaps[node[R.ID]])] = depth_colour(node[R.DEPTH])
 
     panel = Image.fromarray(canvas)
     draw = ImageDraw.Draw(panel)
     font = _font(max(11, ph // 45))
-    for text, (x, y), colour in labels:
-        left, top, right, bottom = draw.textbbox((x, y), text, font=font, anchor="mm")
-        draw.rectangle((left - 3, top - 2, right + 3, bottom + 2), fill=(20, 20, 20), outline=colour, width=2)
+    taken: list[tuple[int, int, int, int]] = []
+    for k, node in enumerate(rows, 1):  # a label goes where the region shows outside its kept children
+        own = bitmaps[node[R.ID]].copy()
+        for c in node.get(R.CHILDREN, []):
+            if c in bitmaps:
+                own &= ~bitmaps[c]
+        candidates = _anchor_candidates(own) or _anchor_candidates(bitmaps[node[R.ID]])
+        if not candidates:
+            continue
+        text, colour = str(k), depth_colour(node[R.DEPTH])
+        for x, y in candidates:
+            left, top, right, bottom = draw.textbbox((x, y), text, font=font, anchor="mm")
+            box = (left - 3, top - 2, right + 3, bottom + 2)
+            if not _overlaps(box, taken):
+                break
+        else:  # crowded: the point nearest the centroid
+            x, y = candidates[0]
+            left, top, right, bottom = draw.textbbox((x, y), text, font=font, anchor="mm")
+            box = (left - 3, top - 2, right + 3, bottom + 2)
+        taken.append(box)
+        draw.rectangle(box, fill=(20, 20, 20), outline=colour, width=2)
         draw.text((x, y), text, fill=(255, 255, 255), font=font, anchor="mm")
 
     tree_panel = _draw_tree_panel(rec, rows, ph)
