@@ -199,3 +199,19 @@ def test_nested_regions_get_labels_apart():
     ring = disc[1] & ~disc[0]
     x0, y0 = label_spot(disc[1], [disc[0]], (16, 20), [], (200, 200), fallback=(100, 100))
     assert ring[y0 + 10, x0 + 8]
+
+
+def test_label_point_inside_the_band_of_a_ring():
+    from ureca_cli.setofmark import label_point
+
+    yy, xx = np.mgrid[:300, :300]
+    d = np.sqrt((xx - 150.0) ** 2 + (yy - 150.0) ** 2)
+    ring = (d <= 100) & (d > 60)
+    x, y = label_point(ring)
+    assert ring[y, x] and 70 <= d[y, x] <= 90  # in the middle of the band, not on its inner edge
+    ellipse = ((xx - 150) / 120.0) ** 2 + ((yy - 150) / 40.0) ** 2 <= 1
+    assert label_point(ellipse) == (150, 150)
+    thin = np.zeros((300, 300), bool)
+    thin[10, 5:200] = True
+    x, y = label_point(thin)
+    assert thin[y, x]

@@ -4,7 +4,7 @@ One image per target region: the target and the regions it was found similar to,
 colour from a fixed palette (the target always blue, index 0; the others 1, 2, ... in the order given), and
 each index written in the region's colour on a dark box at the region's centre, so the model can tell which
 outline is which. Nested regions share a centre, so a label goes to the centre of the part of its region that
-no other listed region covers, and, where that spot is taken, to the nearest free spot inside its region
+no smaller listed region covers, and, where that spot is taken, to the nearest free spot inside its region
 (``label_spot``); the target's label is placed first. The image is cropped to the union of the regions' boxes (widened by the contour width, so
 outlines on the edge stay whole) and, with ``max_side``, downscaled before the outlines are drawn, so they
 keep their width.
@@ -72,15 +72,45 @@ def union_box(boxes: list[tuple[int, int, int, int]], margin: int, width: int, h
     return x0, y0, x1 - x0, y1 - y0
 
 
+def _erode4(m: np.ndarray) -> np.ndarray:
+    """4-neighbour erosion of an ``HxW`` bool array; outside the array counts as background."""
+    out = m.copy()
+    out[1:, :] &= m[:-1, :]
+    out[:-1, :] &= m[1:, :]
+    out[:, 1:] &= m[:, :-1]
+    out[:, :-1] &= m[:, 1:]
+    out[0, :] = out[-1, :] = False
+    out[:, 0] = out[:, -1] = False
+    return out
+
+
 def label_point(mask: np.ndarray) -> tuple[int, int]:
-    """``(x, y)`` of a pixel of the ``HxW`` mask at its centre: the centroid when it lies inside the mask,
-    else the mask pixel nearest to the centroid (a ring or a crescent has its centroid outside)."""
+    """``(x, y)`` of a pixel well inside the ``HxW`` mask, near its centre.
+
+    The mask (subsampled to about 96 pixels on its shorter side) is eroded until it vanishes. The centroid
+    is kept when it survives half as many erosions as the deepest pixels (a convex region: its centre);
+    else the deepest pixel nearest the centroid is taken, so a ring or a crescent, whose centroid lies
+    outside it or on its edge, gets a point in the middle of its band.
+    """
     ys, xs = np.nonzero(mask)
     cy, cx = ys.mean(), xs.mean()
-    iy, ix = int(round(cy)), int(round(cx))
-    if 0 <= iy < mask.shape[0] and 0 <= ix < mask.shape[1] and mask[iy, ix]:
-        return ix, iy
-    k = int(np.argmin((ys - cy) ** 2 + (xs - cx) ** 2))
+    f = max(1, min(mask.shape) // 96)
+    small = np.asarray(mask[f // 2::f, f // 2::f], dtype=bool)
+    levels = [small]
+    while levels[-1].any():
+        levels.append(_erode4(levels[-1]))
+    levels.pop()  # the empty one
+    if levels:
+        half = levels[(len(levels) - 1) // 2]
+        iy, ix = int(round((cy - f // 2) / f)), int(round((cx - f // 2) / f))
+        if 0 <= iy < half.shape[0] and 0 <= ix < half.shape[1] and half[iy, ix] and mask[int(cy), int(cx)]:
+            return int(cx), int(cy)
+        sy, sx = np.nonzero(levels[-1])
+        sy, sx = sy * f + f // 2, sx * f + f // 2
+        k = int(np.argmin((sy - cy) ** 2 + (sx - cx) ** 2))
+        if mask[sy[k], sx[k]]:
+            return int(sx[k]), int(sy[k])
+    k = int(np.argmin((ys - cy) ** 2 + (xs - cx) ** 2))  # a region too thin for the grid
     return int(xs[k]), int(ys[k])
 
 
@@ -130,11 +160,13 @@ def set_of_mark(image: Image.Image, target: np.ndarray, others: list[np.ndarray]
     font = ImageFont.load_default(size=font_size)
     pad = max(2, font_size // 6)
     placed: list[tuple[int, int, int, int]] = []
+    areas = [int(wm.sum()) for wm in wins]
     for i in range(len(masks)):  # the target's label first, so that it sits right at its centre
         text = str(i)
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         bw, bh = right - left + 2 * pad, bottom - top + 2 * pad
-        others = [wins[j] for j in range(len(masks)) if j != i]
+        # the part of the region that no smaller listed region covers: a cup's rim rather than its coffee
+        others = [wins[j] for j in range(len(masks)) if j != i and areas[j] < areas[i]]
         x0, y0 = label_spot(wins[i], others, (bw, bh), placed, size, fallback=_box_centre(boxes[i], box, size))
         placed.append((x0, y0, x0 + bw, y0 + bh))
         draw.rectangle((x0, y0, x0 + bw - 1, y0 + bh - 1), fill=LABEL_BOX)
@@ -160,8 +192,8 @@ def label_spot(mask: np.ndarray, others: list[np.ndarray], label: tuple[int, int
                fallback: tuple[float, float]) -> tuple[int, int]:
     """Top-left corner of a region's label box: at the region's centre (``label_point``) when that box
     overlaps no label already ``placed`` (boxes ``x0, y0, x1, y1``); else at the nearest point of the region
-    where it overlaps none, trying first the region's own part (not covered by ``others``), so that nested
-    regions, which share a centre, keep their labels apart. ``mask`` and ``others`` are ``H' x W'`` bool at
+    where it overlaps none, trying first the region's own part (not covered by ``others``, the smaller
+    regions listed), so that nested regions, which share a centre, keep their labels apart. ``mask`` and ``others`` are ``H' x W'`` bool at
     the size sent; ``fallback`` is used for a region too thin to survive downscaling."""
 
     def free(x0: int, y0: int) -> bool:
