@@ -73,8 +73,9 @@ def _lines(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
-def _run(cli, *args, features_model: str = TINY):
-    return cli("refine", *[str(a) for a in args], "--features-model", features_model, "--features-device", "cpu")
+def _run(cli, *args, features_model: str = TINY, input: str | None = None):
+    return cli("refine", *[str(a) for a in args], "--features-model", features_model, "--features-device", "cpu",
+               input=input)
 
 
 def test_refine_end_to_end_scripted(cli, photo, records, tmp_path):
@@ -328,3 +329,26 @@ def test_faults_then_server_down_then_resume(cli, records, tmp_path):
         r = _run(cli, records, "--backend", "openai", "--base-url", s.url, "--threshold", -1, "--resume", "-o", out2)
         assert r.exit_code == 0 and len(s.requests) == 6
     assert _lines(out2) == _lines(out)
+
+
+def test_prompts_override_and_stdin(cli, records, tmp_path):
+    folder = tmp_path / "prompts"
+    folder.mkdir()
+    (folder / "refine.txt").write_text("Make it unique:\n$caption\n")
+    out = tmp_path / "r.jsonl"
+    with ScriptedServer(refine_or_judge()) as server:
+        r = _run(cli, "-", "--backend", "openai", "--base-url", server.url, "--threshold", -1, "--prompts", folder,
+                 "-o", out, input=records.read_text().splitlines()[0] + "\n")
+        assert r.exit_code == 0, r.stderr
+        assert all(request_text(b).startswith("Make it unique:\nlong ") for b in server.requests)
+    (rec,) = _lines(out)
+    assert rec["refine"]["prompt_version"] != _default_prompt_version()
+    (folder / "refine.txt").write_text("No placeholder here\n")
+    r = _run(cli, records, "--prompts", folder, "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1")
+    assert r.exit_code == 2 and "refine.txt has no $caption" in r.stderr
+
+
+def _default_prompt_version() -> str:
+    from ureca_cli.refine import load_templates
+
+    return load_templates().version
