@@ -177,7 +177,7 @@ def _positive_int(value: Any, field: str, where: str) -> int:
     return value
 
 
-def _find_image(src: Path, info: dict, images: Path | None) -> Path:
+def _find_image(src: Path, where: str, info: dict, images: Path | None) -> Path:
     folder = images if images is not None else src.parent
     name = info.get("file_name")
     if isinstance(name, str) and name:
@@ -185,13 +185,13 @@ def _find_image(src: Path, info: dict, images: Path | None) -> Path:
         if path.is_file():
             return path
         hint = "" if images is not None else "; --images DIR looks in another folder"
-        raise InputError(f"image file {path} not found{hint}", source=str(src))
+        raise InputError(f"image file {path} not found{hint}", source=where)
     for suffix in IMAGE_SUFFIXES:
         path = folder / (src.stem + suffix)
         if path.is_file():
             return path
     raise InputError(
-        f"no image for this file: no image.file_name, and no {src.stem}.jpg/.png in {folder}", source=str(src)
+        f"no image for this file: no image.file_name, and no {src.stem}.jpg/.png in {folder}", source=where
     )
 
 
@@ -201,8 +201,8 @@ def load_mask_file(path: str | Path, cfg: TreeConfig) -> MaskFile:
     Raises ``InputError`` naming the file (and the annotation) for anything a tree cannot be built from.
     """
     src = Path(os.path.abspath(path))
-    where = str(src)
-    data = read_json_file(src)
+    where = str(path)  # messages name the file as the user gave it
+    data = read_json_file(path)
     if isinstance(data, list):  # SAM's automatic mask generator: a list of annotation dicts, no image info
         anns, info = data, {}
     elif isinstance(data, dict):
@@ -226,7 +226,8 @@ def load_mask_file(path: str | Path, cfg: TreeConfig) -> MaskFile:
         size = first.get("size") if isinstance(first, dict) else None
         if not (isinstance(size, list) and len(size) == 2):
             raise InputError("cannot tell the image size: no image.width/height and no RLE size", source=where)
-        height, width = size
+        height = _positive_int(size[0], "height (from the RLE size)", where)
+        width = _positive_int(size[1], "width (from the RLE size)", where)
     image_id = info.get("image_id", src.stem)
     image_id = str(image_id)
 
@@ -251,9 +252,9 @@ def load_mask_file(path: str | Path, cfg: TreeConfig) -> MaskFile:
         rles.append(rle)
         runs.append(n)
 
-    image = _find_image(src, info, cfg.images)
+    image = _find_image(src, where, info, cfg.images)
     _check_image_size(image, width, height, where)
-    return MaskFile(where, image_id, os.path.abspath(image), width, height, anns, ids, rles, runs)
+    return MaskFile(str(src), image_id, os.path.abspath(image), width, height, anns, ids, rles, runs)
 
 
 def _check_image_size(image: Path, width: int, height: int, where: str) -> None:

@@ -1,0 +1,124 @@
+"""`ureca tree` on bad input: one line naming the file and the fault, exit 2 under stop, a count under skip."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.tree_fixtures import blob_file
+
+
+def _good(folder: Path, name: str = "good") -> Path:
+    return blob_file(folder, name, objects=1, seed=1, image_id=name)
+
+
+def _edit(path: Path, fn) -> Path:
+    doc = orjson.loads(path.read_bytes())
+    fn(doc)
+    path.write_bytes(orjson.dumps(doc))
+    return path
+
+
+def _not_json(d: Path) -> tuple[Path, str]:
+    p = d / "broken.json"
+    p.write_text('{"image": {"width": 3,')
+    return p, "not valid JSON"
+
+
+def _no_annotations(d: Path) -> tuple[Path, str]:
+    p = _good(d, "noann")
+    return _edit(p, lambda doc: doc.pop("annotations")), "no 'annotations' list"
+
+
+def _size_mismatch(d: Path) -> tuple[Path, str]:
+    p = _good(d, "size")
+    return _edit(p, lambda doc: doc["annotations"][2]["segmentation"].update(size=[241, 320])), \
+        "annotations[2]: RLE size 320x241 (WxH) disagrees with the image size 320x240"
+
+
+def _corrupt_counts(d: Path) -> tuple[Path, str]:
+    p = _good(d, "counts")
+    return _edit(p, lambda doc: doc["annotations"][1]["segmentation"].update(counts="a1b2")), \
+        "annotations[1]: corrupt RLE counts"
+
+
+def _short_counts(d: Path) -> tuple[Path, str]:  # valid characters, but the runs stop short of the image
+    p = _good(d, "short")
+    seg = orjson.loads(p.read_bytes())["annotations"][0]["segmentation"]
+    return _edit(p, lambda doc: doc["annotations"][0]["segmentation"].update(counts=seg["counts"][:-2])), \
+        "annotations[0]: corrupt RLE counts"
+
+
+def _missing_image(d: Path) -> tuple[Path, str]:
+    p = _good(d, "noimage")
+    (d / "noimage.png").unlink()
+    return p, "noimage.png not found"
+
+
+def _wrong_image_size(d: Path) -> tuple[Path, str]:
+    from tests.tree_fixtures import write_image
+
+    p = _good(d, "wrongsize")
+    write_image(d / "wrongsize.png", 100, 50)
+    return p, "is 100x50, the JSON says 320x240"
+
+
+def _empty_dir(d: Path) -> tuple[Path, str]:
+    p = d / "empty"
+    p.mkdir()
+    return p, "directory holds no .json files"
+
+
+def _unreadable(d: Path) -> tuple[Path, str]:
+    """A path that cannot be read as a file. Tests run as root, where chmod 000 does not stop reads, so a
+    directory named like a JSON file stands in for it there (inside a folder, so the folder's listing
+    yields it); as another user the file is made unreadable with chmod 000."""
+    if os.geteuid() != 0:
+        p = _good(d, "secret")
+        p.chmod(0)
+        return p, "permission denied"
+    folder = d / "listing"
+    (folder / "x.json").mkdir(parents=True)
+    return folder, "x.json: is a directory, expected a JSON file"
+
+
+CASES = [_not_json, _no_annotations, _size_mismatch, _corrupt_counts, _short_counts, _missing_image,
+         _wrong_image_size, _empty_dir, _unreadable]
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.__name__.strip("_"))
+def test_bad_input_one_line_exit_2_or_a_skip_count(cli, tmp_path, case):
+    bad, reason = case(tmp_path)
+    good = _good(tmp_path / "ok")
+    out = tmp_path / "out.jsonl"
+    res = cli("tree", good, bad, "-o", out)
+    assert res.exit_code == 2, res.stderr
+    lines = _lines(res.stderr)
+    assert len(lines) == 1, lines
+    assert str(bad) in lines[0] and reason in lines[0], lines[0]
+    assert "Traceback" not in res.stderr
+    assert len(out.read_bytes().splitlines()) == 1  # what was already written stays
+
+    failed = tmp_path / "failed.txt"
+    res = cli("tree", bad, good, "--on-error", "skip", "--failed", failed)
+    assert res.exit_code == 0, res.stderr
+    assert [orjson.loads(line)["image_id"] for line in res.stdout.splitlines()] == ["good"]
+    assert reason in res.stderr and "1 failed and skipped" in res.stderr
+    listed = _lines(failed.read_text())  # the input to run again: the file (or the folder's entry) at fault
+    assert len(listed) == 1 and listed[0].startswith(str(bad))
+
+
+def test_no_input_at_all_is_one_line(cli, tmp_path):
+    res = cli("tree", tmp_path / "nothing-here.json")
+    assert res.exit_code == 2 and "no such file or directory" in res.stderr
+    res = cli("tree", str(tmp_path / "*.json"))
+    assert res.exit_code == 2 and "no file matches this pattern" in res.stderr
+    res = cli("tree", "-", input="\n")
+    assert res.exit_code == 2 and "no paths on stdin" in res.stderr
