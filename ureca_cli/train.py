@@ -361,9 +361,9 @@ def _training_args(cfg: TrainConfig, out: Path, lr: float):
     world = int(os.environ.get("WORLD_SIZE", "1"))
     per_device = min(cfg.per_device_batch, max(1, cfg.global_batch // world))
     accum = max(1, cfg.global_batch // (per_device * world))
-    if per_device * world * accum != cfg.global_batch:
-        _log(cfg, f"global batch {per_device * world * accum} (not {cfg.global_batch}): {per_device} per device "
-                  f"x {world} processes x {accum} accumulation steps")
+    note = "" if per_device * world * accum == cfg.global_batch else f" (not {cfg.global_batch}: it does not divide)"
+    _log(cfg, f"global batch {per_device * world * accum}{note} = {per_device} per device x {world} "
+              f"process{'es' if world > 1 else ''} x {accum} accumulation step{'s' if accum > 1 else ''}")
     amp = _amp(cfg)
     use_cpu = cfg.cpu or not _cuda()
     args = TrainingArguments(
@@ -397,8 +397,9 @@ def _training_args(cfg: TrainConfig, out: Path, lr: float):
     return args, per_device * world * accum
 
 
-def run_stage(cfg: TrainConfig, stage: str, model, train: list[Sample], out: Path) -> Any:
-    """Train ``model`` for one stage on ``train`` and write the finished checkpoint to ``out``."""
+def run_stage(cfg: TrainConfig, stage: str, model, train: list[Sample], out: Path, dataset: Any = None) -> Any:
+    """Train ``model`` for one stage on ``train`` (or a ready ``dataset`` of encoded examples) and write the
+    finished checkpoint to ``out``. Returns the Trainer."""
     from transformers.trainer_callback import PrinterCallback
     from transformers.utils import logging as hf_logging
 
@@ -416,14 +417,15 @@ def run_stage(cfg: TrainConfig, stage: str, model, train: list[Sample], out: Pat
             internvl.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
     model.train()
     trainable, total = parameter_counts(model)
+    n = len(dataset) if dataset is not None else len(train)
     _log(cfg, f"stage {stage}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.3f}%); "
-              f"{len(train)} regions; lr {lr:g}")
+              f"{n} regions; lr {lr:g}")
     args, global_batch = _training_args(cfg, out, lr)
     resume = last_complete_checkpoint(out) if cfg.resume else None
     trainer = _trainer_class()(
         model=_trainer_view(model),
         args=args,
-        train_dataset=RegionDataset(train, model.processor, use_mask=cfg.use_mask),
+        train_dataset=dataset if dataset is not None else RegionDataset(train, model.processor, use_mask=cfg.use_mask),
         data_collator=model.processor.collate,
         callbacks=[_progress_callback(cfg, stage, global_batch)],
     )

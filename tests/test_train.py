@@ -1,0 +1,256 @@
+"""`ureca train` on a tiny random InternVL: what each stage may change, checkpoints, resume, bad input.
+
+Every run is a few optimizer steps on a handful of synthetic regions (112x84 images, 56-pixel tiles).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from ureca_cli.synthetic import SceneConfig, write_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = Path(__file__).parent / "data" / "internvl_chat"
+TINY = ["--base", "tiny", "--global-batch", "2", "--batch-size", "2", "--lora-r", "4", "--lora-alpha", "8",
+        "--logging-steps", "1", "--cpu"]
+
+
+@pytest.fixture(scope="module")
+def syn(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("syn"), train=4, test=2, seed=5,
+                         cfg=SceneConfig(sizes=((112, 84),), objects=(2, 3)))
+
+
+def _cfg(tmp_path, **kw):
+    from ureca_cli.train import TrainConfig
+
+    base = dict(out=tmp_path / "out", stage="1", base="tiny", global_batch=2, per_device_batch=2, max_steps=3,
+                save_steps=100, logging_steps=1, lora_r=4, lora_alpha=8, cpu=True, validate=False, quiet=True)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _snapshot(model) -> dict:
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def test_stage1_changes_only_mask_encoder_and_added_rows(syn, tmp_path):
+    from ureca_cli.data import load_samples
+    from ureca_cli.model import build_tiny_ureca
+    from ureca_cli.model.ureca import _embedding_matrices
+    from ureca_cli.train import run_stage, sync_added_rows
+
+    model = build_tiny_ureca(seed=0)
+    before = _snapshot(model)
+    run_stage(_cfg(tmp_path), "1", model, load_samples([syn["train"]]), tmp_path / "out")
+    sync_added_rows(model)
+    after = {n: p.detach() for n, p in model.named_parameters() if not n.startswith("added_rows.")}
+    added = sorted(model.token_ids.added().values())
+    changed = [n for n in before if not (before[n] == after[n]).all()]
+    assert any(n.startswith("mask_encoder.") for n in changed)
+    emb_names = {n for n, p in model.named_parameters() for m in _embedding_matrices(model.internvl)
+                 if p is m.weight}
+    for n in changed:
+        if n.startswith("mask_encoder."):
+            continue
+        assert n in emb_names, f"stage 1 changed {n}"
+        rows = (before[n] != after[n]).any(dim=1).nonzero().flatten().tolist()
+        assert rows and set(rows) <= set(added), (n, rows, added)
+    assert emb_names & set(changed), "no added-token row was trained"
+    assert (tmp_path / "out" / "ureca.json").is_file() and (tmp_path / "out" / "trainable.safetensors").is_file()
+
+
+def test_stage2_changes_only_lora_weights_on_the_language_model(syn, tmp_path):
+    from ureca_cli.data import load_samples
+    from ureca_cli.model import build_tiny_ureca, load_checkpoint, save_checkpoint
+    from ureca_cli.train import run_stage
+
+    save_checkpoint(build_tiny_ureca(seed=1), tmp_path / "s1")
+    model = load_checkpoint(tmp_path / "s1", trainable=True)
+    before = _snapshot(model)
+    run_stage(_cfg(tmp_path, stage="2", init=tmp_path / "s1"), "2", model, load_samples([syn["train"]]),
+              tmp_path / "out")
+    after = _snapshot(model)
+    lora = [n for n in after if "lora_" in n]
+    assert lora and all("language_model" in n for n in lora)
+    assert not any("vision" in n for n in lora)
+    for n, value in after.items():
+        if "lora_" in n:
+            continue
+        old = before.get(n, before.get(n.replace("base.base_model.model.", "base.").replace(".base_layer.", ".")))
+        assert old is not None and (old == value).all(), f"stage 2 changed {n}"
+    assert any(float(after[n].abs().sum()) > 0 for n in lora if "lora_B" in n)  # B starts at zero
+    assert (tmp_path / "out" / "adapter" / "adapter_config.json").is_file()
+
+
+def test_both_stages_cli_checkpoint_reloads_and_captions(syn, tmp_path, cli):
+    from ureca_cli.data import load_samples
+    from ureca_cli.model import load_checkpoint
+    from ureca_cli.train_eval import caption_samples
+
+    out = tmp_path / "run"
+    java = shutil.which("java") is not None
+    args = ["train", syn["train"], "--out", out, "--stage", "both", "--max-steps", "2", "--val-fraction", "0.5",
+            "--no-bertscore", "--val-max-new-tokens", "6", *TINY] + ([] if java else ["--no-validate"])
+    result = cli(*args)
+    assert result.exit_code == 0, result.stderr
+    assert "stage 1:" in result.stderr and "trainable of" in result.stderr and "stage 2:" in result.stderr
+    assert "samples/s" in result.stderr
+    assert (out / "stage1" / "ureca.json").is_file()
+    meta = json.loads((out / "ureca.json").read_text())
+    assert meta["adapter"] is True
+    if java:
+        scores = json.loads((out / "val_scores.json").read_text())
+        assert "METEOR" in scores and "CIDEr" in scores
+        preds = [json.loads(x) for x in open(out / "val_predictions.jsonl")]
+        refs = [json.loads(x) for x in open(out / "val_references.jsonl")]
+        assert [p["id"] for p in preds] == [r["id"] for r in refs]
+        train_images = {json.loads(x)["image_id"] for x in open(syn["train"])}
+        assert {r["image_id"] for r in refs} < train_images
+    model = load_checkpoint(out)
+    samples = load_samples([syn["test"]])[:3]
+    caps = caption_samples(model, samples, max_new_tokens=5)
+    assert set(caps) == {s.id for s in samples} and all(isinstance(c, str) for c in caps.values())
+    assert caption_samples(model, samples, max_new_tokens=5) == caps
+    # a finished run is never written over; --resume on it has nothing to do
+    stamp = (out / "mask_encoder.safetensors").read_bytes()
+    again = cli("train", syn["train"], "--out", out, *TINY, "--no-validate")
+    assert again.exit_code == 2 and "already holds a finished" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1
+    done = cli("train", syn["train"], "--out", out, *TINY, "--no-validate", "--resume")
+    assert done.exit_code == 0 and "already finished" in done.stderr
+    assert (out / "mask_encoder.safetensors").read_bytes() == stamp
+
+
+def test_bf16_autocast_on_cpu(syn, tmp_path):
+    import torch
+
+    from ureca_cli.data import load_samples
+    from ureca_cli.model import build_tiny_ureca
+    from ureca_cli.train import run_stage
+
+    model = build_tiny_ureca(seed=0)
+    seen = []
+    layer = model.internvl.model.language_model.layers[0].mlp.up_proj
+    layer.register_forward_hook(lambda m, a, o: seen.append((o.dtype, torch.is_autocast_enabled("cpu"))))
+    trainer = run_stage(_cfg(tmp_path, precision="bf16", max_steps=2), "1", model, load_samples([syn["train"]]),
+                        tmp_path / "out")
+    assert seen and all(dtype == torch.bfloat16 and on for dtype, on in seen)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert losses and all(torch.isfinite(torch.tensor(x)) for x in losses)
+    assert model.mask_encoder.conv1.weight.dtype == torch.float32  # trainable weights stay fp32
+
+
+def test_released_format_trains(tmp_path, cli):
+    out = tmp_path / "rel"
+    result = cli("train", FIXTURE / "train.jsonl", "--images", FIXTURE / "images", "--masks", FIXTURE / "masks",
+                 "--out", out, "--stage", "1", "--max-steps", "1", "--no-validate", "--val-fraction", "0", *TINY)
+    assert result.exit_code == 0, result.stderr
+    assert "6 training regions" in result.stderr
+    assert (out / "ureca.json").is_file()
+
+
+def _one_error_line(result, *words):
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("ureca train: error: "), lines
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+def test_bad_input_one_line_exit_2_nothing_written(syn, tmp_path, cli):
+    lines = [json.loads(x) for x in open(syn["train"])][:3]
+    bad = tmp_path / "bad.jsonl"
+    no_caption = {k: v for k, v in lines[1].items() if k != "caption"}
+    bad.write_text("\n".join(json.dumps(x) for x in (lines[0], no_caption)) + "\n")
+    out = tmp_path / "never"
+    _one_error_line(cli("train", bad, "--out", out, *TINY), "bad.jsonl:2", "caption")
+    no_mask = {k: v for k, v in lines[1].items() if k != "rle"}
+    bad.write_text("\n".join(json.dumps(x) for x in (lines[0], no_mask)) + "\n")
+    _one_error_line(cli("train", bad, "--out", out, *TINY), "bad.jsonl:2", "mask")
+    bad.write_text(json.dumps(dict(lines[0], image=str(tmp_path / "gone.png"))) + "\n")
+    _one_error_line(cli("train", bad, "--out", out, *TINY), "bad.jsonl:1", "does not exist")
+    rel = tmp_path / "rel.jsonl"
+    row = json.loads((FIXTURE / "train.jsonl").read_text().splitlines()[0])
+    rel.write_text(json.dumps(dict(row, mask_id=777)) + "\n")
+    _one_error_line(cli("train", rel, "--images", FIXTURE / "images", "--masks", FIXTURE / "masks", "--out", out,
+                        *TINY), "rel.jsonl:1", "mask id 777")
+    not_ckpt = tmp_path / "not_ckpt"
+    not_ckpt.mkdir()
+    _one_error_line(cli("train", syn["train"], "--stage", "2", "--init", not_ckpt, "--out", out, *TINY),
+                    "not a URECA checkpoint")
+    assert not out.exists()
+
+
+def _train_cmd(data, out, *extra):
+    return [sys.executable, "-m", "ureca_cli", "train", str(data), "--out", str(out), "--stage", "1",
+            "--no-validate", *TINY, *extra]
+
+
+@pytest.mark.slow
+def test_resume_after_kill_continues_from_the_saved_step(syn, tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    out = tmp_path / "crash"
+    steps = ["--max-steps", "10", "--save-steps", "2", "--save-total-limit", "0"]
+    proc = subprocess.Popen(_train_cmd(syn["train"], out, *steps), env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "checkpoint-4" / "trainer_state.json").is_file():
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "ureca.json").is_file()
+    saved = max(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*") if (p / "trainer_state.json").is_file())
+    assert 4 <= saved < 10
+    refused = subprocess.run(_train_cmd(syn["train"], out, *steps), env=env, cwd=ROOT, capture_output=True,
+                             text=True)
+    assert refused.returncode == 2 and "interrupted run" in refused.stderr
+    resumed = subprocess.run(_train_cmd(syn["train"], out, *steps, "--resume"), env=env, cwd=ROOT,
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed at step {saved}/10" in resumed.stderr
+    state = json.loads((out / "checkpoint-10" / "trainer_state.json").read_text())
+    assert state["global_step"] == 10
+    # the same run without the crash ends with the same weights: optimizer, scheduler, RNG and data order resumed
+    clean = tmp_path / "clean"
+    subprocess.run(_train_cmd(syn["train"], clean, *steps), env=env, cwd=ROOT, check=True, capture_output=True)
+    assert (out / "trainable.safetensors").read_bytes() == (clean / "trainable.safetensors").read_bytes()
+
+
+@pytest.mark.slow
+def test_two_process_cpu_run_with_torchrun(syn, tmp_path):
+    out = tmp_path / "ddp"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "ureca_cli", "train", str(syn["train"]), "--out", str(out), "--stage", "1", "--max-steps", "2",
+           "--save-steps", "2", "--no-validate", "--base", "tiny", "--global-batch", "4", "--batch-size", "2",
+           "--cpu", "--logging-steps", "1"]
+    result = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 processes" in result.stderr
+    assert (out / "checkpoint-2" / "trainer_state.json").is_file()
+    assert (out / "ureca.json").is_file()
+    assert result.stderr.count("stage 1: done") == 1  # one report, from rank 0
+
+
+def test_config_checks():
+    from ureca_cli.errors import UrecaError
+    from ureca_cli.train import TrainConfig
+
+    with pytest.raises(UrecaError, match="--init"):
+        TrainConfig(out=Path("x"), stage="2")
+    with pytest.raises(UrecaError, match="fp16"):
+        from ureca_cli.train import _amp
+
+        _amp(replace(TrainConfig(out=Path("x"), stage="1"), precision="fp16", cpu=True))
