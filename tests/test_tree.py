@@ -10,8 +10,9 @@ import orjson
 import pytest
 
 from tests.tree_fixtures import ann, blob_file, rect, write_sa1b
+from ureca_cli.containment import BadCounts, RunSet
 from ureca_cli.errors import UrecaError
-from ureca_cli.tree import TreeConfig, build_parents, build_tree, load_mask_file, rle_runs
+from ureca_cli.tree import TreeConfig, build_parents, build_tree, load_mask_file
 
 DATA = Path(__file__).parent / "data" / "tree"
 H, W = 100, 100  # hand-built files: 10,000 pixels, so the 0.007 floor is 70 pixels
@@ -33,20 +34,27 @@ def parents(nodes: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ RLE
-def test_rle_runs_reads_pycocotools_counts_and_rejects_corrupt_ones():
+def test_runset_agrees_with_pycocotools_and_rejects_corrupt_counts():
+    """Areas, pixel boxes and pairwise intersections read from the runs equal pycocotools' on random masks."""
     from pycocotools import mask as mu
 
     rng = np.random.default_rng(0)
-    for _ in range(50):
-        h, w = (int(v) for v in rng.integers(1, 40, 2))
-        m = (rng.random((h, w)) < rng.random()).astype(np.uint8)
-        runs = rle_runs(mu.encode(np.asfortranarray(m))["counts"], h, w)
-        flat = np.repeat(np.arange(runs.size) % 2, runs)  # column-major
-        assert (flat.reshape(w, h).T == m).all()
-    good = mu.encode(np.asfortranarray(rect(10, 10, 2, 5, 3, 7)))["counts"].decode()
-    for bad in ("", "zzzz", good[:-1] + "~", good + "1", "P", good[:-2]):
-        with pytest.raises(ValueError):
-            rle_runs(bad, 10, 10)
+    for _ in range(60):
+        h, w = (int(v) for v in rng.integers(1, 30, 2))
+        masks = [np.zeros((h, w), np.uint8), np.ones((h, w), np.uint8)]
+        masks += [(rng.random((h, w)) < rng.random()).astype(np.uint8) for _ in range(4)]
+        rles = [mu.encode(np.asfortranarray(m)) for m in masks]
+        rs = RunSet.from_counts([r["counts"] for r in rles], h, w)
+        assert rs.areas.tolist() == [int(m.sum()) for m in masks]
+        assert np.array_equal(rs.boxes, mu.toBbox(rles))
+        a, b = (x.ravel() for x in np.meshgrid(np.arange(6), np.arange(6), indexing="ij"))
+        contain = np.where(rs.areas[a] > 0, rs.intersections(a, b) / np.maximum(rs.areas[a], 1), 0.0)
+        assert np.array_equal(contain.reshape(6, 6), mu.iou(rles, rles, [1] * 6))  # [a, b] = |a∩b|/|a|, same floats
+    good = mu.encode(np.asfortranarray(rect(10, 10, 2, 5, 3, 7)))["counts"]
+    for bad in (b"", b"zzzz", good[:-1] + b"~", good + b"1", b"P", good[:-2]):
+        with pytest.raises(BadCounts) as err:
+            RunSet.from_counts([good, bad], 10, 10)
+        assert err.value.index == 1
 
 
 # --------------------------------------------------------------------------------- tightest, node by node
@@ -146,9 +154,8 @@ def test_tightest_is_the_smallest_container_and_first_the_released_descent(tmp_p
 
     path = blob_file(tmp_path, "blobs", objects=5, seed=3)
     mf = load_mask_file(path, TreeConfig())
-    bits = [mu.decode(rle).astype(bool) for rle in mf.rles]
+    bits = [mu.decode({"size": [mf.height, mf.width], "counts": c}).astype(bool) for c in mf.counts]
     areas = np.array([b.sum() for b in bits])
-    boxes = mu.toBbox(mf.rles)
     order = sorted(range(len(bits)), key=lambda i: (-areas[i], i))
 
     def contain(a, b):
@@ -170,8 +177,8 @@ def test_tightest_is_the_smallest_container_and_first_the_released_descent(tmp_p
         kids[node].append(i)
         kids[i] = []
         first[i] = node
-    got_t = build_parents(mf.rles, areas, boxes, 0.8, "tightest")
-    got_f = build_parents(mf.rles, areas, boxes, 0.8, "first")
+    got_t = build_parents(mf.runs, 0.8, "tightest")
+    got_f = build_parents(mf.runs, 0.8, "first")
     assert got_t == [tight[i] for i in range(len(bits))]
     assert got_f == [first[i] for i in range(len(bits))]
     assert got_t != got_f  # the blobs are built so that the two rules disagree somewhere

@@ -2,9 +2,10 @@
 
 Every mask becomes a node of a containment tree (DESIGN.md, "Stage 1"):
 
-- ``contain(a, b) = |a ∩ b| / |a|`` (0 for an empty ``a``), computed on COCO RLEs by pycocotools (``iou`` with
-  ``iscrowd``), never on full bitmaps; a box bound ``|a ∩ b| <= area(box(a) ∩ box(b))`` skips the pairs that
-  cannot reach the threshold, so only a handful of pairs per mask are ever compared.
+- ``contain(a, b) = |a ∩ b| / |a|`` (0 for an empty ``a``), computed on the masks' COCO RLE runs
+  (``containment.RunSet``: the same integers pycocotools' ``iou`` with ``iscrowd`` divides), never on full
+  bitmaps; a box bound ``|a ∩ b| <= area(box(a) ∩ box(b))`` skips the pairs that cannot reach the
+  threshold, and the few pairs left (about four per mask on SA-1B-like input) are computed in one pass.
 - masks are ordered by area, largest first, ties in file order; ``a`` may hang under ``b`` only if ``b`` comes
   earlier and ``contain(a, b) >= threshold``. The root (the whole image) is virtual: its children have
   ``parent = None`` and ``depth = 1``.
@@ -40,8 +41,9 @@ from typing import Any
 import numpy as np
 
 from . import records as R
+from .containment import BadCounts, RunSet
 from .errors import InputError, UrecaError
-from .masks import _mask_utils, to_json_rle
+from .masks import _mask_utils
 from .stream import Item, read_json_file
 
 PARENT_RULES = ("tightest", "first")
@@ -84,45 +86,11 @@ class TreeConfig:
 
 
 # ------------------------------------------------------------------------------------------- RLE checks
-def rle_runs(counts: str | bytes, height: int, width: int) -> np.ndarray:
-    """Run lengths (``int64``, alternating 0s and 1s from a run of 0s) of a COCO compressed RLE string.
+def _coco_counts(seg: Any, height: int, width: int, where: str) -> bytes:
+    """Compressed RLE counts (bytes) of one ``segmentation``, its size checked against the image's H x W.
 
-    A vectorised reading of pycocotools' ``rleFrString``. Raises ``ValueError`` for counts that pycocotools
-    would misread (characters out of range, a truncated last run, negative runs) or whose runs do not cover
-    exactly ``height * width`` pixels; such counts can hang or crash pycocotools, so they are checked first.
+    The counts themselves are checked for all masks at once by ``RunSet.from_counts``.
     """
-    s = counts.encode("ascii") if isinstance(counts, str) else bytes(counts)
-    if not s:
-        raise ValueError("empty counts")
-    c = np.frombuffer(s, dtype=np.uint8).astype(np.int64) - 48
-    if c.min() < 0 or c.max() > 63:
-        raise ValueError("counts hold characters outside the RLE alphabet")
-    more = (c & 0x20) != 0
-    if more[-1]:
-        raise ValueError("counts end in the middle of a number")
-    ends = np.flatnonzero(~more)
-    starts = np.concatenate(([0], ends[:-1] + 1))
-    lengths = ends - starts + 1
-    if lengths.max() > 7:
-        raise ValueError("counts hold a number too long for a run")
-    pos = np.arange(c.size) - np.repeat(starts, lengths)
-    x = np.add.reduceat((c & 0x1F) << (5 * pos), starts)
-    negative = (c[ends] & 0x10) != 0
-    x[negative] -= np.left_shift(1, 5 * lengths[negative])
-    runs = x.copy()
-    if runs.size > 3:  # runs i >= 3 are stored as differences to run i - 2
-        runs[1::2] = np.cumsum(x[1::2])
-        runs[2::2] = np.cumsum(x[2::2])
-    if (runs < 0).any():
-        raise ValueError("counts decode to a negative run")
-    total = int(runs.sum())
-    if total != height * width:
-        raise ValueError(f"runs cover {total} pixels, the size [{height}, {width}] has {height * width}")
-    return runs
-
-
-def _coco_rle(seg: Any, height: int, width: int, where: str) -> tuple[dict, int]:
-    """(pycocotools RLE with bytes counts, number of runs) of one ``segmentation``, checked against H x W."""
     if isinstance(seg, dict):
         size = seg.get("size")
         counts = seg.get("counts")
@@ -135,23 +103,21 @@ def _coco_rle(seg: Any, height: int, width: int, where: str) -> tuple[dict, int]
         if isinstance(counts, list):  # uncompressed RLE
             if not all(isinstance(v, int) and v >= 0 for v in counts) or sum(counts) != height * width:
                 raise InputError(f"uncompressed RLE counts do not cover the {width}x{height} image", source=where)
-            rle = _mask_utils().frPyObjects({"size": [height, width], "counts": counts}, height, width)
-            return rle, len(counts)
-        if not isinstance(counts, str | bytes):
-            raise InputError("segmentation.counts should be a string", source=where)
-        try:
-            runs = rle_runs(counts, height, width)
-        except (ValueError, UnicodeEncodeError) as e:
-            raise InputError(f"corrupt RLE counts ({e})", source=where) from None
-        raw = counts.encode("ascii") if isinstance(counts, str) else counts
-        return {"size": [height, width], "counts": raw}, int(runs.size)
+            return _mask_utils().frPyObjects({"size": [height, width], "counts": counts}, height, width)["counts"]
+        if isinstance(counts, str):
+            try:
+                return counts.encode("ascii")
+            except UnicodeEncodeError:
+                raise InputError("corrupt RLE counts (not ASCII)", source=where) from None
+        if isinstance(counts, bytes):
+            return counts
+        raise InputError("segmentation.counts should be a string", source=where)
     if isinstance(seg, list) and seg:  # polygons
         mu = _mask_utils()
         try:
-            rle = mu.merge(mu.frPyObjects(seg, height, width))
+            return mu.merge(mu.frPyObjects(seg, height, width))["counts"]
         except Exception as e:  # noqa: BLE001 - pycocotools raises plain errors
             raise InputError(f"cannot read the polygon segmentation ({e})", source=where) from None
-        return rle, len(rle_runs(rle["counts"], height, width))
     raise InputError("segmentation is neither a COCO RLE nor a list of polygons", source=where)
 
 
@@ -167,8 +133,8 @@ class MaskFile:
     height: int
     annotations: list[dict]  # the file's annotation dicts
     ids: list[Any]  # annotation ids (the index in the file where there is none)
-    rles: list[dict]  # pycocotools RLEs (bytes counts), size [H, W]
-    runs: list[int]  # number of RLE runs per mask
+    counts: list[bytes]  # compressed RLE counts per mask, size [height, width]
+    runs: RunSet  # the masks' foreground intervals, areas and pixel boxes
 
 
 def _positive_int(value: Any, field: str, where: str) -> int:
@@ -232,8 +198,7 @@ def load_mask_file(path: str | Path, cfg: TreeConfig) -> MaskFile:
     image_id = str(image_id)
 
     ids: list[Any] = []
-    rles: list[dict] = []
-    runs: list[int] = []
+    counts: list[bytes] = []
     seen: set = set()
     for i, ann in enumerate(anns):
         at = f"{where}: annotations[{i}]"
@@ -247,14 +212,16 @@ def load_mask_file(path: str | Path, cfg: TreeConfig) -> MaskFile:
         seen.add(node_id)
         if "segmentation" not in ann:
             raise InputError(f"annotations[{i}] has no 'segmentation'", source=where)
-        rle, n = _coco_rle(ann["segmentation"], height, width, at)
         ids.append(node_id)
-        rles.append(rle)
-        runs.append(n)
+        counts.append(_coco_counts(ann["segmentation"], height, width, at))
+    try:
+        runs = RunSet.from_counts(counts, height, width)
+    except BadCounts as e:
+        raise InputError(f"annotations[{e.index}]: corrupt RLE counts ({e.reason})", source=where) from None
 
     image = _find_image(src, where, info, cfg.images)
     _check_image_size(image, width, height, where)
-    return MaskFile(str(src), image_id, os.path.abspath(image), width, height, anns, ids, rles, runs)
+    return MaskFile(str(src), image_id, os.path.abspath(image), width, height, anns, ids, counts, runs)
 
 
 def _check_image_size(image: Path, width: int, height: int, where: str) -> None:
@@ -275,23 +242,19 @@ def order_by_area(areas: np.ndarray) -> np.ndarray:
     return np.lexsort((np.arange(len(areas)), -np.asarray(areas, dtype=np.int64)))
 
 
-def build_parents(
-    rles: list[dict], areas: np.ndarray, boxes: np.ndarray, threshold: float = 0.8, rule: str = "tightest"
-) -> list[int]:
+def build_parents(runs: RunSet, threshold: float = 0.8, rule: str = "tightest") -> list[int]:
     """Parent index of every mask (``-1`` for a child of the root), in file order.
 
-    ``rles``: pycocotools RLEs; ``areas``: pixels per mask; ``boxes``: ``Nx4`` XYWH boxes covering each mask's
-    pixels (``toBbox``). Containment is computed with pycocotools only for pairs whose boxes overlap by at
-    least ``threshold * area``; every other pair has ``contain < threshold`` for certain.
+    Candidate pairs are those where the earlier mask's pixel box overlaps the later mask's box by at least
+    ``threshold * area`` of the later one (every other pair has ``contain < threshold`` for certain); the
+    containment of all candidate pairs is computed on RLE intervals in one pass (``RunSet.intersections``).
     """
-    n = len(rles)
-    areas = np.asarray(areas, dtype=np.int64)
-    parents = [-1] * n
+    n = runs.n
     if n == 0:
-        return parents
-    mu = _mask_utils()
+        return []
+    areas = runs.areas
     order = order_by_area(areas)
-    b = np.asarray(boxes, dtype=np.float64).reshape(n, 4)[order]
+    b = runs.boxes[order]
     x0, y0, x1, y1 = b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
     iw = np.clip(np.minimum(x1[:, None], x1[None, :]) - np.maximum(x0[:, None], x0[None, :]), 0, None)
     ih = np.clip(np.minimum(y1[:, None], y1[None, :]) - np.maximum(y0[:, None], y0[None, :]), 0, None)
@@ -300,31 +263,25 @@ def build_parents(
     may = (iw * ih) >= (threshold * sorted_areas[:, None]) * (1 - 1e-9)
     may &= np.tri(n, k=-1, dtype=bool)  # only earlier masks
     may[sorted_areas == 0, :] = False  # an empty mask is contained by nothing
-
-    def contain(i: int, js: list[int]) -> np.ndarray:
-        got = mu.iou([rles[order[i]]], [rles[order[j]] for j in js], [1] * len(js))
-        return np.asarray(got, dtype=np.float64).reshape(-1)
-
-    if rule == "tightest":
-        for i in range(1, n):
-            cands = np.flatnonzero(may[i])[::-1]  # latest (smallest) first
-            if cands.size == 0:
-                continue
-            hits = np.flatnonzero(contain(i, cands.tolist()) >= threshold)
-            if hits.size:
-                parents[order[i]] = int(order[cands[hits[0]]])
+    pi, pj = np.nonzero(may)
+    inter = runs.intersections(order[pi], order[pj])
+    hits = np.zeros((n, n), dtype=bool)  # hits[i, j]: contain(position i, position j) >= threshold
+    hits[pi, pj] = inter / sorted_areas[pi] >= threshold  # as pycocotools: double(|a ∩ b|) / double(|a|)
+    parents = [-1] * n
+    if rule == "tightest":  # the latest (smallest) earlier mask that contains it
+        has = hits.any(axis=1)
+        last = n - 1 - np.argmax(hits[:, ::-1], axis=1)
+        for i in np.flatnonzero(has):
+            parents[order[i]] = int(order[last[i]])
         return parents
     if rule != "first":
         raise ValueError(f"unknown parent rule {rule!r}")
     children: list[list[int]] = [[] for _ in range(n + 1)]  # positions; index n is the root
     for i in range(n):
         node = n
+        row = hits[i]
         while True:
-            nxt = -1
-            for j in children[node]:
-                if may[i, j] and contain(i, [j])[0] >= threshold:
-                    nxt = j
-                    break
+            nxt = next((j for j in children[node] if row[j]), -1)
             if nxt < 0:
                 break
             node = nxt
@@ -376,10 +333,8 @@ def assign_roles(parents: list[int], areas: np.ndarray, image_area: int, cfg: Tr
 
 def tree_record(mf: MaskFile, cfg: TreeConfig) -> dict:
     """The image record of one checked mask file: every mask a node, with parent, children, depth and role."""
-    mu = _mask_utils()
-    areas = np.asarray(mu.area(mf.rles), dtype=np.int64).reshape(-1) if mf.rles else np.zeros(0, np.int64)
-    boxes = np.asarray(mu.toBbox(mf.rles), dtype=np.float64).reshape(-1, 4) if mf.rles else np.zeros((0, 4))
-    parents = build_parents(mf.rles, areas, boxes, cfg.threshold, cfg.parent_rule)
+    areas, boxes = mf.runs.areas, mf.runs.boxes
+    parents = build_parents(mf.runs, cfg.threshold, cfg.parent_rule)
     info = assign_roles(parents, areas, mf.width * mf.height, cfg)
     nodes = []
     for i, ann in enumerate(mf.annotations):
@@ -394,7 +349,7 @@ def tree_record(mf: MaskFile, cfg: TreeConfig) -> dict:
             R.DEPTH: info["depth"][i],
             R.AREA: int(areas[i]),
             R.BBOX: bbox,
-            R.RLE: to_json_rle(mf.rles[i]),
+            R.RLE: {"size": [mf.height, mf.width], "counts": mf.counts[i].decode("ascii")},
             R.ROLE: info["role"][i],
         }
         if info["reason"][i] is not None:
