@@ -260,3 +260,18 @@ def test_settings_are_checked():
                 {"main_min_depth": 0}, {"part_min_area": 2.0}):
         with pytest.raises(UrecaError):
             TreeConfig(**bad)
+
+
+@pytest.mark.slow
+def test_demo_masks_nest_into_main_objects(tmp_path):
+    """scripts/make_demo_masks.py (what `make demo` runs first) gives masks deep enough for main objects."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, str(root / "scripts" / "make_demo_masks.py"), str(tmp_path)], check=True,
+                   capture_output=True)
+    rec = build_tree(tmp_path / "coffee.json", TreeConfig())
+    roles = [n["role"] for n in rec["nodes"]]
+    assert roles.count("main") >= 2 and roles.count("part") >= 10
+    assert max(n["depth"] for n in rec["nodes"]) >= 4

@@ -242,6 +242,31 @@ def order_by_area(areas: np.ndarray) -> np.ndarray:
     return np.lexsort((np.arange(len(areas)), -np.asarray(areas, dtype=np.int64)))
 
 
+def _candidate_pairs(boxes: np.ndarray, areas: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs ``(i, j)``, ``j < i`` (positions in the area order), where mask ``j`` could hold ``threshold`` of
+    mask ``i``: their pixel boxes (``n x 4`` XYWH) overlap by at least ``threshold * areas[i]``. Empty masks
+    are held by nothing. Computed in row blocks, so memory stays small for thousands of masks."""
+    n = len(areas)
+    x0, y0 = boxes[:, 0], boxes[:, 1]
+    x1, y1 = x0 + boxes[:, 2], y0 + boxes[:, 3]
+    rows, cols = [], []
+    step = max(1, 2_000_000 // max(n, 1))
+    for lo in range(1, n, step):
+        hi = min(n, lo + step)
+        sl = slice(lo, hi)
+        iw = np.clip(np.minimum(x1[sl, None], x1[None, :hi]) - np.maximum(x0[sl, None], x0[None, :hi]), 0, None)
+        ih = np.clip(np.minimum(y1[sl, None], y1[None, :hi]) - np.maximum(y0[sl, None], y0[None, :hi]), 0, None)
+        may = (iw * ih) >= (threshold * areas[sl, None]) * (1 - 1e-9)
+        may &= np.arange(hi)[None, :] < np.arange(lo, hi)[:, None]  # only earlier masks
+        may[areas[sl] == 0, :] = False
+        r, c = np.nonzero(may)
+        rows.append(r + lo)
+        cols.append(c)
+    if not rows:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(rows), np.concatenate(cols)
+
+
 def build_parents(runs: RunSet, threshold: float = 0.8, rule: str = "tightest") -> list[int]:
     """Parent index of every mask (``-1`` for a child of the root), in file order.
 
@@ -254,16 +279,8 @@ def build_parents(runs: RunSet, threshold: float = 0.8, rule: str = "tightest") 
         return []
     areas = runs.areas
     order = order_by_area(areas)
-    b = runs.boxes[order]
-    x0, y0, x1, y1 = b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
-    iw = np.clip(np.minimum(x1[:, None], x1[None, :]) - np.maximum(x0[:, None], x0[None, :]), 0, None)
-    ih = np.clip(np.minimum(y1[:, None], y1[None, :]) - np.maximum(y0[:, None], y0[None, :]), 0, None)
     sorted_areas = areas[order]
-    # may[i, j]: the mask at position j of the order could contain the one at position i (box bound)
-    may = (iw * ih) >= (threshold * sorted_areas[:, None]) * (1 - 1e-9)
-    may &= np.tri(n, k=-1, dtype=bool)  # only earlier masks
-    may[sorted_areas == 0, :] = False  # an empty mask is contained by nothing
-    pi, pj = np.nonzero(may)
+    pi, pj = _candidate_pairs(runs.boxes[order], sorted_areas, threshold)
     inter = runs.intersections(order[pi], order[pj])
     hits = np.zeros((n, n), dtype=bool)  # hits[i, j]: contain(position i, position j) >= threshold
     hits[pi, pj] = inter / sorted_areas[pi] >= threshold  # as pycocotools: double(|a ∩ b|) / double(|a|)
