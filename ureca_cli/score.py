@@ -90,7 +90,35 @@ class ScoreResult:
 
     summary: dict[str, Any]
     items: list[dict[str, Any]]
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # wall seconds per part
+    cpu_timings: dict[str, float] = field(default_factory=dict)  # CPU seconds per part, child processes included
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the JVMs), user + system."""
+    try:
+        import resource
+    except ImportError:  # not on Unix
+        return time.process_time()
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+class Clock:
+    """Wall and CPU seconds per named part: ``with clock("bleu"): ...``."""
+
+    def __init__(self):
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        w0, c0 = time.perf_counter(), _cpu_seconds()
+        try:
+            yield
+        finally:
+            self.wall[name] = time.perf_counter() - w0
+            self.cpu[name] = _cpu_seconds() - c0
 
 
 # ------------------------------------------------------------------------------------------- java tools
@@ -308,14 +336,13 @@ def duplicates(predictions: list[str]) -> list[bool]:
 def score(m: Matched, cfg: ScoreConfig) -> ScoreResult:
     """Every figure for matched predictions and references (see the module docstring)."""
     n = len(m.ids)
-    t: dict[str, float] = {}
+    clock = Clock()
     if cfg.needs_java:
         check_java()
     bert = None
     if cfg.use_bertscore:  # load (or fail) before the slow Java work
-        t0 = time.perf_counter()
-        bert = BertScore(cfg)
-        t["bertscore_load"] = time.perf_counter() - t0
+        with clock("bertscore_load"):
+            bert = BertScore(cfg)
     items: list[dict[str, Any]] = [{"id": rid, "image_id": g} for rid, g in zip(m.ids, m.groups, strict=True)]
     summary: dict[str, Any] = {"count": n}
     multi = images_of(m.groups) if cfg.uniqueness else []
@@ -323,25 +350,22 @@ def score(m: Matched, cfg: ScoreConfig) -> ScoreResult:
         gts: dict[int, list[str]] = {}
         res: dict[int, list[str]] = {}
         if cfg.needs_java:
-            t0 = time.perf_counter()
-            tok_p, tok_r = ptb_tokenize(m.predictions, m.references)
-            t["ptb_tokenizer"] = time.perf_counter() - t0
+            with clock("ptb_tokenizer"):
+                tok_p, tok_r = ptb_tokenize(m.predictions, m.references)
             gts = dict(enumerate(tok_r))
             res = {i: [p] for i, p in enumerate(tok_p)}
         if "bleu" in cfg.metrics:
             from pycocoevalcap.bleu.bleu import Bleu
 
-            t0 = time.perf_counter()
-            corpus, per = Bleu(4).compute_score(gts, res, verbose=0)
-            t["bleu"] = time.perf_counter() - t0
+            with clock("bleu"):
+                corpus, per = Bleu(4).compute_score(gts, res, verbose=0)
             for k in range(4):
                 summary[f"Bleu_{k + 1}"] = 100 * corpus[k]
                 for item, v in zip(items, per[k], strict=True):
                     item[f"Bleu_{k + 1}"] = 100 * v
         if "meteor" in cfg.metrics:
-            t0 = time.perf_counter()
-            corpus, per = meteor_score(gts, res)
-            t["meteor"] = time.perf_counter() - t0
+            with clock("meteor"):
+                corpus, per = meteor_score(gts, res)
             summary["METEOR"] = 100 * corpus
             for item, v in zip(items, per, strict=True):
                 item["METEOR"] = 100 * v
@@ -349,30 +373,26 @@ def score(m: Matched, cfg: ScoreConfig) -> ScoreResult:
         if "rouge" in cfg.metrics:
             from pycocoevalcap.rouge.rouge import Rouge
 
-            t0 = time.perf_counter()
-            corpus, rouge_per = Rouge().compute_score(gts, res)
-            t["rouge"] = time.perf_counter() - t0
+            with clock("rouge"):
+                corpus, rouge_per = Rouge().compute_score(gts, res)
             summary["ROUGE_L"] = 100 * float(corpus)
             for item, v in zip(items, rouge_per, strict=True):
                 item["ROUGE_L"] = 100 * float(v)
         if "cider" in cfg.metrics:
             from pycocoevalcap.cider.cider import Cider
 
-            t0 = time.perf_counter()
-            corpus, per = Cider().compute_score(gts, res)
-            t["cider"] = time.perf_counter() - t0
+            with clock("cider"):
+                corpus, per = Cider().compute_score(gts, res)
             summary["CIDEr"] = 100 * float(corpus)
             for item, v in zip(items, per, strict=True):
                 item["CIDEr"] = 100 * float(v)
         sim_pairs: dict[tuple[str, str], float] = {}
         if bert is not None:
-            t0 = time.perf_counter()
-            sim_pairs = _bertscore(bert, m, multi, items, summary)
-            t["bertscore"] = time.perf_counter() - t0
+            with clock("bertscore"):
+                sim_pairs = _bertscore(bert, m, multi, items, summary)
         if cfg.uniqueness:
-            t0 = time.perf_counter()
-            _uniqueness(m, cfg, multi, items, summary, sim_pairs, gts, res)
-            t["uniqueness"] = time.perf_counter() - t0
+            with clock("uniqueness"):
+                _uniqueness(m, cfg, multi, items, summary, sim_pairs, gts, res)
     summary["meta"] = {
         "count": n,
         "left_out_predictions": m.left_out_predictions,
@@ -383,7 +403,7 @@ def score(m: Matched, cfg: ScoreConfig) -> ScoreResult:
         "unique@1_similarity": cfg.similarity if cfg.uniqueness else None,
         "tokenizer": "PTB (pycocoevalcap)" if cfg.needs_java else None,
     }
-    return ScoreResult(summary, items, t)
+    return ScoreResult(summary, items, clock.wall, clock.cpu)
 
 
 def _bertscore(bert: BertScore, m: Matched, multi: list[list[int]], items: list[dict], summary: dict) -> dict:

@@ -33,8 +33,12 @@ def _table(summary: dict, elapsed: float) -> None:
                      f"({summary['regions_in_images']} regions), similarity {meta['unique@1_similarity']}")
     if meta["bertscore_model"]:
         notes.append(f"BERTScore: {meta['bertscore_model']}, layer {meta['bertscore_layers']}")
+    if meta["left_out_predictions"] or meta["left_out_references"]:
+        notes.append(f"left out: {meta['left_out_predictions']} prediction(s), "
+                     f"{meta['left_out_references']} reference(s) (--allow-missing)")
     notes.append(f"{elapsed:.1f} s")
-    console.print("; ".join(notes), highlight=False)
+    for note in notes:
+        console.print(note, highlight=False, soft_wrap=True)
 
 
 def score(
