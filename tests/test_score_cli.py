@@ -189,3 +189,12 @@ def test_bad_options(cli):
 def test_help_has_example(cli):
     res = cli("score", "--help")
     assert res.exit_code == 0 and "ureca score preds.jsonl refs.jsonl" in res.stdout
+
+
+def test_predictions_from_stdin_with_dam_and_region_refs(cli, bert):
+    preds = json.dumps({"img1/1": "a red car", "img1/2": "a red car", "img2/7": "a dog on grass"})
+    res = cli("score", "-", DATA / "refs_regions.jsonl", *bert, input=preds)
+    assert res.exit_code == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["count"] == 3 and out["images"] == 1  # grouped by the references' image_id
+    assert out["duplicate_rate"] == pytest.approx(100)  # img1's two predictions are the same

@@ -81,14 +81,12 @@ def score(
     {id: caption}; several references per id are fine. Regions are grouped into images by image_id, or,
     where a format has none, by the id before its last "/".
 
+    \b
     Examples:
-
       ureca score preds.jsonl refs.jsonl
-
       ureca score results.json captions_val2014.json --format coco --no-bertscore
-
-      ureca score preds.jsonl refs.jsonl --bertscore-model ./all-MiniLM-L6-v2 --bertscore-layers 6
-      --per-item items.jsonl
+      ureca score preds.jsonl refs.jsonl --per-item items.jsonl \\
+          --bertscore-model ./all-MiniLM-L6-v2 --bertscore-layers 6
     """
     _run(predictions, references, fmt, ref_format, metrics, no_bertscore, bertscore_model, bertscore_layers,
          device, batch_size, no_uniqueness, allow_missing, per_item)
