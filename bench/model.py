@@ -160,6 +160,8 @@ def main() -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
         print("  " + "  |  ".join(c.ljust(widths[i]) for i, c in enumerate(r)))
+    print("  (plain and URECA forwards run interleaved and the medians are compared; on a busy shared CPU their "
+          "times drift by a few % between runs, which bounds what the overhead figure can resolve)")
 
 
 if __name__ == "__main__":

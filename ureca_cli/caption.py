@@ -212,7 +212,8 @@ class Captioner:
         return [self._decode(o) for o in outs]
 
     # -- records ------------------------------------------------------------------------------------------
-    def _record(self, base: dict, caption: str, question: str | None) -> dict:
+    def region_record(self, base: dict, caption: str, question: str | None) -> dict:
+        """`base` (a region record) with the caption, the model and the question; an input caption -> reference."""
         out = dict(base)
         if R.CAPTION in out:
             out["reference"] = out.pop(R.CAPTION)
@@ -231,7 +232,7 @@ class Captioner:
             rle = R.check_rle(rec.get(R.RLE), what)
             masks.append(fit_mask(M.decode(rle, what), image.size, what, self.cfg.resize_mask))
         captions = self.caption_masks(image, masks, self.cfg.question)
-        return [self._record(rec, c, self.cfg.question) for rec, c in zip(regions, captions, strict=True)]
+        return [self.region_record(rec, c, self.cfg.question) for rec, c in zip(regions, captions, strict=True)]
 
     def caption_tree(self, rec: dict, where: str = "") -> list[dict]:
         """Caption every node of an image (tree) record; returns one region record per node, in node order."""
@@ -247,7 +248,7 @@ class Captioner:
         out = []
         for node, c in zip(nodes, captions, strict=True):
             region = R.to_region_record(rec, node, **{k: node[k] for k in extra if k in node})
-            out.append(self._record(region, c, self.cfg.question))
+            out.append(self.region_record(region, c, self.cfg.question))
         return out
 
     def work(self, value: Any, where: str = "") -> list[dict]:

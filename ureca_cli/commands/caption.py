@@ -176,7 +176,7 @@ def _caption_one_image(image: Path, masks: list[Path], rles: list[str], boxes: l
             base = {"id": f"{image.stem}/{i}", "image_id": image.stem, "image": str(image),
                     "width": picture.width, "height": picture.height, "rle": M.encode(bitmap),
                     "bbox": list(M.pixel_box(bitmap) or ())}
-            writer.write(captioner._record(base, text, cfg.question))
+            writer.write(captioner.region_record(base, text, cfg.question))
     finally:
         writer.close()
 
