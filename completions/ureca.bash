@@ -11,33 +11,169 @@ _ureca() {
     case "$cmd" in
     tree)
         case "$prev" in
+            --threshold) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --parent-rule) COMPREPLY=( $(compgen -W "tightest first" -- "$cur") ); return 0 ;;
+            --main-min-depth) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --main-min-area) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --main-max-area) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --part-min-area) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --images) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --render) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --jobs|-j) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --output|-o) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --on-error) COMPREPLY=( $(compgen -W "stop skip" -- "$cur") ); return 0 ;;
+            --failed) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --shard) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
         esac
-        if [[ "$cur" == -* ]]; then COMPREPLY=( $(compgen -W "--help -h" -- "$cur") );
+        if [[ "$cur" == -* ]]; then COMPREPLY=( $(compgen -W "--threshold --parent-rule --main-min-depth --main-min-area --main-max-area --part-min-area --images --render --jobs -j --output -o --on-error --failed --resume --shard --progress --no-progress --help -h" -- "$cur") );
         else COMPREPLY=( $(compgen -f -- "$cur") ); fi ;;
     annotate)
         case "$prev" in
+            --backend) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --model) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --base-url) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --api-key-env) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --concurrency) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --timeout) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --retries) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --device) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --dtype) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --batch-size) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --max-new-tokens) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --temperature) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --top-p) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --seed) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --max-side) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --blur-sigma) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --prompts) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --save-prompts) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --images-in-flight) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --prepare-workers) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --output|-o) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --on-error) COMPREPLY=( $(compgen -W "stop skip" -- "$cur") ); return 0 ;;
+            --failed) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --shard) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
         esac
-        if [[ "$cur" == -* ]]; then COMPREPLY=( $(compgen -W "--help -h" -- "$cur") );
+        if [[ "$cur" == -* ]]; then COMPREPLY=( $(compgen -W "--backend --model --base-url --api-key-env --concurrency --timeout --retries --device --dtype --batch-size --max-new-tokens --temperature --top-p --seed --max-side --blur-sigma --prompts --save-prompts --images-in-flight --prepare-workers --output -o --on-error --failed --resume --shard --progress --no-progress --help -h" -- "$cur") );
         else COMPREPLY=( $(compgen -f -- "$cur") ); fi ;;
     refine)
         case "$prev" in
+            --output|-o) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --backend) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --model) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --base-url) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --api-key-env) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --concurrency) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --timeout) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --retries) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --device) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --dtype) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --batch-size) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --max-new-tokens) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --temperature) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --top-p) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --seed) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --features) COMPREPLY=( $(compgen -W "crop masked-pool" -- "$cur") ); return 0 ;;
+            --features-model) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --features-device) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --features-batch) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --features-dtype) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --pool-side) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --threshold) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --max-similar) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --judge-model) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --judge-base-url) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --max-side) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --prompts) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --save-prompts) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --images-in-flight) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --format) COMPREPLY=( $(compgen -W "records flat internvl" -- "$cur") ); return 0 ;;
+            --question) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --on-error) COMPREPLY=( $(compgen -W "stop skip" -- "$cur") ); return 0 ;;
+            --failed) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --shard) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
         esac
-        if [[ "$cur" == -* ]]; then COMPREPLY=( $(compgen -W "--help -h" -- "$cur") );
+        if [[ "$cur" == -* ]]; then COMPREPLY=( $(compgen -W "--output -o --backend --model --base-url --api-key-env --concurrency --timeout --retries --device --dtype --batch-size --max-new-tokens --temperature --top-p --seed --features --features-model --features-device --features-batch --features-dtype --pool-side --threshold --max-similar --refine --no-refine --verify --drop-unverified --judge-model --judge-base-url --max-side --prompts --save-prompts --images-in-flight --flat --format --question --on-error --failed --resume --shard --progress --no-progress --help -h" -- "$cur") );
         else COMPREPLY=( $(compgen -f -- "$cur") ); fi ;;
     train)
         case "$prev" in
+            --out|-o) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --stage) COMPREPLY=( $(compgen -W "1 2 both" -- "$cur") ); return 0 ;;
+            --base) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --init) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --images) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --masks) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --val-fraction) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --val-max-regions) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --mask-tokens|-K) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --mask-projector) COMPREPLY=( $(compgen -W "linear mlp" -- "$cur") ); return 0 ;;
+            --max-tiles) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --epochs) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --max-steps) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --lr-stage1) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --lr-stage2) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --global-batch) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --batch-size) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --warmup-ratio) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --weight-decay) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --scheduler) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --lora-r) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --lora-alpha) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --lora-dropout) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --precision) COMPREPLY=( $(compgen -W "auto bf16 fp16 fp32" -- "$cur") ); return 0 ;;
+            --save-steps) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --save-total-limit) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --logging-steps) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --seed) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --workers) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --val-max-new-tokens) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --bertscore-model) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --bertscore-layers) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
         esac
-        if [[ "$cur" == -* ]]; then COMPREPLY=( $(compgen -W "--help -h" -- "$cur") );
+        if [[ "$cur" == -* ]]; then COMPREPLY=( $(compgen -W "--out -o --stage --base --init --images --masks --val-fraction --val-max-regions --mask-tokens -K --dynamic-mask --no-dynamic-mask --mask-projector --max-tiles --epochs --max-steps --lr-stage1 --lr-stage2 --global-batch --batch-size --warmup-ratio --weight-decay --scheduler --lora-r --lora-alpha --lora-dropout --precision --gradient-checkpointing --no-gradient-checkpointing --save-steps --save-total-limit --logging-steps --resume --seed --workers --cpu --val-max-new-tokens --bertscore-model --bertscore-layers --no-bertscore --no-validate --help -h" -- "$cur") );
         else COMPREPLY=( $(compgen -f -- "$cur") ); fi ;;
     caption)
         case "$prev" in
+            --model|-m) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --mask) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --rle) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --box) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --input|-i) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --question) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --max-new-tokens) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --temperature) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --top-p) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --seed) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --batch-size|-b) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --device) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --dtype) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --region-prompt) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --backend) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --base-url) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --api-key-env) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --concurrency) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --timeout) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --retries) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --max-side) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --output|-o) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --on-error) COMPREPLY=( $(compgen -W "stop skip" -- "$cur") ); return 0 ;;
+            --failed) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --shard) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
         esac
-        if [[ "$cur" == -* ]]; then COMPREPLY=( $(compgen -W "--help -h" -- "$cur") );
+        if [[ "$cur" == -* ]]; then COMPREPLY=( $(compgen -W "--model -m --mask --rle --box --input -i --question --max-new-tokens --sample --temperature --top-p --seed --batch-size -b --device --dtype --resize-mask --region-prompt --backend --base-url --api-key-env --concurrency --timeout --retries --max-side --output -o --on-error --failed --resume --shard --progress --no-progress --help -h" -- "$cur") );
         else COMPREPLY=( $(compgen -f -- "$cur") ); fi ;;
     score)
         case "$prev" in
+            --format) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --ref-format) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --metrics) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --bertscore-model) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --bertscore-layers) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --device) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --batch-size) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --per-item) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
         esac
-        if [[ "$cur" == -* ]]; then COMPREPLY=( $(compgen -W "--help -h" -- "$cur") );
+        if [[ "$cur" == -* ]]; then COMPREPLY=( $(compgen -W "--format --ref-format --metrics --no-bertscore --bertscore-model --bertscore-layers --device --batch-size --no-uniqueness --allow-missing --per-item --help -h" -- "$cur") );
         else COMPREPLY=( $(compgen -f -- "$cur") ); fi ;;
     esac
 }

@@ -7,7 +7,6 @@ Python start-up. ``make completions`` rewrites ``completions/``; a test fails wh
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import Any
 
 SHELLS = ("bash", "zsh", "fish")
@@ -35,8 +34,19 @@ def _options(cmd: Any) -> list[tuple[list[str], Any]]:
 
 
 def _choices(p: Any) -> list[str] | None:
-    if p is not None and hasattr(p.type, "choices"):
+    """The allowed values of an Enum- or Literal-typed option (``None`` for free values)."""
+    import enum
+    import typing
+
+    if p is None:
+        return None
+    annotation = getattr(getattr(p, "type_descriptor", None), "annotation", None)
+    if annotation is None and hasattr(getattr(p, "type", None), "choices"):  # plain click
         return [str(c) for c in p.type.choices]
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return [str(m.value) for m in annotation]
+    if typing.get_origin(annotation) is typing.Literal:
+        return [str(a) for a in typing.get_args(annotation)]
     return None
 
 

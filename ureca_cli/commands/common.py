@@ -6,7 +6,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,7 +19,7 @@ Output = Annotated[
     Path | None,
     typer.Option("--output", "-o", help="Write records to this file instead of stdout.", show_default=False),
 ]
-class OnErrorChoice(str, Enum):
+class OnErrorChoice(StrEnum):
     stop = "stop"
     skip = "skip"
 
