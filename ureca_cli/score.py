@@ -54,7 +54,7 @@ class ScoreConfig:
     bertscore_model: str = DEFAULT_BERTSCORE_MODEL
     bertscore_layers: int | None = None
     device: str | None = None
-    batch_size: int = 64
+    batch_size: int = 256  # bert-score: sentences per forward pass and pairs per matching step
     uniqueness: bool = True
 
     def __post_init__(self):

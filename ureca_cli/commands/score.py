@@ -61,7 +61,8 @@ def score(
                                                          show_default=False)] = None,
     device: Annotated[str | None, typer.Option("--device", help="Device for BERTScore (default: cuda when "
                                                "available, else cpu).", show_default=False)] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="BERTScore batch size.")] = 64,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="BERTScore batch: sentences per forward "
+                                            "pass and pairs per matching step.")] = 256,
     no_uniqueness: Annotated[bool, typer.Option("--no-uniqueness", help="Skip duplicate rate and "
                                                 "unique@1.")] = False,
     allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Score the ids present on both "
