@@ -12,10 +12,16 @@ target's colour, shape, position and container/content), on the CPU:
    the accuracy of the colour, shape and position words, overall and on small regions (< 1% of the image).
 
 Three seeds per row (mask-encoder init, data order, LoRA init); mean ± std. Targets: the mask encoder beats no
-mask by >= 15 METEOR; dynamic masking is at least as good overall and better on small regions.
+mask by >= 15 METEOR; dynamic masking is at least as good overall and better on small regions. The script
+prints whether each target is met. Measured (2 shared cores, 18 min): they are not met at this budget. Runs are
+bimodal: in about a third of the mask runs the model learns to read the mask within the 600 steps (position
+right 60-80%, the relation words right, METEOR 22-27 against 16.6 without a mask); in the others it has not yet
+and captions like the baseline. Colour and shape stay near chance in every run: the tiny base, trained for
+300 steps on scene captions, does not bind colours and shapes to places, so those words cannot be learned here.
 
-    .venv/bin/python bench/ablation.py             # full table (3 seeds, about 15-20 min on 2 busy cores)
+    .venv/bin/python bench/ablation.py             # full table (3 seeds, about 18 min on 2 busy cores)
     .venv/bin/python bench/ablation.py --quick     # one seed, fewer steps: a smoke run
+    .venv/bin/python bench/ablation.py --rows 1,2 --seed-list 1 --steps 100,900 --lr 5e-3,3e-3   # a pilot
 """
 
 from __future__ import annotations
@@ -49,8 +55,8 @@ class Settings:
     text_layers: int = 2
     base_steps: int = 300
     base_lr: float = 2e-3
-    stage1_steps: int = 50
-    stage2_steps: int = 250
+    stage1_steps: int = 100
+    stage2_steps: int = 500
     lr1: float = 5e-3
     lr2: float = 3e-3
     lora_r: int = 64
@@ -194,9 +200,10 @@ def mean_std(values: list[float]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="one seed, fewer steps (smoke run)")
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per row")
+    ap.add_argument("--seed-list", help="comma-separated seeds instead (pilots)")
     ap.add_argument("--cache", type=Path, default=ROOT / "runs" / "bench-ablation")
-    ap.add_argument("--steps", help="S1,S2: optimizer steps of stage 1 and stage 2 per run (default 50,250)")
+    ap.add_argument("--steps", help="S1,S2: optimizer steps of stage 1 and stage 2 per run (default 100,500)")
     ap.add_argument("--lr", help="LR1,LR2: learning rates of the two stages (default 5e-3,3e-3)")
     ap.add_argument("--rows", help="comma-separated row numbers (0-4) to run, for pilots (default: all)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared machine)")
@@ -214,6 +221,8 @@ def main() -> int:
         a, b = (float(x) for x in args.lr.split(","))
         st = replace(st, lr1=a, lr2=b)
     rows = [ROWS[int(i)] for i in args.rows.split(",")] if args.rows else list(ROWS)
+    if args.seed_list:
+        seeds = [int(x) for x in args.seed_list.split(",")]
     import torch
 
     from ureca_cli.score import ScoreConfig
@@ -249,7 +258,7 @@ def main() -> int:
           f"{len(seeds)} seed(s), mean ± std; accuracies in %)\n")
     head = f"| {'Method':27} | {'Table':5} | " + " | ".join(f"{c:>13}" for c, _ in cols) + " |"
     print(head)
-    print("|" + "|".join("-" * (len(x) + 2) for x in head.strip("|").split("|")[:-1]) + "|")
+    print("|" + "|".join("-" * len(x) for x in head.split("|")[1:-1]) + "|")
     for label, table, *_ in rows:
         rs = results[label]
         print(f"| {label:27} | {table:5} | " + " | ".join(f"{mean_std([r[k] for r in rs]):>13}" for _, k in cols)
