@@ -205,6 +205,7 @@ def main() -> int:
     ap.add_argument("--cache", type=Path, default=ROOT / "runs" / "bench-ablation")
     ap.add_argument("--steps", help="S1,S2: optimizer steps of stage 1 and stage 2 per run (default 100,500)")
     ap.add_argument("--lr", help="LR1,LR2: learning rates of the two stages (default 5e-3,3e-3)")
+    ap.add_argument("--batch", type=int, help="samples per optimizer step (default 8)")
     ap.add_argument("--rows", help="comma-separated row numbers (0-4) to run, for pilots (default: all)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared machine)")
     ap.add_argument("--json", type=Path, help="also write the per-run figures here")
@@ -217,6 +218,8 @@ def main() -> int:
     if args.steps:
         a, b = (int(x) for x in args.steps.split(","))
         st = replace(st, stage1_steps=a, stage2_steps=b)
+    if args.batch:
+        st = replace(st, batch=args.batch)
     if args.lr:
         a, b = (float(x) for x in args.lr.split(","))
         st = replace(st, lr1=a, lr2=b)
