@@ -167,7 +167,7 @@ complete -c ureca -n '__fish_seen_subcommand_from score' -l no-bertscore -d 'Ski
 complete -c ureca -n '__fish_seen_subcommand_from score' -l bertscore-model -r -F -d 'Hub id or local folder of the BERTScore model (bert-scores English default - rob'
 complete -c ureca -n '__fish_seen_subcommand_from score' -l bertscore-layers -r -F -d 'Layer whose embeddings BERTScore compares; needed for a local folder.'
 complete -c ureca -n '__fish_seen_subcommand_from score' -l device -r -F -d 'Device for BERTScore (default - cuda when available, else cpu).'
-complete -c ureca -n '__fish_seen_subcommand_from score' -l batch-size -r -F -d 'BERTScore batch size.'
+complete -c ureca -n '__fish_seen_subcommand_from score' -l batch-size -r -F -d 'BERTScore batch - sentences per forward pass and pairs per matching step.'
 complete -c ureca -n '__fish_seen_subcommand_from score' -l no-uniqueness -d 'Skip duplicate rate and unique@1.'
 complete -c ureca -n '__fish_seen_subcommand_from score' -l allow-missing -d 'Score the ids present on both sides and report how many were left out.'
 complete -c ureca -n '__fish_seen_subcommand_from score' -l per-item -r -F -d 'Write per-region scores here (JSONL).'
