@@ -107,3 +107,47 @@ def test_config_checks():
         StreamConfig(resume=True)
     with pytest.raises(UrecaError, match="--jobs"):
         StreamConfig(jobs=0)
+
+
+def test_output_and_failed_paths_are_checked(tmp_path):
+    with pytest.raises(UrecaError, match="-o .*: is a directory"):
+        StreamConfig(output=tmp_path)
+    with pytest.raises(UrecaError, match="--failed .*: is a directory"):
+        StreamConfig(failed=tmp_path)
+    # --failed into a folder that does not exist yet: made, as -o's is
+    failed = tmp_path / "new" / "failed.jsonl"
+    cfg = StreamConfig(output=tmp_path / "out" / "o.jsonl", on_error="skip", failed=failed)
+    run_stage("t", _items(5), _work, cfg)
+    assert failed.read_bytes() == orjson.dumps({"image_id": "3", "v": 3}) + b"\n"
+    assert len((tmp_path / "out" / "o.jsonl").read_text().splitlines()) == 4
+
+
+def test_unwritable_output_is_one_error(tmp_path):
+    (tmp_path / "file").write_text("")
+    writer = JsonlWriter(tmp_path / "file" / "o.jsonl")  # its "folder" is a file
+    with pytest.raises(UrecaError, match="^-o .*o.jsonl: cannot write"):
+        writer.write({"a": 1})
+
+
+@pytest.mark.parametrize(
+    "args, closed, needle",
+    [
+        (["refine", "--no-refine"], 0, "ureca refine: error: stdin is closed"),
+        (["tree", "-"], 0, "ureca tree: error: stdin is closed"),
+        (["score", "-", "refs.jsonl"], 0, "ureca score: error: stdin is closed"),
+        (["tree", "sa_1.json"], 1, "ureca tree: error: stdout is closed: give -o FILE"),
+    ],
+)
+def test_closed_stdin_or_stdout_is_one_error(tmp_path, args, closed, needle):
+    import os
+    import subprocess
+    import sys
+
+    from tests.tree_fixtures import rect, write_sa1b
+
+    write_sa1b(tmp_path, "sa_1", [rect(8, 8, 0, 4, 0, 4)])
+    proc = subprocess.run([sys.executable, "-m", "ureca_cli", *args], cwd=tmp_path, stderr=subprocess.PIPE,
+                          stdout=subprocess.DEVNULL if closed == 0 else None, preexec_fn=lambda: os.close(closed),
+                          timeout=60)
+    err = proc.stderr.decode().strip()
+    assert proc.returncode == 2 and err == err.splitlines()[0] and err.startswith(needle), err

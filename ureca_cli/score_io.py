@@ -20,7 +20,6 @@ or to itself when the id has no ``/`` (then no image has two regions and uniquen
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,19 +50,17 @@ def group_of(region_id: str, image_id: str | None) -> str:
 
 
 def _read_bytes(path: str | Path) -> tuple[bytes, str]:
-    if str(path) == "-":
-        return sys.stdin.buffer.read(), "<stdin>"
-    p = Path(path)
+    from .stream import open_binary
+
+    name = "<stdin>" if str(path) == "-" else str(Path(path))
+    fh = open_binary(path, "a JSON or JSONL file of captions")
     try:
-        return p.read_bytes(), str(p)
-    except FileNotFoundError:
-        raise UrecaError(f"{p}: no such file") from None
-    except IsADirectoryError:
-        raise UrecaError(f"{p}: is a directory, expected a JSON or JSONL file of captions") from None
-    except PermissionError:
-        raise UrecaError(f"{p}: permission denied") from None
+        return fh.read(), name
     except OSError as e:
-        raise UrecaError(f"{p}: cannot read ({e.strerror})") from None
+        raise UrecaError(f"{name}: cannot read ({e.strerror})") from None
+    finally:
+        if str(path) != "-":
+            fh.close()
 
 
 def _id_text(value: Any, what: str, where: str) -> str:
@@ -260,7 +257,11 @@ def read_captions(path: str | Path, role: str = "references", fmt: str = "auto")
                              source=name)
         _dam_items(parsed, name, col)
     if not col.out:
-        raise InputError(f"holds no {role}", source=name)
+        hint = ""
+        if fmt == "images":
+            hint = (": its image records have no captioned node (tree records? caption them first with ureca "
+                    "annotate, or ureca caption --input)")
+        raise InputError(f"holds no {role}{hint}", source=name)
     if role == "predictions":
         for rid, e in col.out.items():
             if len(e.captions) != 1:

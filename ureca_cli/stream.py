@@ -70,6 +70,9 @@ class StreamConfig:
             raise UrecaError(f"--jobs {self.jobs}: needs at least 1")
         if self.output is not None and self.failed is not None and Path(self.output) == Path(self.failed):
             raise UrecaError("--failed must name a different file from -o")
+        for flag, path in (("-o", self.output), ("--failed", self.failed)):
+            if path is not None and Path(path).is_dir():
+                raise UrecaError(f"{flag} {path}: is a directory, expected a file name")
 
 
 # ----------------------------------------------------------------------------------------------- input
@@ -83,13 +86,27 @@ class Item:
     error: InputError | None = None  # set when the item could not even be parsed
 
 
-def open_binary(path: str | Path) -> Any:
-    """A binary file object for ``path``; ``-`` is stdin. Errors name the file."""
+def stdin_binary() -> Any:
+    """``sys.stdin.buffer``, or one clear error when the process was started with stdin closed."""
+    if sys.stdin is None or getattr(sys.stdin, "buffer", None) is None:
+        raise UrecaError("stdin is closed: give an input file instead of -")
+    return sys.stdin.buffer
+
+
+def stdout_binary(hint: str = "give -o FILE") -> Any:
+    """``sys.stdout.buffer``, or one clear error when the process was started with stdout closed."""
+    if sys.stdout is None or getattr(sys.stdout, "buffer", None) is None:
+        raise UrecaError(f"stdout is closed: {hint}")
+    return sys.stdout.buffer
+
+
+def open_binary(path: str | Path, expected: str = "a JSONL file") -> Any:
+    """A binary file object for ``path``; ``-`` is stdin. Errors name the file and say ``expected``."""
     if str(path) == "-":
-        return sys.stdin.buffer
+        return stdin_binary()
     p = Path(path)
     if p.is_dir():
-        raise UrecaError(f"{p}: is a directory, expected a JSONL file")
+        raise UrecaError(f"{p}: is a directory, expected {expected}")
     try:
         return p.open("rb")
     except FileNotFoundError:
@@ -120,7 +137,7 @@ def iter_jsonl(path: str | Path) -> Iterator[Item]:
     except UnicodeDecodeError as e:
         raise UrecaError(f"{name}: not UTF-8 text ({e})") from None
     finally:
-        if fh is not sys.stdin.buffer:
+        if str(path) != "-":
             fh.close()
 
 
@@ -185,11 +202,8 @@ class JsonlWriter:
 
     def _open(self) -> Any:
         if self.path is None:
-            return sys.stdout.buffer
-        if self.path.parent and not self.path.parent.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        # unbuffered: each line is one write(2) of its bytes
-        return self.path.open("ab" if self.resume else "wb", buffering=0)
+            return stdout_binary()
+        return _open_for_append(self.path, "-o", truncate=not self.resume)
 
     def write(self, rec: Any) -> None:
         self.write_many([rec])
@@ -212,6 +226,17 @@ class JsonlWriter:
         self._fh = None
 
 
+def _open_for_append(path: Path, flag: str, *, truncate: bool = False) -> Any:
+    """``path`` opened unbuffered (each line is one write(2) of its bytes), its folder made when missing;
+    an OS error is one line naming ``flag`` and the file."""
+    try:
+        if path.parent and not path.parent.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        return path.open("wb" if truncate else "ab", buffering=0)
+    except OSError as e:
+        raise UrecaError(f"{flag} {path}: cannot write ({e.strerror or e})") from None
+
+
 class LineSink:
     """Appends raw lines (such as failed inputs) to a file opened on first use."""
 
@@ -223,7 +248,7 @@ class LineSink:
         if self.path is None:
             return
         if self._fh is None:
-            self._fh = Path(self.path).open("ab", buffering=0)
+            self._fh = _open_for_append(Path(self.path), "--failed")
         self._fh.write(raw.rstrip(b"\n") + b"\n")
 
     def close(self) -> None:
@@ -250,7 +275,7 @@ def want_progress(output: Path | None, forced: bool | None = None) -> bool:
         return forced
     if not sys.stderr.isatty():
         return False
-    if output is None and _is_pipe(sys.stdout.fileno()):
+    if output is None and (sys.stdout is None or _is_pipe(sys.stdout.fileno())):
         return False
     return True
 

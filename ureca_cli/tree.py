@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import glob as globmod
 import os
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,7 @@ from . import records as R
 from .containment import BadCounts, RunSet
 from .errors import InputError, UrecaError
 from .masks import _mask_utils
-from .stream import Item, read_json_file
+from .stream import Item, read_json_file, stdin_binary
 
 PARENT_RULES = ("tightest", "first")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
@@ -422,7 +421,7 @@ def input_items(specs: list[str]) -> list[Item]:
 
     for spec in specs:
         if spec == "-":
-            listed = [line.strip() for line in sys.stdin.read().splitlines()]
+            listed = [os.fsdecode(line).strip() for line in stdin_binary().read().splitlines()]
             paths = [p for p in listed if p and not p.startswith("#")]
             if not paths:
                 bad("<stdin>", "no paths on stdin (expected one SA-1B JSON path a line)")

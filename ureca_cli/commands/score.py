@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -101,9 +100,10 @@ def _run(predictions, references, fmt, ref_format, metrics, no_bertscore, bertsc
     from ..score import ScoreConfig
     from ..score import score as run_score
     from ..score_io import match, read_captions
-    from ..stream import dumps
+    from ..stream import dumps, stdout_binary
 
     t0 = time.perf_counter()
+    stdout = stdout_binary("redirect it to a file")  # a closed stdout is one error now, not after the metrics ran
     wanted = tuple(m.strip().lower() for m in metrics.split(",") if m.strip())
     if no_bertscore:
         wanted = tuple(m for m in wanted if m != "bertscore")
@@ -126,6 +126,6 @@ def _run(predictions, references, fmt, ref_format, metrics, no_bertscore, bertsc
             from ..errors import UrecaError
 
             raise UrecaError(f"--per-item {per_item}: cannot write ({e.strerror})") from None
-    sys.stdout.write(dumps(result.summary).decode())
-    sys.stdout.flush()
+    stdout.write(dumps(result.summary))
+    stdout.flush()
     _table(result.summary, time.perf_counter() - t0)
