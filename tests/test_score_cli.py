@@ -80,6 +80,8 @@ def test_image_records_match_region_records():
         ('{"foo": 1}\n{"foo": 2}\n', "not a caption file in a known format"),
         ('{"id": "a/1", "caption": "x"}\n{"id": "a/1", "caption": "y"}\n', "appears twice"),
         ('{"id": "a/1", "caption": "x"}\n{"id": \n', "p.jsonl:2: not valid JSON"),
+        ('{"image_id": "a", "image": "a.jpg", "width": 4, "height": 4, "nodes": []}\n',
+         "holds no predictions: its image records have no captioned node (tree records?"),
     ],
 )
 def test_bad_predictions_are_one_line(cli, tmp_path, text, needle):
