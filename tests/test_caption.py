@@ -114,6 +114,26 @@ def test_batch_of_region_records_shared_equals_one_at_a_time(cli, ckpt, photo, t
     assert len(set(one)) > 1
 
 
+def test_tree_record_with_empty_masks(cli, ckpt, photo, tmp_path):
+    """SA-1B files hold empty masks (tree keeps them as dropped, reason empty): they get no record instead of
+    failing the image, and --resume knows the image is done even when its last node is one of them."""
+    size = Image.open(photo).size
+    masks = [_box_mask(size, (5, 5, 60, 40)), np.zeros((size[1], size[0]), np.uint8), _box_mask(size, (70, 20, 30, 30)),
+             np.zeros((size[1], size[0]), np.uint8)]
+    nodes = [{"id": i, "parent": None, "children": [], "depth": 1, "rle": M.encode(m),
+              "role": "dropped" if not m.any() else "main"} for i, m in enumerate(masks)]
+    tree = {"image_id": "p", "image": str(photo), "width": size[0], "height": size[1], "nodes": nodes}
+    (tmp_path / "trees.jsonl").write_text(json.dumps(tree) + "\n")
+    out = tmp_path / "preds.jsonl"
+    args = ["caption", "--input", tmp_path / "trees.jsonl", "--model", ckpt, "--max-new-tokens", "2", "-o", out]
+    result = cli(*args)
+    assert result.exit_code == 0, result.stderr
+    assert [r["id"] for r in _records(out.read_text())] == ["p/0", "p/2"]
+    again = cli(*args, "--resume")
+    assert again.exit_code == 0 and "1 already done" in again.stderr, again.stderr
+    assert [r["id"] for r in _records(out.read_text())] == ["p/0", "p/2"]
+
+
 @pytest.mark.slow
 def test_tree_records_and_score(cli, ckpt, shared_data, tmp_path):
     image = shared_data / "images" / "astronaut.png"

@@ -235,14 +235,21 @@ class Captioner:
         return [self.region_record(rec, c, self.cfg.question) for rec, c in zip(regions, captions, strict=True)]
 
     def caption_tree(self, rec: dict, where: str = "") -> list[dict]:
-        """Caption every node of an image (tree) record; returns one region record per node, in node order."""
+        """Caption every node of an image (tree) record; returns one region record per node, in node order.
+
+        A node whose mask has no pixel (SA-1B files hold some; ``ureca tree`` keeps them as dropped, reason
+        ``empty``) has nothing to caption and gets no record."""
         R.check_image_record(rec, where)
         image = load_image(rec[R.IMAGE], where)
-        nodes = rec[R.NODES]
+        nodes, masks = [], []
+        for n in rec[R.NODES]:
+            what = _at(where, f"node {n[R.ID]}")
+            m = M.decode(n[R.RLE], what)
+            if m.any():
+                nodes.append(n)
+                masks.append(fit_mask(m, image.size, what, self.cfg.resize_mask))
         if not nodes:
             return []
-        masks = [fit_mask(M.decode(n[R.RLE], _at(where, f"node {n[R.ID]}")), image.size,
-                          _at(where, f"node {n[R.ID]}"), self.cfg.resize_mask) for n in nodes]
         captions = self.caption_masks(image, masks, self.cfg.question)
         extra = (R.ROLE, R.DEPTH, R.PARENT)
         out = []
@@ -280,11 +287,18 @@ def check_region_record(value: Any, where: str) -> dict:
 
 
 def record_key(value: Any) -> Any:
-    """--resume key of an input record: a region's id; for an image record, its last node's region id (an
-    image's records are written together, so its last one present means the image is done)."""
+    """--resume key of an input record: a region's id; for an image record, the region id of its last node
+    with a non-empty mask (an image's records are written together, so its last one present means the image
+    is done; empty nodes get no record)."""
     if R.is_image_record(value):
-        nodes = value.get(R.NODES) or []
-        return R.region_id(str(value[R.IMAGE_ID]), nodes[-1][R.ID]) if nodes else None
+        nodes = value.get(R.NODES)
+        for node in reversed(nodes if isinstance(nodes, list) else []):
+            try:
+                if M.area(node[R.RLE]) > 0:
+                    return R.region_id(str(value[R.IMAGE_ID]), node[R.ID])
+            except Exception:  # noqa: BLE001 - a bad node: the image is run, and fails there with its message
+                return None
+        return None
     return str(value[R.ID]) if isinstance(value, dict) and R.ID in value else None
 
 
