@@ -151,3 +151,8 @@ def test_closed_stdin_or_stdout_is_one_error(tmp_path, args, closed, needle):
                           timeout=60)
     err = proc.stderr.decode().strip()
     assert proc.returncode == 2 and err == err.splitlines()[0] and err.startswith(needle), err
+
+
+def test_input_error_with_an_empty_source_has_no_bare_colon():
+    assert str(InputError("missing field 'id'", source="")) == "missing field 'id'"
+    assert str(InputError("bad", source="f.jsonl", line=3)) == "f.jsonl:3: bad"

@@ -21,7 +21,7 @@ class InputError(UrecaError):
 
     def __init__(self, message: str, *, source: str | None = None, line: int | None = None):
         where = ""
-        if source is not None:
+        if source:  # None or "" (a caller with no place to name): no prefix, never a bare ": "
             where = f"{source}:{line}: " if line is not None else f"{source}: "
         super().__init__(where + str(message))
         self.source = source
