@@ -107,3 +107,20 @@ def test_flat_output_loads_as_training_data(cli, records, tmp_path):
         assert _refine(cli, records, "--base-url", server.url, "--flat", "-o", out).exit_code == 0
     samples = data.load_samples([out], data.DataConfig(val_fraction=0))
     assert len(samples) == 12 and all(s.caption.startswith("REFINED long ") for s in samples)
+
+
+def test_tree_records_without_captions_are_refused(cli, tmp_path):
+    """`ureca tree | ureca refine --flat` (annotate skipped) used to write nothing and exit 0."""
+    rle = {"size": [4, 4], "counts": "04"}
+    tree = {"image_id": "t1", "image": "/data/t1.jpg", "width": 4, "height": 4, "nodes": [
+        {"id": 1, "rle": rle, "role": "main", "parent": None}, {"id": 2, "rle": rle, "role": "dropped"}]}
+    no_main = {**tree, "image_id": "t2", "nodes": [{"id": 2, "rle": rle, "role": "dropped"}]}
+    path = tmp_path / "trees.jsonl"
+    path.write_text(json.dumps(tree) + "\n" + json.dumps(no_main) + "\n")
+    result = cli("refine", path, "--no-refine", "--flat")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "trees.jsonl:1: image t1: no node has a caption (a tree record? caption it with ureca annotate" \
+        in result.stderr
+    # a record with nothing to caption (no main object) passes, as annotate passes it
+    result = cli("refine", path, "--no-refine", "--on-error", "skip")
+    assert result.exit_code == 0 and [json.loads(x)["image_id"] for x in result.stdout.splitlines()] == ["t2"]

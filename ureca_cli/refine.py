@@ -98,6 +98,17 @@ class RefineConfig:
         return self.refine or self.verify
 
 
+def check_captioned(rec: dict, where: str) -> None:
+    """Refuse an image record with regions to caption (main objects or parts) but no caption on any node: a
+    tree record that skipped ``ureca annotate``, which would otherwise pass through refined and exported as
+    nothing, silently."""
+    if any(True for _ in R.captioned_nodes(rec)):
+        return
+    if any(n.get(R.ROLE) in (R.ROLE_MAIN, R.ROLE_PART) for n in rec[R.NODES]):
+        raise InputError("no node has a caption (a tree record? caption it with ureca annotate first)",
+                         source=where)
+
+
 def parse_verdict(answer: str) -> bool | None:
     """``True``/``False`` from a judge's answer (its first word, case and punctuation ignored), else ``None``."""
     words = re.findall(r"[A-Za-z]+", answer)
@@ -206,6 +217,7 @@ class Refiner:
         """Refine (and verify) one image record in place; returns it, or its lines in the output format."""
         where = f"image {rec.get(R.IMAGE_ID)!s}" if isinstance(rec, dict) and R.IMAGE_ID in rec else "image record"
         R.check_image_record(rec, where)
+        check_captioned(rec, where)
         if not self.cfg.needs_model:
             return export(rec, self.cfg.format, question=self.cfg.question)
         nodes = list(R.captioned_nodes(rec))
