@@ -207,3 +207,15 @@ def test_bad_inputs_one_line_exit_2(cli, ckpt, photo, tmp_path):
     bad.write_text(json.dumps(good) + "\n" + json.dumps({"id": "x/1", "image": str(photo)}) + "\n")
     line = _fails(cli("caption", "--input", bad, "--model", ckpt, "--max-new-tokens", "2"), "bad.jsonl:2", "rle")
     assert line
+
+
+def test_options_that_would_be_ignored_are_refused(cli, photo, tmp_path):
+    """Batch-only and chat-only options were accepted and silently ignored (-o even truncated under --resume)."""
+    ckpt_dir = tmp_path / "not-loaded"  # every check below fails before a model would load
+    one = ["caption", photo, "--box", "0,0,5,5", "--model", ckpt_dir]
+    _fails(cli(*one, "-o", tmp_path / "o.jsonl", "--resume"), "--resume: only with --input FILE")
+    _fails(cli(*one, "--failed", tmp_path / "f.jsonl", "--shard", "0/2"), "--failed, --shard: only with --input")
+    _fails(cli(*one, "--on-error", "skip"), "--on-error skip: only with --input")
+    _fails(cli(*one, "--base-url", "http://127.0.0.1:9/v1"), "--base-url: only with --region-prompt")
+    _fails(cli(*one, "--backend", "openai", "--max-side", "64"), "--backend, --max-side: only with --region-prompt")
+    _fails(cli("caption", "--input", tmp_path, "--model", ckpt_dir), f"{tmp_path}: is a directory")

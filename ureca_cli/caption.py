@@ -145,8 +145,63 @@ def mask_from_box(text: str, image_size: tuple[int, int]) -> np.ndarray:
     return mask
 
 
+# ------------------------------------------------------------------------------------------ records
+class RegionCaptioner:
+    """Records in, region records out, for any captioner of `ureca caption` (the URECA model here, the Table 2
+    baselines in `baselines.py`). A subclass gives `caption_masks(image, masks)` (an RGB PIL image and its
+    regions as HxW 0/1 masks of the image's size -> one caption each), `region_record(base, caption)` and
+    `resize_mask` (resize a mask of another size, nearest, instead of failing)."""
+
+    resize_mask: bool = False
+
+    def caption_masks(self, image: Any, masks: list[np.ndarray]) -> list[str]:
+        raise NotImplementedError
+
+    def region_record(self, base: dict, caption: str) -> dict:
+        raise NotImplementedError
+
+    def caption_regions(self, regions: list[dict], where: str = "") -> list[dict]:
+        """Caption region records that all name the same image (loaded once); returns their output records."""
+        image = load_image(regions[0][R.IMAGE], where)
+        masks = []
+        for rec in regions:
+            what = _at(where, f"region {rec.get(R.ID)}")
+            rle = R.check_rle(rec.get(R.RLE), what)
+            masks.append(fit_mask(M.decode(rle, what), image.size, what, self.resize_mask))
+        captions = self.caption_masks(image, masks)
+        return [self.region_record(rec, c) for rec, c in zip(regions, captions, strict=True)]
+
+    def caption_tree(self, rec: dict, where: str = "") -> list[dict]:
+        """Caption every node of an image (tree) record; returns one region record per node, in node order.
+
+        A node whose mask has no pixel (SA-1B files hold some; ``ureca tree`` keeps them as dropped, reason
+        ``empty``) has nothing to caption and gets no record."""
+        R.check_image_record(rec, where)
+        image = load_image(rec[R.IMAGE], where)
+        nodes, masks = [], []
+        for n in rec[R.NODES]:
+            what = _at(where, f"node {n[R.ID]}")
+            m = M.decode(n[R.RLE], what)
+            if m.any():
+                nodes.append(n)
+                masks.append(fit_mask(m, image.size, what, self.resize_mask))
+        if not nodes:
+            return []
+        captions = self.caption_masks(image, masks)
+        extra = (R.ROLE, R.DEPTH, R.PARENT)
+        return [self.region_record(R.to_region_record(rec, n, **{k: n[k] for k in extra if k in n}), c)
+                for n, c in zip(nodes, captions, strict=True)]
+
+    def work(self, value: Any, where: str = "") -> list[dict]:
+        """One input record (region or image record) -> its output region records."""
+        if R.is_image_record(value):
+            return self.caption_tree(value, where)
+        check_region_record(value, where)
+        return self.caption_regions([value], where)
+
+
 # ------------------------------------------------------------------------------------------ the model
-class Captioner:
+class Captioner(RegionCaptioner):
     """A loaded URECA checkpoint that captions masks of an image (`caption_masks`) and records (`work`)."""
 
     def __init__(self, cfg: CaptionConfig):
@@ -170,6 +225,7 @@ class Captioner:
         self.model = load_checkpoint(cfg.model, device=device, dtype=dtype)
         self.processor = self.model.processor
         self.model_name = Path(cfg.model).name
+        self.resize_mask = cfg.resize_mask
 
     def _generate_kwargs(self) -> dict[str, Any]:
         tok = self.processor.tokenizer
@@ -211,59 +267,15 @@ class Captioner:
                                           batch_size=self.cfg.batch_size, **self._generate_kwargs())
         return [self._decode(o) for o in outs]
 
-    # -- records ------------------------------------------------------------------------------------------
-    def region_record(self, base: dict, caption: str, question: str | None) -> dict:
+    def region_record(self, base: dict, caption: str) -> dict:
         """`base` (a region record) with the caption, the model and the question; an input caption -> reference."""
         out = dict(base)
         if R.CAPTION in out:
             out["reference"] = out.pop(R.CAPTION)
         out[R.CAPTION] = caption
         out["model"] = self.model_name
-        out["question"] = question or self.processor.config.question
+        out["question"] = self.cfg.question or self.processor.config.question
         return out
-
-    def caption_regions(self, regions: list[dict], where: str = "") -> list[dict]:
-        """Caption region records that all name the same image (encoded once); returns their output records."""
-        image_path = regions[0][R.IMAGE]
-        image = load_image(image_path, where)
-        masks = []
-        for rec in regions:
-            what = _at(where, f"region {rec.get(R.ID)}")
-            rle = R.check_rle(rec.get(R.RLE), what)
-            masks.append(fit_mask(M.decode(rle, what), image.size, what, self.cfg.resize_mask))
-        captions = self.caption_masks(image, masks, self.cfg.question)
-        return [self.region_record(rec, c, self.cfg.question) for rec, c in zip(regions, captions, strict=True)]
-
-    def caption_tree(self, rec: dict, where: str = "") -> list[dict]:
-        """Caption every node of an image (tree) record; returns one region record per node, in node order.
-
-        A node whose mask has no pixel (SA-1B files hold some; ``ureca tree`` keeps them as dropped, reason
-        ``empty``) has nothing to caption and gets no record."""
-        R.check_image_record(rec, where)
-        image = load_image(rec[R.IMAGE], where)
-        nodes, masks = [], []
-        for n in rec[R.NODES]:
-            what = _at(where, f"node {n[R.ID]}")
-            m = M.decode(n[R.RLE], what)
-            if m.any():
-                nodes.append(n)
-                masks.append(fit_mask(m, image.size, what, self.cfg.resize_mask))
-        if not nodes:
-            return []
-        captions = self.caption_masks(image, masks, self.cfg.question)
-        extra = (R.ROLE, R.DEPTH, R.PARENT)
-        out = []
-        for node, c in zip(nodes, captions, strict=True):
-            region = R.to_region_record(rec, node, **{k: node[k] for k in extra if k in node})
-            out.append(self.region_record(region, c, self.cfg.question))
-        return out
-
-    def work(self, value: Any, where: str = "") -> list[dict]:
-        """One input record (region or image record) -> its output region records."""
-        if R.is_image_record(value):
-            return self.caption_tree(value, where)
-        check_region_record(value, where)
-        return self.caption_regions([value], where)
 
 
 def _at(where: str, what: str) -> str:
@@ -302,7 +314,7 @@ def record_key(value: Any) -> Any:
     return str(value[R.ID]) if isinstance(value, dict) and R.ID in value else None
 
 
-def grouping_mapper(captioner: Captioner) -> Callable[[Callable, Iterable], Iterator]:
+def grouping_mapper(captioner: RegionCaptioner) -> Callable[[Callable, Iterable], Iterator]:
     """A `run_stage` mapper that captions consecutive region records of the same image together (one image
     encoding), and everything else one item at a time. If a group fails, its items are retried one by one so
     each bad record gets its own message."""
@@ -344,3 +356,49 @@ def grouping_mapper(captioner: Captioner) -> Callable[[Callable, Iterable], Iter
         yield from flush()
 
     return mapper
+
+
+# ------------------------------------------------------------------------------------------ the command
+def image_regions(image: Path, masks: list[Path], rles: list[str], boxes: list[str],
+                  resize: bool) -> tuple[Any, list[np.ndarray]]:
+    """IMAGE and its regions as the command line gives them, checked before any model loads: the RGB PIL
+    image and one HxW uint8 0/1 mask of its size per region, in the order --mask, --rle, --box."""
+    picture = load_image(image)
+    regions = [(str(p), mask_from_png(p)) for p in masks]
+    regions += [("--rle", mask_from_rle(t)) for t in rles]
+    regions += [(f"--box {t}", mask_from_box(t, picture.size)) for t in boxes]
+    return picture, [fit_mask(m, picture.size, what, resize) for what, m in regions]
+
+
+def write_image_regions(image: Path, picture: Any, bitmaps: list[np.ndarray], captioner: RegionCaptioner,
+                        output: Path | None) -> None:
+    """Caption the regions of one image and write one region record each, ids ``<stem>/<i>``."""
+    from .stream import JsonlWriter
+
+    captions = captioner.caption_masks(picture, bitmaps)
+    writer = JsonlWriter(output)
+    try:
+        writer.write_many([
+            captioner.region_record({"id": f"{image.stem}/{i}", "image_id": image.stem, "image": str(image),
+                                     "width": picture.width, "height": picture.height, "rle": M.encode(bitmap),
+                                     "bbox": list(M.pixel_box(bitmap) or ())}, text)
+            for i, (bitmap, text) in enumerate(zip(bitmaps, captions, strict=True))
+        ])
+    finally:
+        writer.close()
+
+
+def check_input(input: Path) -> None:
+    """Fail on a missing or unreadable --input before any model loads (``-`` is stdin)."""
+    from .stream import open_binary
+
+    if str(input) != "-":
+        open_binary(input).close()
+
+
+def caption_input(input: Path, captioner: RegionCaptioner, scfg: Any) -> Any:
+    """``--input`` records through ``captioner`` under the stream contract; returns run_stage's summary."""
+    from .stream import iter_jsonl, run_stage
+
+    return run_stage("caption", iter_jsonl(input), captioner.work, scfg, input_key=record_key,
+                     output_key=lambda rec: rec.get(R.ID), mapper=grouping_mapper(captioner), unit="inputs")

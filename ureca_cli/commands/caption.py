@@ -116,7 +116,14 @@ def caption(
       ureca caption --input trees.jsonl --model runs/ureca-1b -o preds.jsonl && ureca score preds.jsonl regions.jsonl
       ureca caption --input regions.jsonl --region-prompt contour --backend openai --base-url http://gpu1:8000/v1 --model m -o base.jsonl
     """
-    from ..caption import CaptionConfig
+    from ..caption import (
+        CaptionConfig,
+        Captioner,
+        caption_input,
+        check_input,
+        image_regions,
+        write_image_regions,
+    )
 
     regions_given = bool(mask or rle or box)
     if input is not None and (image is not None or regions_given):
@@ -126,8 +133,35 @@ def caption(
             raise UrecaError("give an IMAGE and a region (--mask, --rle or --box), or --input FILE")
         if not regions_given:
             raise UrecaError(f"{image}: give the region with --mask PNG, --rle JSON or --box x,y,w,h")
+        batch_only = [flag for flag, given in (("--resume", resume), ("--failed", failed is not None),
+                                               ("--shard", shard is not None),
+                                               ("--on-error skip", OnErrorChoice(on_error) == OnErrorChoice.skip))
+                      if given]
+        if batch_only:
+            raise UrecaError(f"{', '.join(batch_only)}: only with --input FILE (one IMAGE is one unit of work)")
+    if region_prompt is None:
+        chat_only = [flag for flag, given in (("--backend", backend != "hf"), ("--base-url", bool(base_url)),
+                                              ("--api-key-env", api_key_env is not None),
+                                              ("--max-side", max_side is not None)) if given]
+        if chat_only:
+            raise UrecaError(f"{', '.join(chat_only)}: only with --region-prompt (the chat-model baselines); "
+                             "the URECA model runs in this process")
+    scfg = stream_config(output, on_error, failed, resume, shard, progress)
+    picture = bitmaps = None
+    if input is None:  # check the inputs before loading any model
+        assert image is not None
+        picture, bitmaps = image_regions(image, mask or [], rle or [], box or [], resize_mask)
+    else:
+        check_input(input)
+
+    def run(captioner) -> None:
+        if input is None:
+            write_image_regions(image, picture, bitmaps, captioner, scfg.output)
+        else:
+            caption_input(input, captioner, scfg)
+
     if region_prompt is not None:  # the Table 2 baselines through a chat backend (ureca_cli/baselines.py)
-        from ..baselines import BaselineConfig, run_cli
+        from ..baselines import BaselineCaptioner, BaselineConfig
         from ..mllm import GenerationSettings
         from ..visual import VisualSettings
         from .annotate import backend_from_options
@@ -140,61 +174,11 @@ def caption(
         chat = backend_from_options(backend, str(model), base_url, api_key_env, concurrency, timeout, retries,
                                     None if device == "auto" else device, dtype, batch_size)
         with chat:
-            run_cli(image, mask or [], rle or [], box or [], input, chat, bcfg,
-                    stream_config(output, on_error, failed, resume, shard, progress))
+            run(BaselineCaptioner(chat, bcfg))
         return
     if not model.is_dir():
         raise UrecaError(f"--model {model}: checkpoint folder not found")
-    cfg = CaptionConfig(
+    run(Captioner(CaptionConfig(
         model=model, question=question, max_new_tokens=max_new_tokens, sample=sample, temperature=temperature,
         top_p=top_p, batch_size=batch_size, device=device, dtype=dtype, resize_mask=resize_mask, seed=seed,
-    )
-    scfg = stream_config(output, on_error, failed, resume, shard, progress)
-    if input is None:
-        assert image is not None
-        _caption_one_image(image, mask or [], rle or [], box or [], cfg, scfg)
-    else:
-        _caption_batch(input, cfg, scfg)
-
-
-def _caption_one_image(image: Path, masks: list[Path], rles: list[str], boxes: list[str], cfg, scfg) -> None:
-    """IMAGE and its regions -> one region record per region, in the order --mask, --rle, --box."""
-    from .. import masks as M
-    from ..caption import Captioner, fit_mask, load_image, mask_from_box, mask_from_png, mask_from_rle
-    from ..stream import JsonlWriter
-
-    picture = load_image(image)  # check the inputs before loading the model
-    regions = [(str(p), mask_from_png(p)) for p in masks]
-    regions += [("--rle", mask_from_rle(t)) for t in rles]
-    regions += [(f"--box {t}", mask_from_box(t, picture.size)) for t in boxes]
-    bitmaps = [fit_mask(m, picture.size, what, cfg.resize_mask) for what, m in regions]
-    captioner = Captioner(cfg)
-    captions = captioner.caption_masks(picture, bitmaps)
-    writer = JsonlWriter(scfg.output)
-    try:
-        for i, (bitmap, text) in enumerate(zip(bitmaps, captions, strict=True)):
-            base = {"id": f"{image.stem}/{i}", "image_id": image.stem, "image": str(image),
-                    "width": picture.width, "height": picture.height, "rle": M.encode(bitmap),
-                    "bbox": list(M.pixel_box(bitmap) or ())}
-            writer.write(captioner.region_record(base, text, cfg.question))
-    finally:
-        writer.close()
-
-
-def _caption_batch(input: Path, cfg, scfg) -> None:
-    from ..caption import Captioner, grouping_mapper, record_key
-    from ..stream import iter_jsonl, run_stage
-
-    if str(input) != "-" and not Path(input).is_file():
-        raise UrecaError(f"--input {input}: no such file")
-    captioner = Captioner(cfg)
-    run_stage(
-        "caption",
-        iter_jsonl(input),
-        captioner.work,
-        scfg,
-        input_key=record_key,
-        output_key=lambda rec: rec.get("id"),
-        mapper=grouping_mapper(captioner),
-        unit="records",
-    )
+    )))
