@@ -122,3 +122,12 @@ def test_no_input_at_all_is_one_line(cli, tmp_path):
     assert res.exit_code == 2 and "no file matches this pattern" in res.stderr
     res = cli("tree", "-", input="\n")
     assert res.exit_code == 2 and "no paths on stdin" in res.stderr
+
+
+def test_render_and_images_must_be_folders(cli, tmp_path):
+    (tmp_path / "file.txt").write_text("")
+    res = cli("tree", tmp_path / "x.json", "--render", tmp_path / "file.txt")
+    assert res.exit_code == 2 and res.stderr.strip() == f"ureca tree: error: --render {tmp_path / 'file.txt'}: " \
+        "exists and is not a folder"
+    res = cli("tree", tmp_path / "x.json", "--images", tmp_path / "nowhere")
+    assert res.exit_code == 2 and "--images" in res.stderr and "not a folder" in res.stderr

@@ -75,6 +75,10 @@ class TreeConfig:
                 raise UrecaError(f"--{name.replace('_', '-')} {getattr(self, name)}: needs a fraction in [0, 1]")
         if self.main_min_area > self.main_max_area:
             raise UrecaError(f"--main-min-area {self.main_min_area} is above --main-max-area {self.main_max_area}")
+        if self.images is not None and not Path(self.images).is_dir():
+            raise UrecaError(f"--images {self.images}: not a folder")
+        if self.render is not None and Path(self.render).exists() and not Path(self.render).is_dir():
+            raise UrecaError(f"--render {self.render}: exists and is not a folder")
 
     def settings(self) -> dict:
         """The settings that decide a tree, written into every record (how it was made)."""
