@@ -162,4 +162,24 @@ def train(
         bertscore=not no_bertscore,
         validate=not no_validate,
     )
-    train_main([str(p) for p in data], cfg)
+    try:
+        train_main([str(p) for p in data], cfg)
+    except BaseException:
+        _close_process_group(wait=False)
+        raise
+    _close_process_group(wait=True)
+
+
+def _close_process_group(wait: bool) -> None:
+    """Under torchrun, leave the gloo/NCCL group cleanly: a rank that exits with the group still up can abort
+    ("terminate called without an active exception") after its work is done, failing the whole launch."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return
+    try:
+        if wait:  # every rank finished: meet, then close
+            torch.distributed.barrier()
+    finally:
+        torch.distributed.destroy_process_group()
