@@ -156,3 +156,16 @@ def test_closed_stdin_or_stdout_is_one_error(tmp_path, args, closed, needle):
 def test_input_error_with_an_empty_source_has_no_bare_colon():
     assert str(InputError("missing field 'id'", source="")) == "missing field 'id'"
     assert str(InputError("bad", source="f.jsonl", line=3)) == "f.jsonl:3: bad"
+
+
+def test_folder_options_may_not_name_a_file(tmp_path):
+    from ureca_cli.annotate import AnnotateConfig
+    from ureca_cli.refine import RefineConfig
+    from ureca_cli.stream import check_output_folder
+
+    check_output_folder("--render", tmp_path / "new")  # made later: fine
+    check_output_folder("--render", tmp_path)
+    (tmp_path / "f.txt").write_text("")
+    for make in (lambda p: AnnotateConfig(save_prompts=p), lambda p: RefineConfig(save_prompts=p)):
+        with pytest.raises(UrecaError, match="^--save-prompts .*f.txt: exists and is not a folder$"):
+            make(tmp_path / "f.txt")

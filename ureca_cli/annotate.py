@@ -31,6 +31,7 @@ from .annotate_plan import ImageState, Plan, Workers, count_requests, plan_recor
 from .errors import InputError, UrecaError
 from .masks import decode
 from .mllm import ChatBackend, EncodedImage, GenerationSettings, user
+from .stream import check_output_folder
 from .visual import VisualPrompter, VisualSettings, load_image
 
 __all__ = ["AnnotateConfig", "Annotator", "Templates", "count_requests", "load_templates", "plan_record", "run"]
@@ -99,6 +100,7 @@ class AnnotateConfig:
             raise UrecaError(f"--images-in-flight {self.images_in_flight}: needs at least 1")
         if self.prompts is not None and not Path(self.prompts).is_dir():
             raise UrecaError(f"--prompts {self.prompts}: not a folder")
+        check_output_folder("--save-prompts", self.save_prompts)
 
 
 # -------------------------------------------------------------------------------------------- the engine

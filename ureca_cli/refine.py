@@ -38,6 +38,7 @@ from .export import DEFAULT_QUESTION, check_format, export
 from .features import FeatureConfig, RegionEmbedder, cosine_matrix, similar_sets
 from .masks import decode
 from .setofmark import MarkSettings, set_of_mark
+from .stream import check_output_folder
 from .visual import VisualPrompter, VisualSettings, load_image
 
 STAMP = "refine"
@@ -92,6 +93,7 @@ class RefineConfig:
             raise UrecaError(f"--images-in-flight {self.images_in_flight}: needs at least 1")
         if self.prompts is not None and not Path(self.prompts).is_dir():
             raise UrecaError(f"--prompts {self.prompts}: not a folder")
+        check_output_folder("--save-prompts", self.save_prompts)
 
     @property
     def needs_model(self) -> bool:

@@ -75,6 +75,13 @@ class StreamConfig:
                 raise UrecaError(f"{flag} {path}: is a directory, expected a file name")
 
 
+def check_output_folder(flag: str, path: Path | None) -> None:
+    """A folder option the stage writes into (``--render``, ``--save-prompts``): it may not exist yet (it is
+    made), but it may not be a file, which would fail every image."""
+    if path is not None and Path(path).exists() and not Path(path).is_dir():
+        raise UrecaError(f"{flag} {path}: exists and is not a folder")
+
+
 # ----------------------------------------------------------------------------------------------- input
 @dataclass
 class Item:

@@ -43,7 +43,7 @@ from . import records as R
 from .containment import BadCounts, RunSet
 from .errors import InputError, UrecaError
 from .masks import _mask_utils
-from .stream import Item, read_json_file, stdin_binary
+from .stream import Item, check_output_folder, read_json_file, stdin_binary
 
 PARENT_RULES = ("tightest", "first")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
@@ -77,8 +77,7 @@ class TreeConfig:
             raise UrecaError(f"--main-min-area {self.main_min_area} is above --main-max-area {self.main_max_area}")
         if self.images is not None and not Path(self.images).is_dir():
             raise UrecaError(f"--images {self.images}: not a folder")
-        if self.render is not None and Path(self.render).exists() and not Path(self.render).is_dir():
-            raise UrecaError(f"--render {self.render}: exists and is not a folder")
+        check_output_folder("--render", self.render)
 
     def settings(self) -> dict:
         """The settings that decide a tree, written into every record (how it was made)."""
