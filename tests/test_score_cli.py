@@ -188,6 +188,19 @@ def test_bad_options(cli):
         read_captions(DATA / "dam.json", fmt="yaml")
 
 
+def test_bad_per_item_path_fails_before_any_metric(cli, tmp_path, monkeypatch):
+    import ureca_cli.score
+
+    def no_metrics(*a, **k):
+        raise AssertionError("metrics ran before --per-item was checked")
+
+    monkeypatch.setattr(ureca_cli.score, "score", no_metrics)
+    args = [DATA / "preds_regions.jsonl", DATA / "refs_regions.jsonl", "--no-bertscore", "--per-item"]
+    one_line_error(cli("score", *args, tmp_path), "--per-item", "is a directory")
+    (tmp_path / "file").write_text("")
+    one_line_error(cli("score", *args, tmp_path / "file" / "items.jsonl"), "--per-item", "cannot make its folder")
+
+
 def test_help_has_example(cli):
     res = cli("score", "--help")
     assert res.exit_code == 0 and "ureca score preds.jsonl refs.jsonl" in res.stdout

@@ -75,6 +75,18 @@ class StreamConfig:
                 raise UrecaError(f"{flag} {path}: is a directory, expected a file name")
 
 
+def check_writable_file(flag: str, path: Path) -> None:
+    """An output file option, checked before the work starts: not a folder, and its folder exists or can be
+    made (it is made here)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UrecaError(f"{flag} {path}: is a directory, expected a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UrecaError(f"{flag} {path}: cannot make its folder ({e.strerror or e})") from None
+
+
 def check_output_folder(flag: str, path: Path | None) -> None:
     """A folder option the stage writes into (``--render``, ``--save-prompts``): it may not exist yet (it is
     made), but it may not be a file, which would fail every image."""

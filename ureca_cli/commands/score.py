@@ -100,13 +100,15 @@ def _run(predictions, references, fmt, ref_format, metrics, no_bertscore, bertsc
     from ..score import ScoreConfig
     from ..score import score as run_score
     from ..score_io import match, read_captions
-    from ..stream import dumps, stdout_binary
+    from ..stream import check_writable_file, dumps, stdout_binary
 
     t0 = time.perf_counter()
     stdout = stdout_binary("redirect it to a file")  # a closed stdout is one error now, not after the metrics ran
     wanted = tuple(m.strip().lower() for m in metrics.split(",") if m.strip())
     if no_bertscore:
         wanted = tuple(m for m in wanted if m != "bertscore")
+    if per_item is not None:  # a bad --per-item path fails now, not after minutes of metrics
+        check_writable_file("--per-item", per_item)
     cfg = ScoreConfig(metrics=wanted, bertscore_model=bertscore_model, bertscore_layers=bertscore_layers,
                       device=device, batch_size=batch_size, uniqueness=not no_uniqueness)
     preds = read_captions(predictions, "predictions", fmt)
