@@ -28,8 +28,8 @@ from typing import Any
 
 from . import records as R
 from .annotate_plan import ImageState, Plan, Workers, count_requests, plan_record, remaining_chain
-from .errors import InputError, UrecaError
-from .masks import decode
+from .errors import UrecaError
+from .masks import node_mask
 from .mllm import ChatBackend, EncodedImage, GenerationSettings, user
 from .stream import check_output_folder
 from .visual import VisualPrompter, VisualSettings, load_image
@@ -311,16 +311,7 @@ class _ImageContext:
         with self._lock:
             m = self._masks.get(nid)
         if m is None:
-            node = self.plan.nodes[nid]
-            size = list(node[R.RLE]["size"])
-            if size != [self.height, self.width]:
-                raise InputError(
-                    f"node {nid!r}: mask size {size[1]}x{size[0]} differs from the record's {self.width}x{self.height}",
-                    source=self.where,
-                )
-            m = decode(node[R.RLE], f"{self.where} node {nid!r}")
-            if not m.any():
-                raise InputError(f"node {nid!r}: its mask is empty", source=self.where)
+            m = node_mask(self.plan.nodes[nid], self.height, self.width, self.where)
             with self._lock:
                 self._masks[nid] = m
         return m

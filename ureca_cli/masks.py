@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from . import records as R
 from .errors import InputError
 
 
@@ -52,6 +53,20 @@ def decode(rle: dict, where: str = "rle") -> np.ndarray:
     if m.shape != (h, w):
         raise InputError(f"RLE decodes to {m.shape[1]}x{m.shape[0]}, its size says {w}x{h}", source=where)
     return np.ascontiguousarray(m, dtype=np.uint8)
+
+
+def node_mask(node: dict, height: int, width: int, where: str) -> np.ndarray:
+    """The ``HxW uint8`` 0/1 mask of an image record's node (its ``rle``), checked: its size must be the
+    record's ``height x width`` and it must hold a pixel. Errors are ``InputError``s naming ``where``."""
+    nid = node[R.ID]
+    size = list(node[R.RLE]["size"])
+    if size != [height, width]:
+        raise InputError(f"node {nid!r}: mask size {size[1]}x{size[0]} differs from the record's {width}x{height}",
+                         source=where)
+    m = decode(node[R.RLE], f"{where} node {nid!r}")
+    if not m.any():
+        raise InputError(f"node {nid!r}: its mask is empty", source=where)
+    return m
 
 
 def encode(bitmap: np.ndarray) -> dict:

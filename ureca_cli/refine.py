@@ -36,7 +36,7 @@ from . import records as R
 from .errors import InputError, ItemFailed, UrecaError
 from .export import DEFAULT_QUESTION, check_format, export
 from .features import FeatureConfig, RegionEmbedder, cosine_matrix, similar_sets
-from .masks import decode
+from .masks import decode, node_mask
 from .setofmark import MarkSettings, set_of_mark
 from .stream import check_output_folder
 from .visual import VisualPrompter, VisualSettings, load_image
@@ -233,14 +233,7 @@ class Refiner:
                 bits = packed.get(i)
             if bits is not None:
                 return np.unpackbits(bits, count=h * w).reshape(h, w)
-            nid = nodes[i][R.ID]
-            size = list(nodes[i][R.RLE]["size"])
-            if size != [h, w]:
-                raise InputError(f"node {nid!r}: mask size {size[1]}x{size[0]} differs from the record's {w}x{h}",
-                                 source=where)
-            m = decode(nodes[i][R.RLE], f"{where} node {nid!r}")
-            if not m.any():
-                raise InputError(f"node {nid!r}: its mask is empty", source=where)
+            m = node_mask(nodes[i], h, w, where)
             with lock:
                 packed[i] = np.packbits(m)
             return m
