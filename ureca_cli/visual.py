@@ -59,28 +59,27 @@ def load_image(path: str | Path, *, width: int | None = None, height: int | None
 
 
 # -------------------------------------------------------------------------------------------- morphology
-def _shift_or(m: np.ndarray) -> np.ndarray:
-    """3x3 dilation of an ``HxW`` bool array (8-neighbourhood); outside the array counts as False."""
+def _neighbourhood(m: np.ndarray, op: np.ufunc) -> np.ndarray:
+    """``op`` (``np.bitwise_or`` or ``np.bitwise_and``) of each pixel of an ``HxW`` bool array with its 8
+    neighbours; outside the array counts as False."""
     p = np.pad(m, 1)
     out = p[1:-1, 1:-1].copy()
     h, w = m.shape
     for dy in (0, 1, 2):
         for dx in (0, 1, 2):
             if dy != 1 or dx != 1:
-                out |= p[dy : dy + h, dx : dx + w]
+                op(out, p[dy : dy + h, dx : dx + w], out=out)
     return out
+
+
+def _shift_or(m: np.ndarray) -> np.ndarray:
+    """3x3 dilation of an ``HxW`` bool array (8-neighbourhood); outside the array counts as False."""
+    return _neighbourhood(m, np.bitwise_or)
 
 
 def _erode(m: np.ndarray) -> np.ndarray:
     """3x3 erosion of an ``HxW`` bool array (8-neighbourhood); outside the array counts as background."""
-    p = np.pad(m, 1)
-    out = p[1:-1, 1:-1].copy()
-    h, w = m.shape
-    for dy in (0, 1, 2):
-        for dx in (0, 1, 2):
-            if dy != 1 or dx != 1:
-                out &= p[dy : dy + h, dx : dx + w]
-    return out
+    return _neighbourhood(m, np.bitwise_and)
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
