@@ -169,3 +169,22 @@ def test_folder_options_may_not_name_a_file(tmp_path):
     for make in (lambda p: AnnotateConfig(save_prompts=p), lambda p: RefineConfig(save_prompts=p)):
         with pytest.raises(UrecaError, match="^--save-prompts .*f.txt: exists and is not a folder$"):
             make(tmp_path / "f.txt")
+
+
+@pytest.mark.parametrize("args", [["refine", "--no-refine"], ["annotate", "--backend", "openai"], ["score", "-", "x"]])
+def test_records_from_a_terminal_are_refused_not_awaited(tmp_path, args):
+    """`ureca refine` typed alone used to sit waiting on the terminal with no word said."""
+    import os
+    import subprocess
+    import sys
+
+    primary, secondary = os.openpty()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "ureca_cli", *args], cwd=tmp_path, stdin=secondary,
+                              capture_output=True, timeout=60)
+    finally:
+        os.close(primary)
+        os.close(secondary)
+    err = proc.stderr.decode().strip()
+    assert proc.returncode == 2 and err.endswith("error: no input: give an input file, or pipe records in "
+                                                 "(stdin is a terminal)"), err

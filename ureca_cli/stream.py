@@ -105,10 +105,14 @@ class Item:
     error: InputError | None = None  # set when the item could not even be parsed
 
 
-def stdin_binary() -> Any:
-    """``sys.stdin.buffer``, or one clear error when the process was started with stdin closed."""
+def stdin_binary(terminal_ok: bool = True) -> Any:
+    """``sys.stdin.buffer``, or one clear error when the process was started with stdin closed (or, unless
+    ``terminal_ok``, when stdin is a terminal: records are piped in, nobody types them, and the command would
+    sit waiting with no word said)."""
     if sys.stdin is None or getattr(sys.stdin, "buffer", None) is None:
         raise UrecaError("stdin is closed: give an input file instead of -")
+    if not terminal_ok and sys.stdin.isatty():
+        raise UrecaError("no input: give an input file, or pipe records in (stdin is a terminal)")
     return sys.stdin.buffer
 
 
@@ -122,7 +126,7 @@ def stdout_binary(hint: str = "give -o FILE") -> Any:
 def open_binary(path: str | Path, expected: str = "a JSONL file") -> Any:
     """A binary file object for ``path``; ``-`` is stdin. Errors name the file and say ``expected``."""
     if str(path) == "-":
-        return stdin_binary()
+        return stdin_binary(terminal_ok=False)
     p = Path(path)
     if p.is_dir():
         raise UrecaError(f"{p}: is a directory, expected {expected}")
