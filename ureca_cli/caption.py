@@ -392,8 +392,9 @@ def check_input(input: Path) -> None:
     """Fail on a missing or unreadable --input before any model loads (``-`` is stdin)."""
     from .stream import open_binary
 
+    fh = open_binary(input)  # stdin: refused when closed or a terminal
     if str(input) != "-":
-        open_binary(input).close()
+        fh.close()
 
 
 def caption_input(input: Path, captioner: RegionCaptioner, scfg: Any) -> Any:
