@@ -137,5 +137,8 @@ def test_hf_backend_batches_concurrent_calls(tiny_folder):
     assert b.chat(convs[0], GenerationSettings(max_new_tokens=6)) == out[0]
     assert b.describe() == {"backend": "hf", "model": str(tiny_folder)}
     b.close()
-    with pytest.raises(UrecaError, match="cannot load"):
+    with pytest.raises(UrecaError, match="nope: no such folder"):
         make_backend("hf", model=str(tiny_folder / "nope"), device="cpu")
+    (tiny_folder.parent / "empty").mkdir(exist_ok=True)
+    with pytest.raises(UrecaError, match="cannot load"):
+        make_backend("hf", model=str(tiny_folder.parent / "empty"), device="cpu")

@@ -188,3 +188,13 @@ def test_records_from_a_terminal_are_refused_not_awaited(tmp_path, args):
     err = proc.stderr.decode().strip()
     assert proc.returncode == 2 and err.endswith("error: no input: give an input file, or pipe records in "
                                                  "(stdin is a terminal)"), err
+
+
+def test_missing_local_model_folder_is_named(tmp_path):
+    from ureca_cli.errors import check_model_name
+
+    check_model_name("--model", "OpenGVLab/InternVL3-1B-hf")  # a hub id: left to transformers
+    check_model_name("--model", str(tmp_path))
+    for name in ("./nodino", "/no/such", "~/no-such-model", "runs/a/b"):
+        with pytest.raises(UrecaError, match=f"^--model {name}: no such folder$"):
+            check_model_name("--model", name)

@@ -30,3 +30,15 @@ class InputError(UrecaError):
 
 class ItemFailed(UrecaError):
     """Work on one unit (an image) failed for a reason other than its input (a server gave up, say)."""
+
+
+def check_model_name(flag: str, name: str) -> None:
+    """Fail with one line when ``name`` reads as a local folder (``/x``, ``./x``, ``~/x``, ``a/b/c``) that does
+    not exist, before transformers takes it for a malformed hub id and says so in its own words."""
+    import os
+    from pathlib import Path
+
+    if Path(name).expanduser().exists():
+        return
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name:
+        raise UrecaError(f"{flag} {name}: no such folder")

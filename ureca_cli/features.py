@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UrecaError
+from .errors import UrecaError, check_model_name
 
 FEATURE_MODES = ("crop", "masked-pool")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -103,6 +103,7 @@ def load_dinov2(spec: str, *, device: str = "cpu", dtype: str = "float32", seed:
                 torch.manual_seed(seed)
                 model = Dinov2Model(config)
         else:
+            check_model_name("--features-model", spec)
             model = Dinov2Model.from_pretrained(spec)
     except UrecaError:
         raise

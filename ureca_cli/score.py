@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UrecaError
+from .errors import UrecaError, check_model_name
 from .score_io import Matched
 
 METRICS = ("bleu", "meteor", "rouge", "cider", "bertscore")
@@ -230,8 +230,7 @@ def resolve_bertscore_model(name: str, layers: int | None) -> tuple[str, int]:
         if isinstance(n_layers, int) and layers > n_layers:
             raise UrecaError(f"--bertscore-layers {layers}: the model in {name} has {n_layers} layers")
         return str(path), layers
-    if name.startswith((".", "/", "~")) or os.sep in name and name.count("/") > 1:
-        raise UrecaError(f"--bertscore-model {name}: no such folder")
+    check_model_name("--bertscore-model", name)
     from huggingface_hub import try_to_load_from_cache
 
     cached = try_to_load_from_cache(name, "config.json")

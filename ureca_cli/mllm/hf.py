@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from ..errors import UrecaError
+from ..errors import UrecaError, check_model_name
 from .base import BackendError, ChatBackend, EncodedImage, GenerationSettings, Message, clean_answer
 
 DEFAULT_MODEL = "OpenGVLab/InternVL3-1B-hf"
@@ -92,10 +92,11 @@ class HFBackend(ChatBackend):
     def _load(name: str, device: str, dtype: Any) -> tuple[Any, Any]:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
+        check_model_name("--model", name)
         try:
             processor = AutoProcessor.from_pretrained(name)
             model = AutoModelForImageTextToText.from_pretrained(name, dtype=dtype)
-        except OSError as e:
+        except (OSError, ValueError) as e:  # ValueError: a folder that holds no model or processor
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UrecaError(f"--model {name}: cannot load it ({first})") from None
         return model.to(device).eval(), processor
