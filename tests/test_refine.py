@@ -243,6 +243,8 @@ def test_options_checked(cli, records, tmp_path):
     assert r.exit_code == 2 and "cannot load the DINOv2 model" in r.stderr
     r = _run(cli, records, "--threshold", 2)
     assert r.exit_code == 2 and "--threshold 2" in r.stderr
+    r = _run(cli, records, "--judge-model", "gpt-4o")  # was accepted and ignored without --verify
+    assert r.exit_code == 2 and "--judge-model and --judge-base-url choose the judge of --verify" in r.stderr
 
 
 def test_parse_verdict_and_drop_nodes():

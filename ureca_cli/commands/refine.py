@@ -139,6 +139,8 @@ def refine(
 
     if flat and fmt not in (FormatChoice.records, FormatChoice.flat):
         raise UrecaError("--flat and --format internvl: choose one")
+    if not verify and (judge_model is not None or judge_base_url):
+        raise UrecaError("--judge-model and --judge-base-url choose the judge of --verify: add --verify")
     out_format = "flat" if flat else fmt.value
     scfg = stream_config(output, on_error, failed, resume, shard, progress)
     cfg = RefineConfig(
