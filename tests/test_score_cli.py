@@ -184,6 +184,7 @@ def test_bad_options(cli):
                    "unknown metric")
     one_line_error(cli("score", DATA / "preds_regions.jsonl", DATA / "nope.jsonl", "--no-bertscore"),
                    "no such file")
+    one_line_error(cli("score", "-", "-", "--no-bertscore", input="{}"), "cannot both be -")
     with pytest.raises(UrecaError, match="--format"):
         read_captions(DATA / "dam.json", fmt="yaml")
 

@@ -97,12 +97,15 @@ def _run(predictions, references, fmt, ref_format, metrics, no_bertscore, bertsc
          device, batch_size, no_uniqueness, allow_missing, per_item) -> None:
     import time
 
+    from ..errors import UrecaError
     from ..score import ScoreConfig
     from ..score import score as run_score
     from ..score_io import match, read_captions
     from ..stream import check_writable_file, dumps, stdout_binary
 
     t0 = time.perf_counter()
+    if str(predictions) == "-" and str(references) == "-":
+        raise UrecaError("predictions and references cannot both be - (stdin is read once)")
     stdout = stdout_binary("redirect it to a file")  # a closed stdout is one error now, not after the metrics ran
     wanted = tuple(m.strip().lower() for m in metrics.split(",") if m.strip())
     if no_bertscore:
@@ -125,8 +128,6 @@ def _run(predictions, references, fmt, ref_format, metrics, no_bertscore, bertsc
                 for item, pred, refs_i in zip(result.items, matched.predictions, matched.references, strict=True):
                     fh.write(dumps({**item, "prediction": pred, "references": refs_i}))
         except OSError as e:
-            from ..errors import UrecaError
-
             raise UrecaError(f"--per-item {per_item}: cannot write ({e.strerror})") from None
     stdout.write(dumps(result.summary))
     stdout.flush()
