@@ -198,3 +198,17 @@ def test_missing_local_model_folder_is_named(tmp_path):
     for name in ("./nodino", "/no/such", "~/no-such-model", "runs/a/b"):
         with pytest.raises(UrecaError, match=f"^--model {name}: no such folder$"):
             check_model_name("--model", name)
+
+
+@pytest.mark.parametrize("flag", ["-o", "--failed"])
+def test_writing_over_the_input_is_refused(cli, tmp_path, flag):
+    """`ureca refine a.jsonl -o a.jsonl` cut a.jsonl to its first record; --failed a.jsonl appended to it."""
+    rec = {"image_id": "a", "image": "a.jpg", "width": 4, "height": 4, "nodes": []}
+    path = tmp_path / "a.jsonl"
+    text = "".join(orjson.dumps({**rec, "image_id": str(i)}).decode() + "\n" for i in range(3))
+    path.write_text(text)
+    for args in (["refine", path, "--no-refine"], ["annotate", path, "--backend", "openai"],
+                 ["caption", "--input", path, "--model", tmp_path]):
+        res = cli(*args, flag, path)
+        assert res.exit_code == 2 and f"{flag} {path} is the input file {path}: write to another file" in res.stderr
+        assert path.read_text() == text

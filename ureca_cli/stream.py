@@ -75,6 +75,17 @@ class StreamConfig:
                 raise UrecaError(f"{flag} {path}: is a directory, expected a file name")
 
 
+def check_output_not_input(cfg: StreamConfig, inputs: Iterable[str | Path]) -> None:
+    """Refuse ``-o FILE`` or ``--failed FILE`` naming one of the stage's input files: writing it would cut off
+    the records not yet read (or append to what is being read)."""
+    for flag, out in (("-o", cfg.output), ("--failed", cfg.failed)):
+        if out is None or not Path(out).exists():
+            continue
+        for path in inputs:
+            if str(path) != "-" and Path(path).exists() and os.path.samefile(path, out):
+                raise UrecaError(f"{flag} {out} is the input file {path}: write to another file")
+
+
 def check_writable_file(flag: str, path: Path) -> None:
     """An output file option, checked before the work starts: not a folder, and its folder exists or can be
     made (it is made here)."""

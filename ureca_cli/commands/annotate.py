@@ -119,9 +119,11 @@ def annotate(
     """
     from ..annotate import AnnotateConfig, Annotator
     from ..mllm import GenerationSettings
+    from ..stream import check_output_not_input
     from ..visual import VisualSettings
 
     cfg_stream = stream_config(output, on_error, failed, resume, shard, progress)
+    check_output_not_input(cfg_stream, [input])
     cfg = AnnotateConfig(
         generation=GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed),
         visual=VisualSettings(sigma=blur_sigma, max_side=max_side),

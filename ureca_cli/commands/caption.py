@@ -124,6 +124,7 @@ def caption(
         image_regions,
         write_image_regions,
     )
+    from ..stream import check_output_not_input
 
     regions_given = bool(mask or rle or box)
     if input is not None and (image is not None or regions_given):
@@ -153,6 +154,7 @@ def caption(
         picture, bitmaps = image_regions(image, mask or [], rle or [], box or [], resize_mask)
     else:
         check_input(input)
+        check_output_not_input(scfg, [input])
 
     def run(captioner) -> None:
         if input is None:

@@ -134,7 +134,7 @@ def refine(
     from ..mllm import GenerationSettings
     from ..refine import RefineConfig, Refiner
     from ..setofmark import MarkSettings
-    from ..stream import iter_jsonl, run_stage
+    from ..stream import check_output_not_input, iter_jsonl, run_stage
     from ..visual import VisualSettings
 
     if flat and fmt not in (FormatChoice.records, FormatChoice.flat):
@@ -143,6 +143,7 @@ def refine(
         raise UrecaError("--judge-model and --judge-base-url choose the judge of --verify: add --verify")
     out_format = "flat" if flat else fmt.value
     scfg = stream_config(output, on_error, failed, resume, shard, progress)
+    check_output_not_input(scfg, inputs or [])
     cfg = RefineConfig(
         features=FeatureConfig(model=features_model, mode=features.value, device=features_device or device or _auto_device(do_refine),
                                dtype=features_dtype, batch_size=features_batch, pool_side=pool_side),
