@@ -200,6 +200,7 @@ def test_bad_per_item_path_fails_before_any_metric(cli, tmp_path, monkeypatch):
     one_line_error(cli("score", *args, tmp_path), "--per-item", "is a directory")
     (tmp_path / "file").write_text("")
     one_line_error(cli("score", *args, tmp_path / "file" / "items.jsonl"), "--per-item", "cannot make its folder")
+    one_line_error(cli("score", *args, DATA / "refs_regions.jsonl"), "is the input file")
 
 
 def test_help_has_example(cli):

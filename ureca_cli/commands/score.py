@@ -112,6 +112,10 @@ def _run(predictions, references, fmt, ref_format, metrics, no_bertscore, bertsc
         wanted = tuple(m for m in wanted if m != "bertscore")
     if per_item is not None:  # a bad --per-item path fails now, not after minutes of metrics
         check_writable_file("--per-item", per_item)
+        for given in (predictions, references):
+            if str(given) != "-" and Path(given).exists() and Path(per_item).exists() \
+                    and Path(given).samefile(per_item):
+                raise UrecaError(f"--per-item {per_item} is the input file {given}: write to another file")
     cfg = ScoreConfig(metrics=wanted, bertscore_model=bertscore_model, bertscore_layers=bertscore_layers,
                       device=device, batch_size=batch_size, uniqueness=not no_uniqueness)
     preds = read_captions(predictions, "predictions", fmt)
