@@ -215,3 +215,11 @@ def test_label_point_inside_the_band_of_a_ring():
     thin[10, 5:200] = True
     x, y = label_point(thin)
     assert thin[y, x]
+
+
+def test_feature_settings_name_the_option_at_fault():
+    from ureca_cli.errors import UrecaError
+    from ureca_cli.features import FeatureConfig
+
+    with pytest.raises(UrecaError, match=r"^--pool-side 3: needs at least 14 pixels"):  # named --crop-size too
+        FeatureConfig(pool_side=3)

@@ -58,8 +58,10 @@ class FeatureConfig:
             raise UrecaError(f"--features-dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
         if self.batch_size < 1:
             raise UrecaError(f"--features-batch {self.batch_size}: needs at least 1")
-        if self.crop_size < 14 or self.pool_side < 14:
-            raise UrecaError("--crop-size and --pool-side need at least 14 pixels (one patch)")
+        if self.crop_size < 14:
+            raise UrecaError(f"crop size {self.crop_size}: needs at least 14 pixels (one patch)")
+        if self.pool_side < 14:
+            raise UrecaError(f"--pool-side {self.pool_side}: needs at least 14 pixels (one patch)")
         if not self.model:
             raise UrecaError("--features-model: give a hub id, a local folder or random:NAME")
 
@@ -113,7 +115,7 @@ def load_dinov2(spec: str, *, device: str = "cpu", dtype: str = "float32", seed:
     try:
         model = model.to(device=device, dtype=torch_dtype)
     except (RuntimeError, AssertionError) as e:
-        raise UrecaError(f"--device {device!r}: {str(e).splitlines()[0]}") from None
+        raise UrecaError(f"DINOv2 device {device!r} (--features-device, else --device): {str(e).splitlines()[0]}") from None
     model.eval()
     return model
 
