@@ -142,3 +142,14 @@ def test_hf_backend_batches_concurrent_calls(tiny_folder):
     (tiny_folder.parent / "empty").mkdir(exist_ok=True)
     with pytest.raises(UrecaError, match="cannot load"):
         make_backend("hf", model=str(tiny_folder.parent / "empty"), device="cpu")
+
+
+def test_openai_settings_name_the_option_at_fault():
+    from ureca_cli.visual import VisualSettings
+
+    with pytest.raises(UrecaError, match=r"^--retries -1: needs 0 or more$"):
+        make_backend("openai", base_urls=["http://127.0.0.1:9/v1"], model="m", retries=-1)
+    with pytest.raises(UrecaError, match=r"^--timeout 0: needs a number of seconds above 0$"):
+        make_backend("openai", base_urls=["http://127.0.0.1:9/v1"], model="m", timeout=0)
+    with pytest.raises(UrecaError, match=r"^--blur-sigma -1: must be >= 0$"):
+        VisualSettings(sigma=-1)

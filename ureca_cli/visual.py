@@ -194,7 +194,7 @@ class VisualSettings:
 
     def __post_init__(self):
         if self.sigma < 0:
-            raise InputError(f"blur sigma {self.sigma}: must be >= 0")
+            raise InputError(f"--blur-sigma {self.sigma}: must be >= 0")
         if self.contour_width < 1:
             raise InputError(f"contour width {self.contour_width}: must be >= 1")
         if self.max_side is not None and self.max_side < 16:

@@ -131,8 +131,12 @@ class OpenAIBackend(ChatBackend):
                 raise UrecaError(f"--base-url {u!r}: expected an http:// or https:// URL ending in /v1")
         if concurrency < 1:
             raise UrecaError(f"--concurrency {concurrency}: needs at least 1")
-        if retries < 0 or timeout <= 0 or backoff < 0:
-            raise UrecaError("retries must be >= 0, timeout > 0 and backoff >= 0")
+        if retries < 0:
+            raise UrecaError(f"--retries {retries}: needs 0 or more")
+        if timeout <= 0:
+            raise UrecaError(f"--timeout {timeout}: needs a number of seconds above 0")
+        if backoff < 0:
+            raise UrecaError(f"backoff {backoff}: needs 0 or more seconds")
         if image_format not in ("jpeg", "png"):
             raise UrecaError(f"image format {image_format!r}: choose jpeg or png")
         self.base_urls = [u.rstrip("/") for u in urls]
