@@ -45,7 +45,7 @@ class CaptionConfig:
         if self.batch_size < 1:
             raise UrecaError(f"--batch-size {self.batch_size}: needs at least 1")
         if self.temperature <= 0:
-            raise UrecaError(f"--temperature {self.temperature}: must be above 0")
+            raise UrecaError(f"--temperature {self.temperature}: must be above 0 (decoding is greedy unless --sample)")
         if not 0 < self.top_p <= 1:
             raise UrecaError(f"--top-p {self.top_p}: must be in (0, 1]")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
