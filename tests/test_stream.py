@@ -212,3 +212,14 @@ def test_writing_over_the_input_is_refused(cli, tmp_path, flag):
         res = cli(*args, flag, path)
         assert res.exit_code == 2 and f"{flag} {path} is the input file {path}: write to another file" in res.stderr
         assert path.read_text() == text
+
+
+def test_dash_output_is_stdout(cli, tmp_path, monkeypatch):
+    """`-o -` wrote a file named "-"."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "a.jsonl"
+    path.write_text(orjson.dumps({"image_id": "a", "image": "a.jpg", "width": 4, "height": 4, "nodes": []}).decode()
+                    + "\n")
+    res = cli("refine", path, "--no-refine", "-o", "-")
+    assert res.exit_code == 0 and orjson.loads(res.stdout)["image_id"] == "a"
+    assert not (tmp_path / "-").exists()

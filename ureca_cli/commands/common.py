@@ -64,7 +64,7 @@ def stream_config(
     jobs: int = 1,
 ) -> StreamConfig:
     return StreamConfig(
-        output=output,
+        output=None if output is not None and str(output) == "-" else output,  # -o -: stdout, not a file "-"
         on_error=OnErrorChoice(on_error).value,  # type: ignore[arg-type]
         failed=failed,
         resume=resume,
