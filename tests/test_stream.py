@@ -223,3 +223,25 @@ def test_dash_output_is_stdout(cli, tmp_path, monkeypatch):
     res = cli("refine", path, "--no-refine", "-o", "-")
     assert res.exit_code == 0 and orjson.loads(res.stdout)["image_id"] == "a"
     assert not (tmp_path / "-").exists()
+
+
+def test_abortable_map_clears_then_sets_its_event():
+    import threading
+
+    from ureca_cli.stream import abortable_map
+
+    abort = threading.Event()
+    abort.set()  # left set by an earlier run: a second run must not start aborted
+    seen = []
+
+    def work(x):
+        seen.append(abort.is_set())
+        return x + 1
+
+    assert [r for _, (ok, r) in abortable_map(work, range(5), jobs=2, abort=abort)] == [1, 2, 3, 4, 5]
+    assert seen == [False] * 5 and abort.is_set()
+    gen = abortable_map(work, range(100), jobs=2, abort=abort)
+    next(gen)
+    assert not abort.is_set()
+    gen.close()  # the run stopped early: queued work sees the event
+    assert abort.is_set()

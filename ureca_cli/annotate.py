@@ -252,13 +252,9 @@ class Annotator:
     def mapper(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
         """A ``run_stage`` mapper: ``images_in_flight`` images at once, results in input order; stops the
         requests still queued when the run stops early."""
-        from .stream import ordered_map
+        from .stream import abortable_map
 
-        self._abort.clear()
-        try:
-            yield from ordered_map(fn, items, jobs=self.images_in_flight, kind="thread")
-        finally:
-            self._abort.set()
+        return abortable_map(fn, items, jobs=self.images_in_flight, abort=self._abort)
 
     def close(self) -> None:
         self._abort.set()

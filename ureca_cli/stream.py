@@ -442,6 +442,18 @@ def ordered_map(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def abortable_map(fn: Callable[[Any], Any], items: Iterable[Any], *, jobs: int,
+                  abort: Any) -> Iterator[tuple[Any, Outcome]]:
+    """``ordered_map`` over ``jobs`` threads for stages whose items share a pool of requests: ``abort`` (a
+    ``threading.Event``) is cleared as the run starts and set when it ends, early or not, so that requests
+    still queued for items that will never be written give up."""
+    abort.clear()
+    try:
+        yield from ordered_map(fn, items, jobs=jobs, kind="thread")
+    finally:
+        abort.set()
+
+
 # ----------------------------------------------------------------------------------------------- driver
 @dataclass
 class Summary:
