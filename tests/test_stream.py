@@ -245,3 +245,20 @@ def test_abortable_map_clears_then_sets_its_event():
     assert not abort.is_set()
     gen.close()  # the run stopped early: queued work sees the event
     assert abort.is_set()
+
+
+def test_closed_stderr_still_writes_the_data(tmp_path):
+    """`ureca tree x 2>&-` failed with exit 1 and wrote nothing (the reporter needed a stderr)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.tree_fixtures import rect, write_sa1b
+
+    write_sa1b(tmp_path, "sa_1", [rect(8, 8, 0, 4, 0, 4)])
+    proc = subprocess.run([sys.executable, "-m", "ureca_cli", "tree", "sa_1.json"], cwd=tmp_path,
+                          stdout=subprocess.PIPE, preexec_fn=lambda: os.close(2), timeout=60)
+    assert proc.returncode == 0 and orjson.loads(proc.stdout)["image_id"] == "sa_1"
+    bad = subprocess.run([sys.executable, "-m", "ureca_cli", "tree", "nope.json"], cwd=tmp_path,
+                         stdout=subprocess.PIPE, preexec_fn=lambda: os.close(2), timeout=60)
+    assert bad.returncode == 2 and bad.stdout == b""

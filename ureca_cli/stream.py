@@ -307,7 +307,7 @@ def want_progress(output: Path | None, forced: bool | None = None) -> bool:
     """
     if forced is not None:
         return forced
-    if not sys.stderr.isatty():
+    if sys.stderr is None or not sys.stderr.isatty():
         return False
     if output is None and (sys.stdout is None or _is_pipe(sys.stdout.fileno())):
         return False
@@ -321,7 +321,9 @@ class Reporter:
         from rich.console import Console
 
         self.name = name
-        self.console = Console(stderr=True, highlight=False, soft_wrap=True)
+        # a closed stderr (2>&-) silences the messages; the data still goes out and the exit status still says
+        err = None if sys.stderr is not None else open(os.devnull, "w")  # noqa: SIM115 - lives as long as the run
+        self.console = Console(file=err, stderr=err is None, highlight=False, soft_wrap=True)
         self._progress = None
         self._task = None
         if show:
