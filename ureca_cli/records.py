@@ -97,8 +97,8 @@ def check_image_record(rec: Any, where: str, *, need_nodes: bool = True) -> dict
     if not isinstance(rec, dict):
         raise InputError(f"expected a JSON object (an image record), got {type(rec).__name__}", source=where)
     if need_nodes and NODES not in rec and ID in rec and (RLE in rec or CAPTION in rec):
-        raise InputError(f"a region record (one region a line, id {rec[ID]!r}), not an image record with "
-                         f"'{NODES}': this stage reads the output of ureca tree / annotate", source=where)
+        raise InputError(f"a region record (one region a line, id {rec[ID]!r}) where an image record with "
+                         f"'{NODES}' is expected (the output of ureca tree, annotate or refine)", source=where)
     image_id = _need(rec, IMAGE_ID, (str, int), where)
     if isinstance(image_id, int):
         rec[IMAGE_ID] = str(image_id)
