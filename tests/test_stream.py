@@ -262,3 +262,16 @@ def test_closed_stderr_still_writes_the_data(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "ureca_cli", "tree", "nope.json"], cwd=tmp_path,
                          stdout=subprocess.PIPE, preexec_fn=lambda: os.close(2), timeout=60)
     assert bad.returncode == 2 and bad.stdout == b""
+
+
+def test_shard_key_keeps_an_image_on_one_shard(tmp_path):
+    # regions of images a, b, c, a (interleaved): shards split by image, in order of first appearance
+    values = [{"image_id": im, "v": i} for i, im in enumerate("aabbcab")]
+    items = [Item(v, f"in:{i + 1}", orjson.dumps(v)) for i, v in enumerate(values)]
+    seen = []
+    for shard in range(2):
+        out = tmp_path / f"s{shard}.jsonl"
+        run_stage("t", items, lambda r: r, StreamConfig(output=out, shard=(shard, 2)),
+                  shard_key=lambda r: r["image_id"])
+        seen.append([orjson.loads(x)["image_id"] for x in out.read_bytes().splitlines()])
+    assert seen == [["a", "a", "c", "a"], ["b", "b", "b"]]

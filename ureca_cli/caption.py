@@ -402,4 +402,5 @@ def caption_input(input: Path, captioner: RegionCaptioner, scfg: Any) -> Any:
     from .stream import iter_jsonl, run_stage
 
     return run_stage("caption", iter_jsonl(input), captioner.work, scfg, input_key=record_key,
-                     output_key=lambda rec: rec.get(R.ID), mapper=grouping_mapper(captioner), unit="inputs")
+                     output_key=lambda rec: rec.get(R.ID), mapper=grouping_mapper(captioner), unit="inputs",
+                     shard_key=lambda value: str(value[R.IMAGE_ID]))

@@ -495,6 +495,7 @@ def run_stage(
     kind: Literal["process", "thread"] = "process",
     mapper: Callable[[Callable[[Any], Any], Iterable[Any]], Iterator[tuple[Any, Outcome]]] | None = None,
     unit: str = "images",
+    shard_key: Callable[[Any], Any] | None = None,
 ) -> Summary:
     """Run ``work`` over ``items`` under the stream contract and write its records.
 
@@ -502,6 +503,8 @@ def run_stage(
     (``InputError`` for bad input) to fail that item. ``input_key(value)`` and ``output_key(record)`` give
     the key ``--resume`` matches on (an image id, or the source file for ``tree``). ``mapper``, when given,
     replaces the built-in process/thread pool (it must yield in input order, as ``ordered_map`` does).
+    ``shard_key(value)``, when given, names the image an item belongs to, so that ``--shard`` splits by image
+    (the order in which images first appear) rather than by item: all regions of one image land on one shard.
     """
     start = time.monotonic()
     summary = Summary()
@@ -509,9 +512,20 @@ def run_stage(
     failed_sink = LineSink(cfg.failed)
     reporter = Reporter(name, show=want_progress(cfg.output, cfg.progress), total=total, unit=unit)
 
+    groups: dict[Any, int] = {}
+
+    def shard_index(index: int, item: Item) -> int:
+        if shard_key is None or item.error is not None:
+            return index
+        try:
+            key = shard_key(item.value)
+        except Exception:  # noqa: BLE001 - an unkeyable item is a group of its own, and fails in work
+            return index
+        return groups.setdefault(key, len(groups))
+
     def selected() -> Iterator[Item]:
         for index, item in enumerate(items):
-            if cfg.shard is not None and index % cfg.shard[1] != cfg.shard[0]:
+            if cfg.shard is not None and shard_index(index, item) % cfg.shard[1] != cfg.shard[0]:
                 continue
             if item.error is None and writer.done and input_key is not None:
                 try:
