@@ -15,19 +15,21 @@ Three seeds per row (mask-encoder init, data order, LoRA init); mean ± std. Tar
 mask by >= 15 METEOR; dynamic masking is at least as good overall and better on small regions (judged on the
 small regions' METEOR; their shape and all-3 accuracies are printed too). The script prints whether each is met.
 
-Measured (2 shared cores, 701 s, default settings): NOT met. The mask encoder adds +12.8 METEOR (29.3 ± 3.2
-against 16.5 ± 0.2) and names the target's place right in 93.8 ± 2.7% of regions in every seed (5.9% without a
-mask), since its conv biases start at zero (``ureca_cli/model/mask_encoder.py``: with PyTorch's default biases a
-mask-independent offset drowned the mask and only a third of the runs learned to read it). Dynamic masking is
-worse here (23.9 ± 6.0; K=8 learned the place in two seeds of three, K=4 28.1 ± 0.9), small regions included.
-What limits the figures: the tiny base learns no visual grounding from scene captions in this budget (300 steps:
-it writes the same caption for every test image; 800 steps on 200 scenes memorise them; 1200 steps on 1500
-scenes stay at the prior's loss, 0.39/token), so colour stays at chance in every row; shape is not linearly
-readable from a random mask encoder's tokens (a probe: 100% train, 36% held-out), and 100 stage-1 steps through
-the frozen LLM do not teach it, so shape stays near chance too; and dynamic masking's 4-5x more mask tokens,
-most of them empty tiles, make the place harder to find in 600 steps.
+Measured (2 shared cores, 920 s, default settings): NOT met, but close on the first. The mask encoder adds
++14.3 METEOR (30.8 ± 0.8 against 16.5 ± 0.0) and names the target's place right in 97.2 ± 1.7% of regions, in
+every seed (5.9% without a mask), since its conv biases start at zero (``ureca_cli/model/mask_encoder.py``: with
+PyTorch's default biases a mask-independent offset drowned the mask and only a third of the runs learned to read
+it). Dynamic masking is about as good but not better (K=8 29.1 ± 1.7, one seed of three only half learned the
+place; K=4 30.6 ± 0.2; K=16 22.0 ± 5.0, learned in one seed of three), small regions included. With 100+500 steps
+(701 s) the gain was +12.8 and dynamic K=8 failed to learn the place in one seed. What limits the figures: the
+tiny base learns no visual grounding from scene captions in this budget (300 steps: the same caption for every
+test image; 800 steps on 200 scenes memorise them; 1200 steps on 1500 scenes stay at the prior's loss,
+0.39/token), so colour stays at chance in every row; shape is not linearly readable from a random mask encoder's
+tokens (a probe: 100% train, 36% held-out) and stage 1 through the frozen LLM does not teach it in 150 steps, so
+shape stays near chance (on small regions too, which is where dynamic masking should help); and dynamic
+masking's 4-5x more mask tokens, most of them empty tiles, make the place slower to find.
 
-    .venv/bin/python bench/ablation.py             # full table (3 seeds, about 12 min on 2 busy cores)
+    .venv/bin/python bench/ablation.py             # full table (3 seeds, about 15 min on 2 busy cores)
     .venv/bin/python bench/ablation.py --quick     # one seed, fewer steps: a smoke run
     .venv/bin/python bench/ablation.py --rows 1,2 --seed-list 1 --steps 100,900 --lr 5e-3,3e-3   # a pilot
 """
@@ -67,8 +69,8 @@ class Settings:
     max_tiles: int = 4
     base_steps: int = 300
     base_lr: float = 2e-3
-    stage1_steps: int = 100
-    stage2_steps: int = 500
+    stage1_steps: int = 150
+    stage2_steps: int = 750
     lr1: float = 5e-3
     lr2: float = 3e-3
     lora_r: int = 64
@@ -217,7 +219,7 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per row")
     ap.add_argument("--seed-list", help="comma-separated seeds instead (pilots)")
     ap.add_argument("--cache", type=Path, default=ROOT / "runs" / "bench-ablation")
-    ap.add_argument("--steps", help="S1,S2: optimizer steps of stage 1 and stage 2 per run (default 100,500)")
+    ap.add_argument("--steps", help="S1,S2: optimizer steps of stage 1 and stage 2 per run (default 150,750)")
     ap.add_argument("--lr", help="LR1,LR2: learning rates of the two stages (default 5e-3,3e-3)")
     ap.add_argument("--batch", type=int, help="samples per optimizer step (default 8)")
     ap.add_argument("--rows", help="comma-separated row numbers (0-4) to run, for pilots (default: all)")
