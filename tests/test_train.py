@@ -19,6 +19,15 @@ import pytest
 
 from ureca_cli.synthetic import SceneConfig, write_dataset
 
+
+def _free_port() -> int:
+    """A loopback port nobody holds now (a fixed one clashes when two test runs share the machine)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "data" / "internvl_chat"
 TINY = ["--base", "tiny", "--global-batch", "2", "--batch-size", "2", "--lora-r", "4", "--lora-alpha", "8",
@@ -232,7 +241,7 @@ def test_resume_after_kill_continues_from_the_saved_step(syn, tmp_path):
 def test_two_process_cpu_run_with_torchrun(syn, tmp_path):
     out = tmp_path / "ddp"
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
            "-m", "ureca_cli", "train", str(syn["train"]), "--out", str(out), "--stage", "1", "--max-steps", "2",
            "--save-steps", "2", "--no-validate", "--base", "tiny", "--global-batch", "4", "--batch-size", "2",
            "--cpu", "--logging-steps", "1"]
