@@ -71,8 +71,8 @@ class StreamConfig:
         if self.output is not None and self.failed is not None and Path(self.output) == Path(self.failed):
             raise UrecaError("--failed must name a different file from -o")
         for flag, path in (("-o", self.output), ("--failed", self.failed)):
-            if path is not None and Path(path).is_dir():
-                raise UrecaError(f"{flag} {path}: is a directory, expected a file name")
+            if path is not None:
+                check_not_dir(flag, path)
 
 
 def check_output_not_input(cfg: StreamConfig, inputs: Iterable[str | Path]) -> None:
@@ -86,12 +86,17 @@ def check_output_not_input(cfg: StreamConfig, inputs: Iterable[str | Path]) -> N
                 raise UrecaError(f"{flag} {out} is the input file {path}: write to another file")
 
 
+def check_not_dir(flag: str, path: Path) -> None:
+    """An output file option may not name a folder."""
+    if Path(path).is_dir():
+        raise UrecaError(f"{flag} {path}: is a directory, expected a file name")
+
+
 def check_writable_file(flag: str, path: Path) -> None:
     """An output file option, checked before the work starts: not a folder, and its folder exists or can be
     made (it is made here)."""
     path = Path(path)
-    if path.is_dir():
-        raise UrecaError(f"{flag} {path}: is a directory, expected a file name")
+    check_not_dir(flag, path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
