@@ -127,6 +127,19 @@ def _amp(cfg: TrainConfig) -> str:
     return cfg.precision
 
 
+def _fsdp() -> bool:
+    return os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
+
+
+def _weights_dtype(cfg: TrainConfig) -> str:
+    """The dtype the base weights are loaded in: bf16 on a bf16 GPU run (frozen weights need no fp32 copy),
+    else fp32. FSDP flattens frozen and trainable weights into shared units, which must have one dtype, and
+    casts for compute itself (its mixed_precision setting): all fp32 there."""
+    if _fsdp():
+        return "float32"
+    return "bfloat16" if _amp(cfg) == "bf16" and _cuda() and not cfg.cpu else "float32"
+
+
 def build_stage1_model(cfg: TrainConfig):
     """A new URECA model around ``cfg.base`` ("tiny" or an InternVL -hf id/folder) with a fresh mask encoder."""
     from .model import UrecaConfig, build_tiny_ureca, load_base
@@ -135,9 +148,8 @@ def build_stage1_model(cfg: TrainConfig):
     if cfg.base == "tiny":
         return build_tiny_ureca(seed=cfg.seed, max_tiles=cfg.max_tiles or 12, **kw)
     ucfg = UrecaConfig(**kw, **({"max_tiles": cfg.max_tiles} if cfg.max_tiles else {}))
-    dtype = "bfloat16" if _amp(cfg) == "bf16" and _cuda() and not cfg.cpu else "float32"
     try:
-        return load_base(cfg.base, ucfg, dtype=dtype, seed=cfg.seed)
+        return load_base(cfg.base, ucfg, dtype=_weights_dtype(cfg), seed=cfg.seed)
     except OSError as e:
         raise UrecaError(f"--base {cfg.base}: cannot load ({str(e).splitlines()[0]})") from None
 
@@ -325,6 +337,10 @@ def _progress_callback(cfg: TrainConfig, stage: str, global_batch: int):
 
         def on_train_begin(self, args, state, control, **kw):
             self.t0, self.step0 = time.perf_counter(), state.global_step
+            if not cfg.cpu and _cuda():
+                import torch
+
+                torch.cuda.reset_peak_memory_stats()
             if state.global_step:
                 _log(cfg, f"stage {stage}: resumed at step {state.global_step}/{state.max_steps}")
 
@@ -338,10 +354,15 @@ def _progress_callback(cfg: TrainConfig, stage: str, global_batch: int):
             left = (state.max_steps - state.global_step) * dt / done if done else 0.0
             if "loss" in logs:
                 _log(cfg, f"stage {stage}: step {state.global_step}/{state.max_steps} loss {logs['loss']:.4f} "
-                          f"lr {logs.get('learning_rate', 0):.2e} | {rate:.1f} samples/s | {left:.0f}s left")
+                          f"lr {logs.get('learning_rate', 0):.2e} | {rate:.2f} samples/s | {left:.0f}s left")
             else:
+                peak = ""
+                if not cfg.cpu and _cuda():
+                    import torch
+
+                    peak = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
                 _log(cfg, f"stage {stage}: done, {state.global_step} steps, mean loss {logs['train_loss']:.4f}, "
-                          f"{rate:.1f} samples/s")
+                          f"{rate:.2f} samples/s{peak}")
 
     return Progress()
 
@@ -523,7 +544,8 @@ def train_main(paths: list[str], cfg: TrainConfig) -> dict | None:
             from .model import load_checkpoint
 
             init = cfg.init if cfg.stage == "2" else s1_out
-            model = load_checkpoint(init, trainable=True, **({"device": "cpu"} if cfg.cpu else {}))
+            model = load_checkpoint(init, trainable=True, **({"device": "cpu"} if cfg.cpu else {}),
+                                    **({"dtype": "float32"} if _fsdp() else {}))
             run_stage(cfg, "2", model, train, final)
     if int(os.environ.get("RANK", "0")) != 0 or not cfg.validate or not val:
         return None
