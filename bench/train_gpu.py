@@ -75,6 +75,9 @@ def main() -> int:
 
     import torch
 
+    if not args.cpu and not torch.cuda.is_available():
+        print("bench/train_gpu.py: no CUDA device here, nothing measured (--config tiny --cpu gives a smoke run)")
+        return 0
     from ureca_cli.model import random_internvl
     from ureca_cli.synthetic import SceneConfig, write_dataset
 
