@@ -253,6 +253,22 @@ def test_two_process_cpu_run_with_torchrun(syn, tmp_path):
     assert result.stderr.count("stage 1: done") == 1  # one report, from rank 0
 
 
+@pytest.mark.slow
+def test_two_process_both_stages_with_torchrun(syn, tmp_path):
+    """Stage 2 on every rank loads the stage-1 checkpoint that rank 0 wrote: the ranks wait for it."""
+    out = tmp_path / "ddp"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           "-m", "ureca_cli", "train", str(syn["train"]), "--out", str(out), "--stage", "both", "--max-steps", "2",
+           "--save-steps", "100", "--no-validate", "--base", "tiny", "--global-batch", "4", "--batch-size", "2",
+           "--lora-r", "4", "--lora-alpha", "8", "--cpu", "--logging-steps", "1"]
+    result = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "stage1" / "ureca.json").is_file()
+    assert json.loads((out / "ureca.json").read_text())["adapter"] is True
+    assert result.stderr.count("stage 2: done") == 1
+
+
 def test_config_checks():
     from ureca_cli.errors import UrecaError
     from ureca_cli.train import TrainConfig

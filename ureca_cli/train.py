@@ -455,6 +455,7 @@ def run_stage(cfg: TrainConfig, stage: str, model, train: list[Sample], out: Pat
     if trainer.is_world_process_zero():
         trainer._save(str(out))
         (out / "train_config.json").write_text(json.dumps(_config_json(cfg, stage), indent=2) + "\n")
+    trainer.accelerator.wait_for_everyone()  # the other ranks may read `out` next (stage 2 loads stage 1's)
     model.eval()
     return trainer
 
