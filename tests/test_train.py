@@ -141,6 +141,19 @@ def test_both_stages_cli_checkpoint_reloads_and_captions(syn, tmp_path, cli):
     assert (out / "mask_encoder.safetensors").read_bytes() == stamp
 
 
+def test_stage2_loads_init_in_the_run_precision(syn, tmp_path):
+    """A stage-1 checkpoint saved in bf16 trains in fp32 under --precision fp32 (not in the saved dtype)."""
+    import torch
+
+    from ureca_cli.model import build_tiny_ureca, save_checkpoint
+    from ureca_cli.train import train_main
+
+    save_checkpoint(build_tiny_ureca(seed=1).to(torch.bfloat16), tmp_path / "s1")
+    cfg = _cfg(tmp_path, stage="2", init=tmp_path / "s1", precision="fp32", max_steps=1)
+    train_main([syn["train"]], cfg)
+    assert json.loads((cfg.out / "ureca.json").read_text())["dtype"] == "float32"
+
+
 def test_bf16_autocast_on_cpu(syn, tmp_path):
     import torch
 

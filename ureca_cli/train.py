@@ -140,6 +140,14 @@ def _weights_dtype(cfg: TrainConfig) -> str:
     return "bfloat16" if _amp(cfg) == "bf16" and _cuda() and not cfg.cpu else "float32"
 
 
+def _load_kwargs(cfg: TrainConfig, *, gpu: bool) -> dict[str, str]:
+    """``load_checkpoint``'s device and dtype in this run: always the run's weights dtype (not the one the
+    checkpoint was saved in); the GPU where ``gpu`` and the run has one, else the CPU. Training passes
+    ``gpu=False``: the Trainer moves the model to each rank's own GPU, where "cuda" would put every rank's
+    copy on the first one."""
+    return {"device": "cuda" if gpu and _cuda() and not cfg.cpu else "cpu", "dtype": _weights_dtype(cfg)}
+
+
 def build_stage1_model(cfg: TrainConfig):
     """A new URECA model around ``cfg.base`` ("tiny" or an InternVL -hf id/folder) with a fresh mask encoder."""
     from .model import UrecaConfig, build_tiny_ureca, load_base
@@ -545,8 +553,7 @@ def train_main(paths: list[str], cfg: TrainConfig) -> dict | None:
             from .model import load_checkpoint
 
             init = cfg.init if cfg.stage == "2" else s1_out
-            model = load_checkpoint(init, trainable=True, **({"device": "cpu"} if cfg.cpu else {}),
-                                    **({"dtype": "float32"} if _fsdp() else {}))
+            model = load_checkpoint(init, trainable=True, **_load_kwargs(cfg, gpu=False))
             run_stage(cfg, "2", model, train, final)
     if int(os.environ.get("RANK", "0")) != 0 or not cfg.validate or not val:
         return None
