@@ -154,6 +154,22 @@ def test_stage2_loads_init_in_the_run_precision(syn, tmp_path):
     assert json.loads((cfg.out / "ureca.json").read_text())["dtype"] == "float32"
 
 
+def test_checkpoint_load_device_and_dtype(monkeypatch, tmp_path):
+    """Validation of a finished run (--resume) loads on the GPU in bf16 where the run has one; training loads
+    on the CPU (the Trainer places each rank's copy); --cpu keeps everything on the CPU."""
+    import torch
+
+    from ureca_cli import train as T
+
+    monkeypatch.setattr(T, "_cuda", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    cfg = _cfg(tmp_path, cpu=False)
+    assert T._load_kwargs(cfg, gpu=True) == {"device": "cuda", "dtype": "bfloat16"}
+    assert T._load_kwargs(cfg, gpu=False) == {"device": "cpu", "dtype": "bfloat16"}
+    assert T._load_kwargs(replace(cfg, precision="fp32"), gpu=True) == {"device": "cuda", "dtype": "float32"}
+    assert T._load_kwargs(replace(cfg, cpu=True), gpu=True) == {"device": "cpu", "dtype": "float32"}
+
+
 def test_bf16_autocast_on_cpu(syn, tmp_path):
     import torch
 

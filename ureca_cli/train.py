@@ -560,5 +560,5 @@ def train_main(paths: list[str], cfg: TrainConfig) -> dict | None:
     if model is None:
         from .model import load_checkpoint
 
-        model = load_checkpoint(final)
+        model = load_checkpoint(final, **_load_kwargs(cfg, gpu=True))  # rank 0 only: its GPU is "cuda"
     return validate(model, val, final, cfg, _score_config(cfg))
