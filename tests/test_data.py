@@ -63,6 +63,20 @@ def test_split_is_by_image_and_deterministic(syn):
     assert len({s.image_id for s in capped}) == 1
 
 
+def test_region_records_without_image_id_group_by_image_file(syn, tmp_path):
+    """No 'image_id' and ids without '/': the regions of one image still share one image id (its file), so
+    the split never puts one image on both sides."""
+    lines = [json.loads(x) for x in open(syn["train"])]
+    rows = [dict({k: v for k, v in r.items() if k != "image_id"}, id=f"r{i}") for i, r in enumerate(lines)]
+    rows[0]["image"] = Path(rows[0]["image"]).name  # the same file by a relative name (found via --images)
+    samples = load_samples([_write(tmp_path / "no_ids.jsonl", rows)],
+                           DataConfig(images_dir=Path(lines[0]["image"]).parent))
+    assert len({s.image_id for s in samples}) == len({r["image_id"] for r in lines}) < len(samples)
+    assert all(s.image_id == s.image for s in samples)
+    train, val = split_by_image(samples, 0.5, seed=0)
+    assert train and val and not {s.image for s in train} & {s.image for s in val}
+
+
 def _write(path, lines):
     path.write_text("".join((ln if isinstance(ln, str) else json.dumps(ln)) + "\n" for ln in lines))
     return path

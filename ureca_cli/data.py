@@ -40,6 +40,8 @@ class Sample:
 
     ``rle`` is a COCO compressed RLE of the region (``HxW`` of the image), or ``None`` for a whole-image
     caption (no mask). ``question`` is ``None`` for the model's default question. ``where`` is ``file:line``.
+    ``image_id`` is the record's, or the resolved image path for a region record without one (the
+    validation split keys on it, so it must be the same for every region of an image).
     """
 
     id: str
@@ -105,7 +107,7 @@ def _from_region(rec: dict, where: str) -> Sample:
     if R.RLE not in rec:
         raise InputError("region record without a mask (field 'rle')", source=where)
     R.check_rle(rec[R.RLE], where)
-    image_id = str(rec.get(R.IMAGE_ID) or str(rec[R.ID]).rsplit("/", 1)[0])
+    image_id = "" if rec.get(R.IMAGE_ID) in (None, "") else str(rec[R.IMAGE_ID])  # "": the image file's path
     return Sample(str(rec[R.ID]), image_id, str(rec[R.IMAGE]), rec[R.RLE], caption, _text(rec.get("question")), where)
 
 
@@ -270,7 +272,9 @@ def _check_images(samples: list[Sample], cfg: DataConfig, bases: dict[str, Path]
         if size is not None and s.rle is not None and tuple(s.rle["size"]) != (size[1], size[0]):
             h, w = s.rle["size"]
             raise InputError(f"mask is {w}x{h} but image {path} is {size[0]}x{size[1]}", source=s.where)
-        out.append(s if path == s.image else Sample(s.id, s.image_id, path, s.rle, s.caption, s.question, s.where))
+        image_id = s.image_id or path  # a region record without 'image_id': the resolved file is the image
+        out.append(s if (path, image_id) == (s.image, s.image_id)
+                   else Sample(s.id, image_id, path, s.rle, s.caption, s.question, s.where))
     return out
 
 
