@@ -63,6 +63,22 @@ def test_split_is_by_image_and_deterministic(syn):
     assert len({s.image_id for s in capped}) == 1
 
 
+def test_val_cap_limits_scoring_not_the_held_out_images(syn):
+    """--val-max-regions caps the regions scored, spread over the held-out images; every held-out image stays
+    out of training, however many regions it has."""
+    samples = load_samples([syn["train"]])
+    train, held = split_by_image(samples, 0.5, seed=0)
+    held_images = {s.image_id for s in held}
+    assert len(held_images) == 3 and len(held) > 4
+    for cap in (1, 2, 3, 4):
+        capped_train, val = split_by_image(samples, 0.5, seed=0, val_max_regions=cap)
+        assert capped_train == train
+        assert len(val) == cap and {s.id for s in val} <= {s.id for s in held}
+        assert len({s.image_id for s in val}) == min(cap, len(held_images))
+        assert split_by_image(samples, 0.5, seed=0, val_max_regions=cap) == (capped_train, val)
+    assert split_by_image(samples, 0.5, seed=0, val_max_regions=len(held)) == (train, held)
+
+
 def test_region_records_without_image_id_group_by_image_file(syn, tmp_path):
     """No 'image_id' and ids without '/': the regions of one image still share one image id (its file), so
     the split never puts one image on both sides."""

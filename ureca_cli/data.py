@@ -60,7 +60,7 @@ class DataConfig:
     images_dir: Path | None = None  # images of the released format (and of relative paths in records)
     masks_dir: Path | None = None  # SA-1B per-image JSON files of the released format
     val_fraction: float = 0.05  # fraction of images held out (0: no validation split)
-    val_max_regions: int = 200  # cap on validation regions captioned at the end (0: no cap)
+    val_max_regions: int = 200  # cap on held-out regions captioned and scored at the end (0: no cap)
     seed: int = 0
     check_images: bool = True  # open every image's header once to check it exists and its size
 
@@ -303,28 +303,26 @@ def _rank(image_id: str, seed: int) -> str:
 def split_by_image(samples: list[Sample], val_fraction: float, seed: int = 0,
                    val_max_regions: int = 0) -> tuple[list[Sample], list[Sample]]:
     """(train, val): ``ceil(val_fraction * images)`` images (at least one when the fraction is > 0 and there
-    are two images or more) go to validation with all their regions; the choice depends only on the image
-    ids and the seed. ``val_max_regions`` > 0 caps the validation regions (whole images, in rank order)."""
+    are two images or more) are held out of training with all their regions; the choice depends only on the
+    image ids and the seed. ``val`` is those regions, or, when ``val_max_regions`` > 0 and they are more,
+    that many of them spread over the held-out images (each image's first region in rank order, then each
+    one's second, ...); the rest are neither trained on nor scored. Both lists keep the input order."""
     images = sorted({s.image_id for s in samples}, key=lambda i: _rank(i, seed))
     n_val = 0
     if val_fraction > 0 and len(images) > 1:
         n_val = min(len(images) - 1, max(1, math.ceil(val_fraction * len(images))))
-    val_ids = images[:n_val]
-    if val_max_regions:
-        counts: dict[str, int] = defaultdict(int)
-        for s in samples:
-            counts[s.image_id] += 1
-        kept, total = [], 0
-        for i in val_ids:
-            if kept and total + counts[i] > val_max_regions:
-                break
-            kept.append(i)
-            total += counts[i]
-        val_ids = kept  # images past the cap go back to training
-    val_set = set(val_ids)
-    train = [s for s in samples if s.image_id not in val_set]
-    val = [s for s in samples if s.image_id in val_set]
-    return train, val
+    rank = {image_id: r for r, image_id in enumerate(images[:n_val])}
+    train = [s for s in samples if s.image_id not in rank]
+    held = [s for s in samples if s.image_id in rank]
+    if not val_max_regions or len(held) <= val_max_regions:
+        return train, held
+    nth: dict[str, int] = defaultdict(int)
+    order = []  # (region's place within its image, image's rank, index in held)
+    for n, s in enumerate(held):
+        order.append((nth[s.image_id], rank[s.image_id], n))
+        nth[s.image_id] += 1
+    keep = {n for *_, n in sorted(order)[:val_max_regions]}
+    return train, [s for n, s in enumerate(held) if n in keep]
 
 
 # ------------------------------------------------------------------------------------------- to tensors

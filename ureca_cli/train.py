@@ -513,8 +513,8 @@ def train_main(paths: list[str], cfg: TrainConfig) -> dict | None:
     """``ureca train``: check everything, train the stage(s), validate. Returns the validation summary."""
     from .train_eval import validate
 
-    train, val = split_by_image(load_samples(paths, cfg.data), cfg.data.val_fraction, cfg.data.seed,
-                                cfg.data.val_max_regions)
+    samples = load_samples(paths, cfg.data)
+    train, val = split_by_image(samples, cfg.data.val_fraction, cfg.data.seed, cfg.data.val_max_regions)
     if not train:
         raise UrecaError("no training regions left after the validation split; lower --val-fraction")
     final = cfg.out
@@ -536,7 +536,9 @@ def train_main(paths: list[str], cfg: TrainConfig) -> dict | None:
             from .score import check_java
 
             check_java()
-    _log(cfg, f"{len(train)} training regions, {len(val)} held out (split by image); output {cfg.out}")
+    held = len(samples) - len(train)
+    scored = f" ({len(val)} of them to score)" if len(val) < held else ""
+    _log(cfg, f"{len(train)} training regions, {held} held out (split by image){scored}; output {cfg.out}")
 
     model = None
     if "1" in states:

@@ -50,10 +50,12 @@ def train(
                                                 show_default=False)] = None,
     masks: Annotated[Path | None, typer.Option("--masks", help="Folder of SA-1B per-image JSON files "
                                                "(released format).", show_default=False)] = None,
-    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Fraction of images held out for the "
-                                                "final validation (split by image).")] = 0.05,
-    val_max_regions: Annotated[int, typer.Option("--val-max-regions", help="At most this many held-out regions "
-                                                 "are captioned and scored at the end (0: all).")] = 200,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Fraction of images (rounded up) held "
+                                                "out of training with all their regions, for the final "
+                                                "validation (0: none).")] = 0.05,
+    val_max_regions: Annotated[int, typer.Option("--val-max-regions", help="At most this many held-out regions, "
+                                                 "spread over the held-out images, are captioned and scored at "
+                                                 "the end; the rest are not trained on either (0: all).")] = 200,
     mask_tokens: Annotated[int, typer.Option("--mask-tokens", "-K", help="Mask tokens per tile (4, 8, 16).")] = 8,
     dynamic_mask: Annotated[bool, typer.Option("--dynamic-mask/--no-dynamic-mask",
                                                help="Tile the mask like the image (dynamic mask modeling) or "
