@@ -144,3 +144,25 @@ def test_released_format_bad_lines(tmp_path):
         load_samples([root / "train.jsonl"], DataConfig(images_dir=root / "images"))
     with pytest.raises(UrecaError, match="no such folder"):
         DataConfig(masks_dir=root / "nowhere")
+
+
+def test_sa1b_file_shapes_that_cannot_be_read_name_the_file(tmp_path):
+    """A list-form file (SAM's automatic mask generator) with polygons has no image size; an 'image' field
+    that is not an object has none either: one InputError naming the file, not a traceback."""
+    root = tmp_path / "rel"
+    shutil.copytree(FIXTURE, root)
+    path = root / "masks" / "sa_9100001.json"
+    sa1b = json.loads(path.read_text())
+    polygon = [[10.0, 10.0, 40.0, 10.0, 40.0, 40.0, 10.0, 40.0]]
+    lines = (root / "train.jsonl").read_text().splitlines()[:1]  # mask id 1000 of sa_9100001
+    _write(root / "train.jsonl", lines)
+    listed = [dict(a, segmentation=polygon) for a in sa1b["annotations"]]
+    for bad, words in ((listed, "polygon"), (dict(sa1b, image="sa_9100001.jpg"), "'image' should be")):
+        path.write_text(json.dumps(bad))
+        with pytest.raises(InputError, match=words) as e:
+            load_samples([root / "train.jsonl"], _released_cfg(root))
+        assert str(e.value).startswith(str(path)), str(e.value)
+    sized = dict(sa1b, annotations=listed)  # polygons with the image's size are read
+    path.write_text(json.dumps(sized))
+    samples = load_samples([root / "train.jsonl"], _released_cfg(root))
+    assert samples[0].rle["size"] == [84, 112]

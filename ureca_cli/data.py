@@ -177,14 +177,21 @@ class SA1BMasks:
             anns = data.get("annotations") if isinstance(data, dict) else data
             if not isinstance(anns, list):
                 raise InputError("not an SA-1B file (no 'annotations' list)", source=str(path))
-            info = data.get("image", {}) if isinstance(data, dict) else {}
+            info = data.get("image", {}) if isinstance(data, dict) else {}  # a list (SAM's generator): none
+            if not isinstance(info, dict):
+                raise InputError(f"'image' should be an object with 'height' and 'width', not "
+                                 f"{type(info).__name__}", source=str(path))
+            h, w = info.get("height"), info.get("width")
+            sized = all(isinstance(v, int) and v > 0 for v in (h, w))
             for idx, ann in enumerate(anns):
                 key = str(ann.get("id", idx)) if isinstance(ann, dict) else str(idx)
                 if key in ids and isinstance(ann, dict):
                     seg = ann.get("segmentation")
-                    h = int(info.get("height") or (seg or {}).get("size", [0, 0])[0] or 0)
-                    w = int(info.get("width") or (seg or {}).get("size", [0, 0])[1] or 0)
-                    self._masks[(stem, key)] = M.rle_from_any(seg, h, w, f"{path} annotation {key}")
+                    if isinstance(seg, list) and not sized:  # an RLE carries its size, a polygon does not
+                        raise InputError(f"annotation {key} is a polygon and the file gives no image size "
+                                         f"('image': {{'height', 'width'}}); use RLE segmentations",
+                                         source=str(path))
+                    self._masks[(stem, key)] = M.rle_from_any(seg, h or 0, w or 0, f"{path} annotation {key}")
 
     def get(self, stem: str, mask_id: Any) -> dict | None:
         return self._masks.get((stem, str(mask_id)))
