@@ -170,6 +170,18 @@ def test_checkpoint_load_device_and_dtype(monkeypatch, tmp_path):
     assert T._load_kwargs(replace(cfg, cpu=True), gpu=True) == {"device": "cpu", "dtype": "float32"}
 
 
+def test_global_batch_is_exact(tmp_path, capsys):
+    """--batch-size 6 with --global-batch 16 on one process: 4 per device x 4 steps, not 6 x 2 = 12."""
+    from ureca_cli import train as T
+
+    args, total = T._training_args(_cfg(tmp_path, global_batch=16, per_device_batch=6, quiet=False), tmp_path, 1e-4)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, total) == (4, 4, 16)
+    assert "global batch 16 = 4 per device (--batch-size 6 lowered" in capsys.readouterr().err
+    assert T.batch_layout(16, 4, 1) == (4, 4) and T.batch_layout(16, 32, 1) == (16, 1)
+    assert T.batch_layout(16, 5, 2) == (4, 2) and T.batch_layout(13, 4, 1) == (1, 13)
+    assert T.batch_layout(7, 4, 2) == (3, 1)  # 2 processes cannot share 7: the nearest smaller layout (6)
+
+
 def test_bf16_autocast_on_cpu(syn, tmp_path):
     import torch
 

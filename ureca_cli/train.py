@@ -384,14 +384,27 @@ def last_complete_checkpoint(folder: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
+def batch_layout(global_batch: int, per_device_batch: int, world: int) -> tuple[int, int]:
+    """(per-device batch, accumulation steps) for ``global_batch`` samples per optimizer step over ``world``
+    processes: the largest per-device batch <= ``per_device_batch`` that divides ``global_batch / world``, so
+    the product is exact. When ``world`` does not divide ``global_batch``, the nearest smaller layout."""
+    if global_batch % world:
+        per_device = min(per_device_batch, max(1, global_batch // world))
+        return per_device, max(1, global_batch // (per_device * world))
+    per_rank = global_batch // world
+    per_device = max(d for d in range(1, min(per_device_batch, per_rank) + 1) if per_rank % d == 0)
+    return per_device, per_rank // per_device
+
+
 def _training_args(cfg: TrainConfig, out: Path, lr: float):
     from transformers import TrainingArguments
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    per_device = min(cfg.per_device_batch, max(1, cfg.global_batch // world))
-    accum = max(1, cfg.global_batch // (per_device * world))
+    per_device, accum = batch_layout(cfg.global_batch, cfg.per_device_batch, world)
     note = "" if per_device * world * accum == cfg.global_batch else f" (not {cfg.global_batch}: it does not divide)"
-    _log(cfg, f"global batch {per_device * world * accum}{note} = {per_device} per device x {world} "
+    lowered = f" (--batch-size {cfg.per_device_batch} lowered to divide the batch)" \
+        if per_device < min(cfg.per_device_batch, cfg.global_batch // world) else ""
+    _log(cfg, f"global batch {per_device * world * accum}{note} = {per_device} per device{lowered} x {world} "
               f"process{'es' if world > 1 else ''} x {accum} accumulation step{'s' if accum > 1 else ''}")
     amp = _amp(cfg)
     use_cpu = cfg.cpu or not _cuda()
