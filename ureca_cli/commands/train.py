@@ -72,7 +72,9 @@ def train(
     lr2: Annotated[float, typer.Option("--lr-stage2", help="Peak learning rate of stage 2.")] = 4e-5,
     global_batch: Annotated[int, typer.Option("--global-batch", help="Samples per optimizer step over all "
                                               "processes (per-device batch x processes x accumulation).")] = 16,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Samples per device per forward pass.")] = 4,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Most samples per device per forward pass "
+                                            "(lowered to the largest that divides the global batch per "
+                                            "process).")] = 4,
     warmup: Annotated[float, typer.Option("--warmup-ratio", help="Linear warm-up, as a fraction of steps.")] = 0.03,
     weight_decay: Annotated[float, typer.Option("--weight-decay")] = 0.01,
     scheduler: Annotated[str, typer.Option("--scheduler", help="transformers scheduler name.")] = "cosine",
