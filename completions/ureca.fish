@@ -92,7 +92,7 @@ complete -c ureca -n '__fish_use_subcommand' -a train -d 'Train URECA - stage 1 
 complete -c ureca -n '__fish_seen_subcommand_from train' -l out -s o -r -F -d 'Folder for the checkpoint(s), logs and the validation scores. Must not hold a fi'
 complete -c ureca -n '__fish_seen_subcommand_from train' -l stage -x -a '1 2 both' -d '1 - mask encoder, its projection and the added tokens embeddings. 2 - LoRA on th'
 complete -c ureca -n '__fish_seen_subcommand_from train' -l base -r -F -d 'InternVL -hf checkpoint (hub id or folder) for stage 1; tiny builds a tiny rando'
-complete -c ureca -n '__fish_seen_subcommand_from train' -l init -r -F -d 'Stage-1 checkpoint folder that stage 2 starts from.'
+complete -c ureca -n '__fish_seen_subcommand_from train' -l init -r -F -d 'Stage-1 checkpoint folder that stage 2 starts from (the model stays as it was tr'
 complete -c ureca -n '__fish_seen_subcommand_from train' -l images -r -F -d 'Folder of the images (released format - sa_XXXX.jpg; also a root for relative pa'
 complete -c ureca -n '__fish_seen_subcommand_from train' -l masks -r -F -d 'Folder of SA-1B per-image JSON files (released format).'
 complete -c ureca -n '__fish_seen_subcommand_from train' -l val-fraction -r -F -d 'Fraction of images (rounded up) held out of training with all their regions, for'

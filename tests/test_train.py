@@ -182,6 +182,30 @@ def test_global_batch_is_exact(tmp_path, capsys):
     assert T.batch_layout(7, 4, 2) == (3, 1)  # 2 processes cannot share 7: the nearest smaller layout (6)
 
 
+def test_stage2_keeps_and_records_the_init_model(syn, tmp_path, cli):
+    """Stage 2 trains the model --init was trained as: train_config.json records its settings, and a model
+    option given on the command line that contradicts them is one error line, exit 2, before training."""
+    from ureca_cli.model import build_tiny_ureca, save_checkpoint
+
+    s1 = tmp_path / "s1"
+    save_checkpoint(build_tiny_ureca(seed=1, num_mask_tokens=4, dynamic_mask=False, max_tiles=6), s1)
+    small = [*TINY[2:], "--no-validate"]  # no --base
+    out = tmp_path / "never"
+    _one_error_line(cli("train", syn["train"], "--stage", "2", "--init", s1, "--out", out, *small,
+                        "--mask-tokens", "16", "--dynamic-mask", "--max-tiles", "6"),
+                    "--init", "--mask-tokens 16 (it has --mask-tokens 4)", "--dynamic-mask (it has --no-dynamic-mask)")
+    _one_error_line(cli("train", syn["train"], "--stage", "2", "--init", s1, "--out", out, *TINY, "--no-validate"),
+                    "--base tiny")
+    assert not out.exists()
+    out = tmp_path / "s2"
+    result = cli("train", syn["train"], "--stage", "2", "--init", s1, "--out", out, "--max-steps", "1",
+                 "--mask-tokens", "4", *small)  # the same value as --init's is fine
+    assert result.exit_code == 0, result.stderr
+    used = json.loads((out / "train_config.json").read_text())
+    assert (used["mask_tokens"], used["dynamic_mask"], used["max_tiles"]) == (4, False, 6)
+    assert used["base"] == str(s1 / "base") and used["mask_projector"] == "linear" and "given" not in used
+
+
 def test_bf16_autocast_on_cpu(syn, tmp_path):
     import torch
 

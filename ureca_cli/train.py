@@ -21,7 +21,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ from .errors import UrecaError
 
 STAGES = ("1", "2", "both")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+MODEL_FIELDS = {"base": "--base", "mask_tokens": "--mask-tokens", "mask_projector": "--mask-projector",
+                "dynamic_mask": "--dynamic-mask", "max_tiles": "--max-tiles"}  # stage 2 takes these from --init
 TRAINABLE_FILE = "trainable.safetensors"
 FINAL_MARK = "ureca.json"  # a finished checkpoint folder holds this
 
@@ -75,6 +77,7 @@ class TrainConfig:
     bertscore: bool = True
     validate: bool = True
     quiet: bool = False
+    given: frozenset[str] = frozenset()  # fields set on the command line (stage 2 checks MODEL_FIELDS among them)
 
     def __post_init__(self):
         if self.stage not in STAGES:
@@ -483,6 +486,7 @@ def run_stage(cfg: TrainConfig, stage: str, model, train: list[Sample], out: Pat
 
 def _config_json(cfg: TrainConfig, stage: str) -> dict:
     d = asdict(cfg)
+    del d["given"]
     d["stage_trained"] = stage
     d["amp"] = _amp(cfg)
     d["world_size"] = int(os.environ.get("WORLD_SIZE", "1"))
@@ -505,13 +509,38 @@ def _check_out(out: Path, resume: bool, what: str) -> str:
     return "resume" if resume and last_complete_checkpoint(out) else "new"
 
 
-def _check_init(init: Path) -> None:
+def _model_fields(folder: Path) -> dict[str, Any]:
+    """TrainConfig's model fields (``MODEL_FIELDS``) as the checkpoint in ``folder`` has them; ``base`` is the
+    embedded base's folder where the checkpoint carries one (``load_checkpoint`` loads that)."""
+    from .model import UrecaConfig
+    from .model.checkpoint import BASE_DIR, CONFIG_FILE, read_checkpoint_meta
+
+    meta = read_checkpoint_meta(folder)
+    try:
+        c = UrecaConfig.from_dict(meta["config"])
+    except (TypeError, ValueError) as e:
+        raise UrecaError(f"{folder / CONFIG_FILE}: bad config ({e})") from None
+    return {"base": str(folder / BASE_DIR) if meta["base_embedded"] else c.base, "mask_tokens": c.num_mask_tokens,
+            "mask_projector": c.mask_projector, "dynamic_mask": c.dynamic_mask, "max_tiles": c.max_tiles}
+
+
+def _check_init(cfg: TrainConfig) -> None:
+    """--init is a stage-1 checkpoint, and no model option given on the command line contradicts it (stage 2
+    keeps the model --init was trained as)."""
     from .model.checkpoint import read_checkpoint_meta
 
-    meta = read_checkpoint_meta(init)
-    if meta.get("adapter"):
+    init = cfg.init
+    if read_checkpoint_meta(init).get("adapter"):
         raise UrecaError(f"--init {init}: has a LoRA adapter already (a stage-2 checkpoint); stage 2 starts from "
                          f"a stage-1 checkpoint")
+    used = _model_fields(init)
+    def flag(k: str, v: Any) -> str:
+        return ("--" if v else "--no-") + "dynamic-mask" if k == "dynamic_mask" else f"{MODEL_FIELDS[k]} {v}"
+
+    bad = [f"{flag(k, getattr(cfg, k))} (it has {flag(k, used[k])})" for k in MODEL_FIELDS
+           if k in cfg.given and getattr(cfg, k) != used[k]]
+    if bad:
+        raise UrecaError(f"--init {init}: stage 2 keeps the model it was trained as; leave out {'; '.join(bad)}")
 
 
 def _score_config(cfg: TrainConfig):
@@ -538,7 +567,7 @@ def train_main(paths: list[str], cfg: TrainConfig) -> dict | None:
     if cfg.stage in ("2", "both"):
         states["2"] = _check_out(final, cfg.resume, "stage-2 checkpoint")
     if cfg.stage == "2":
-        _check_init(cfg.init)
+        _check_init(cfg)
     if cfg.validate and val:
         scfg = _score_config(cfg)
         if scfg.use_bertscore:
@@ -569,6 +598,7 @@ def train_main(paths: list[str], cfg: TrainConfig) -> dict | None:
 
             init = cfg.init if cfg.stage == "2" else s1_out
             model = load_checkpoint(init, trainable=True, **_load_kwargs(cfg, gpu=False))
+            cfg = replace(cfg, **_model_fields(init))  # train_config.json records the model trained
             run_stage(cfg, "2", model, train, final)
     if int(os.environ.get("RANK", "0")) != 0 or not cfg.validate or not val:
         return None

@@ -31,6 +31,7 @@ class ProjectorChoice(StrEnum):
 
 @cli_errors("train")
 def train(
+    ctx: typer.Context,
     data: Annotated[list[Path], typer.Argument(
         help="Training data, JSONL: region records (refine --flat), image records (refine), or the released "
              "URECA dataset's InternVL chat lines (with --images and --masks). Several files are concatenated.",
@@ -43,7 +44,9 @@ def train(
     base: Annotated[str, typer.Option("--base", help="InternVL -hf checkpoint (hub id or folder) for stage 1; "
                                       "'tiny' builds a tiny random one (tests, demo).")]
     = "OpenGVLab/InternVL3-1B-hf",
-    init: Annotated[Path | None, typer.Option("--init", help="Stage-1 checkpoint folder that stage 2 starts from.",
+    init: Annotated[Path | None, typer.Option("--init", help="Stage-1 checkpoint folder that stage 2 starts from "
+                                              "(the model stays as it was trained: --base, --mask-tokens, "
+                                              "--mask-projector, --dynamic-mask and --max-tiles come from it).",
                                               show_default=False)] = None,
     images: Annotated[Path | None, typer.Option("--images", help="Folder of the images (released format: "
                                                 "sa_XXXX.jpg; also a root for relative paths in records).",
@@ -126,7 +129,7 @@ def train(
       ureca train regions.jsonl --out runs/ureca-1b --resume
     """
     from ..data import DataConfig
-    from ..train import TrainConfig, train_main
+    from ..train import MODEL_FIELDS, TrainConfig, train_main
 
     cfg = TrainConfig(
         out=out,
@@ -165,6 +168,8 @@ def train(
         bertscore_layers=bertscore_layers,
         bertscore=not no_bertscore,
         validate=not no_validate,
+        given=frozenset(k for k in MODEL_FIELDS  # by name: typer may carry its own click and ParameterSource
+                        if getattr(ctx.get_parameter_source(k), "name", "DEFAULT") != "DEFAULT"),
     )
     try:
         train_main([str(p) for p in data], cfg)
