@@ -334,12 +334,25 @@ def test_two_process_both_stages_with_torchrun(syn, tmp_path):
     assert result.stderr.count("stage 2: done") == 1
 
 
-def test_config_checks():
+def test_config_checks(syn, tmp_path, cli, monkeypatch):
     from ureca_cli.errors import UrecaError
     from ureca_cli.train import TrainConfig
 
     with pytest.raises(UrecaError, match="--init"):
         TrainConfig(out=Path("x"), stage="2")
+    # options named as the CLI spells them; a bad one stops the run before the data is read
+    _one_error_line(cli("train", syn["train"], "--out", tmp_path / "o", "--batch-size", "0"), "--batch-size")
+    _one_error_line(cli("train", syn["train"], "--out", tmp_path / "o", "--scheduler", "cosyne"),
+                    "--scheduler 'cosyne'", "cosine_with_restarts")
+    import torch
+
+    from ureca_cli import train as T
+
+    monkeypatch.setattr(T, "_cuda", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    with pytest.raises(UrecaError, match="--precision bf16: this GPU"):
+        T.train_main([str(tmp_path / "never_read.jsonl")], _cfg(tmp_path, precision="bf16", cpu=False))
+    assert T._amp(_cfg(tmp_path, precision="bf16")) == "bf16"  # --cpu: bf16 autocast on the CPU
     with pytest.raises(UrecaError, match="fp16"):
         from ureca_cli.train import _amp
 

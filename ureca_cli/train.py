@@ -100,11 +100,17 @@ class TrainConfig:
         for name in ("global_batch", "per_device_batch", "save_steps", "logging_steps", "lora_r", "lora_alpha",
                      "val_max_new_tokens"):
             if getattr(self, name) < 1:
-                raise UrecaError(f"--{name.replace('_', '-')}: needs at least 1")
+                flag = "--batch-size" if name == "per_device_batch" else f"--{name.replace('_', '-')}"
+                raise UrecaError(f"{flag}: needs at least 1")
         if not 0 <= self.warmup_ratio < 1 or not 0 <= self.lora_dropout < 1 or self.weight_decay < 0:
             raise UrecaError("--warmup-ratio and --lora-dropout need [0, 1); --weight-decay >= 0")
         if self.max_steps == 0 or self.max_steps < -1 or self.save_total_limit < 0 or self.workers < 0:
             raise UrecaError("--max-steps needs -1 or >= 1; --save-total-limit and --workers need >= 0")
+        from transformers import SchedulerType
+
+        if self.scheduler not in {s.value for s in SchedulerType}:
+            raise UrecaError(f"--scheduler {self.scheduler!r}: choose one of transformers' "
+                             f"{', '.join(s.value for s in SchedulerType)}")
 
 
 # ----------------------------------------------------------------------------------------- the model
@@ -127,6 +133,8 @@ def _amp(cfg: TrainConfig) -> str:
         return "bf16" if not cfg.cpu and _cuda() and torch.cuda.is_bf16_supported() else "fp32"
     if cfg.precision == "fp16" and (cfg.cpu or not _cuda()):
         raise UrecaError("--precision fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU")
+    if cfg.precision == "bf16" and not cfg.cpu and _cuda() and not torch.cuda.is_bf16_supported():
+        raise UrecaError("--precision bf16: this GPU has no bf16; use fp16 or fp32 (or --cpu)")
     return cfg.precision
 
 
@@ -555,6 +563,7 @@ def train_main(paths: list[str], cfg: TrainConfig) -> dict | None:
     """``ureca train``: check everything, train the stage(s), validate. Returns the validation summary."""
     from .train_eval import validate
 
+    _amp(cfg)  # a precision this machine cannot run fails here, not after the data is read
     samples = load_samples(paths, cfg.data)
     train, val = split_by_image(samples, cfg.data.val_fraction, cfg.data.seed, cfg.data.val_max_regions)
     if not train:
