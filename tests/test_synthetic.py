@@ -92,4 +92,7 @@ def test_cli_entry(tmp_path, capsys):
 
     assert main([str(tmp_path), "--train", "2", "--test", "1", "--size", "64x64"]) == 0
     assert len(list((tmp_path / "images").glob("*.png"))) == 3
+    capsys.readouterr()
     assert main([str(tmp_path), "--size", "10x10"]) == 2
+    out, err = capsys.readouterr()
+    assert not out and err.startswith("synthetic: error: ")  # messages to stderr, stdout for data

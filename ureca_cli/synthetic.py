@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -392,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = SceneConfig(sizes=sizes) if sizes else SceneConfig()  # type: ignore[arg-type]
         paths = write_dataset(args.out, train=args.train, test=args.test, seed=args.seed, cfg=cfg)
     except (UrecaError, ValueError) as e:
-        print(f"synthetic: error: {e}", flush=True)
+        print(f"synthetic: error: {e}", file=sys.stderr, flush=True)
         return 2
     for name, p in paths.items():
         print(f"{name}: {p}")
