@@ -302,16 +302,21 @@ def test_resume_after_kill_continues_from_the_saved_step(syn, tmp_path):
     assert (out / "trainable.safetensors").read_bytes() == (clean / "trainable.safetensors").read_bytes()
 
 
+def _torchrun_train(syn, out, *args: str) -> subprocess.CompletedProcess:
+    """`ureca train` on the tiny base in two CPU processes (gloo) under torchrun; asserts it exits 0."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           "-m", "ureca_cli", "train", str(syn["train"]), "--out", str(out), "--max-steps", "2", "--no-validate",
+           "--base", "tiny", "--global-batch", "4", "--batch-size", "2", "--cpu", "--logging-steps", "1", *args]
+    result = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
 @pytest.mark.slow
 def test_two_process_cpu_run_with_torchrun(syn, tmp_path):
     out = tmp_path / "ddp"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-           "-m", "ureca_cli", "train", str(syn["train"]), "--out", str(out), "--stage", "1", "--max-steps", "2",
-           "--save-steps", "2", "--no-validate", "--base", "tiny", "--global-batch", "4", "--batch-size", "2",
-           "--cpu", "--logging-steps", "1"]
-    result = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = _torchrun_train(syn, out, "--stage", "1", "--save-steps", "2")
     assert "2 processes" in result.stderr
     assert (out / "checkpoint-2" / "trainer_state.json").is_file()
     assert (out / "ureca.json").is_file()
@@ -322,13 +327,7 @@ def test_two_process_cpu_run_with_torchrun(syn, tmp_path):
 def test_two_process_both_stages_with_torchrun(syn, tmp_path):
     """Stage 2 on every rank loads the stage-1 checkpoint that rank 0 wrote: the ranks wait for it."""
     out = tmp_path / "ddp"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-           "-m", "ureca_cli", "train", str(syn["train"]), "--out", str(out), "--stage", "both", "--max-steps", "2",
-           "--save-steps", "100", "--no-validate", "--base", "tiny", "--global-batch", "4", "--batch-size", "2",
-           "--lora-r", "4", "--lora-alpha", "8", "--cpu", "--logging-steps", "1"]
-    result = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = _torchrun_train(syn, out, "--stage", "both", "--save-steps", "100", "--lora-r", "4", "--lora-alpha", "8")
     assert (out / "stage1" / "ureca.json").is_file()
     assert json.loads((out / "ureca.json").read_text())["adapter"] is True
     assert result.stderr.count("stage 2: done") == 1
