@@ -356,3 +356,11 @@ def test_config_checks(syn, tmp_path, cli, monkeypatch):
         from ureca_cli.train import _amp
 
         _amp(replace(TrainConfig(out=Path("x"), stage="1"), precision="fp16", cpu=True))
+    # FSDP over several processes would save one rank's shards: refused before anything is read or written
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UrecaError, match="FSDP over several processes"):
+        T.train_main([str(tmp_path / "never_read.jsonl")], _cfg(tmp_path))
+    assert not (tmp_path / "out").exists()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert T._weights_dtype(_cfg(tmp_path)) == "float32"

@@ -564,6 +564,12 @@ def train_main(paths: list[str], cfg: TrainConfig) -> dict | None:
     from .train_eval import validate
 
     _amp(cfg)  # a precision this machine cannot run fails here, not after the data is read
+    if _fsdp() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Our checkpoint writer reads the unwrapped model's parameters, which under FSDP on several processes
+        # are this rank's shards: the checkpoints would be wrong. Only one process has been run (see
+        # configs/accelerate/README.md).
+        raise UrecaError("FSDP over several processes is not supported yet (checkpoints would hold one rank's "
+                         "shards); use configs/accelerate/ddp.yaml, or FSDP with --num_processes 1")
     samples = load_samples(paths, cfg.data)
     train, val = split_by_image(samples, cfg.data.val_fraction, cfg.data.seed, cfg.data.val_max_regions)
     if not train:
