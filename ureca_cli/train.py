@@ -125,15 +125,20 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def _gpu(cfg: TrainConfig) -> bool:
+    """Whether this run trains on a CUDA GPU (one is there and --cpu was not given)."""
+    return not cfg.cpu and _cuda()
+
+
 def _amp(cfg: TrainConfig) -> str:
     """The autocast dtype the run uses: bf16, fp16 or fp32 (none)."""
     import torch
 
     if cfg.precision == "auto":
-        return "bf16" if not cfg.cpu and _cuda() and torch.cuda.is_bf16_supported() else "fp32"
-    if cfg.precision == "fp16" and (cfg.cpu or not _cuda()):
+        return "bf16" if _gpu(cfg) and torch.cuda.is_bf16_supported() else "fp32"
+    if cfg.precision == "fp16" and not _gpu(cfg):
         raise UrecaError("--precision fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU")
-    if cfg.precision == "bf16" and not cfg.cpu and _cuda() and not torch.cuda.is_bf16_supported():
+    if cfg.precision == "bf16" and _gpu(cfg) and not torch.cuda.is_bf16_supported():
         raise UrecaError("--precision bf16: this GPU has no bf16; use fp16 or fp32 (or --cpu)")
     return cfg.precision
 
@@ -148,7 +153,7 @@ def _weights_dtype(cfg: TrainConfig) -> str:
     casts for compute itself (its mixed_precision setting): all fp32 there."""
     if _fsdp():
         return "float32"
-    return "bfloat16" if _amp(cfg) == "bf16" and _cuda() and not cfg.cpu else "float32"
+    return "bfloat16" if _amp(cfg) == "bf16" and _gpu(cfg) else "float32"
 
 
 def _load_kwargs(cfg: TrainConfig, *, gpu: bool) -> dict[str, str]:
@@ -156,7 +161,7 @@ def _load_kwargs(cfg: TrainConfig, *, gpu: bool) -> dict[str, str]:
     checkpoint was saved in); the GPU where ``gpu`` and the run has one, else the CPU. Training passes
     ``gpu=False``: the Trainer moves the model to each rank's own GPU, where "cuda" would put every rank's
     copy on the first one."""
-    return {"device": "cuda" if gpu and _cuda() and not cfg.cpu else "cpu", "dtype": _weights_dtype(cfg)}
+    return {"device": "cuda" if gpu and _gpu(cfg) else "cpu", "dtype": _weights_dtype(cfg)}
 
 
 def build_stage1_model(cfg: TrainConfig):
@@ -356,7 +361,7 @@ def _progress_callback(cfg: TrainConfig, stage: str, global_batch: int):
 
         def on_train_begin(self, args, state, control, **kw):
             self.t0, self.step0 = time.perf_counter(), state.global_step
-            if not cfg.cpu and _cuda():
+            if _gpu(cfg):
                 import torch
 
                 torch.cuda.reset_peak_memory_stats()
@@ -376,7 +381,7 @@ def _progress_callback(cfg: TrainConfig, stage: str, global_batch: int):
                           f"lr {logs.get('learning_rate', 0):.2e} | {rate:.2f} samples/s | {left:.0f}s left")
             else:
                 peak = ""
-                if not cfg.cpu and _cuda():
+                if _gpu(cfg):
                     import torch
 
                     peak = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
@@ -418,7 +423,7 @@ def _training_args(cfg: TrainConfig, out: Path, lr: float):
     _log(cfg, f"global batch {per_device * world * accum}{note} = {per_device} per device{lowered} x {world} "
               f"process{'es' if world > 1 else ''} x {accum} accumulation step{'s' if accum > 1 else ''}")
     amp = _amp(cfg)
-    use_cpu = cfg.cpu or not _cuda()
+    use_cpu = not _gpu(cfg)
     args = TrainingArguments(
         output_dir=str(out),
         per_device_train_batch_size=per_device,
@@ -517,31 +522,27 @@ def _check_out(out: Path, resume: bool, what: str) -> str:
     return "resume" if resume and last_complete_checkpoint(out) else "new"
 
 
-def _model_fields(folder: Path) -> dict[str, Any]:
-    """TrainConfig's model fields (``MODEL_FIELDS``) as the checkpoint in ``folder`` has them; ``base`` is the
-    embedded base's folder where the checkpoint carries one (``load_checkpoint`` loads that)."""
-    from .model import UrecaConfig
-    from .model.checkpoint import BASE_DIR, CONFIG_FILE, read_checkpoint_meta
+def _model_fields(folder: Path) -> tuple[dict[str, Any], bool]:
+    """(TrainConfig's model fields (``MODEL_FIELDS``) as the checkpoint in ``folder`` has them, whether it has
+    a LoRA adapter). ``base`` is the embedded base's folder where the checkpoint carries one (``load_checkpoint``
+    loads that)."""
+    from .model.checkpoint import BASE_DIR, read_checkpoint_config
 
-    meta = read_checkpoint_meta(folder)
-    try:
-        c = UrecaConfig.from_dict(meta["config"])
-    except (TypeError, ValueError) as e:
-        raise UrecaError(f"{folder / CONFIG_FILE}: bad config ({e})") from None
-    return {"base": str(folder / BASE_DIR) if meta["base_embedded"] else c.base, "mask_tokens": c.num_mask_tokens,
-            "mask_projector": c.mask_projector, "dynamic_mask": c.dynamic_mask, "max_tiles": c.max_tiles}
+    meta, c = read_checkpoint_config(folder)
+    fields = {"base": str(folder / BASE_DIR) if meta["base_embedded"] else c.base, "mask_tokens": c.num_mask_tokens,
+              "mask_projector": c.mask_projector, "dynamic_mask": c.dynamic_mask, "max_tiles": c.max_tiles}
+    return fields, bool(meta["adapter"])
 
 
 def _check_init(cfg: TrainConfig) -> None:
     """--init is a stage-1 checkpoint, and no model option given on the command line contradicts it (stage 2
     keeps the model --init was trained as)."""
-    from .model.checkpoint import read_checkpoint_meta
-
     init = cfg.init
-    if read_checkpoint_meta(init).get("adapter"):
+    used, adapter = _model_fields(init)
+    if adapter:
         raise UrecaError(f"--init {init}: has a LoRA adapter already (a stage-2 checkpoint); stage 2 starts from "
                          f"a stage-1 checkpoint")
-    used = _model_fields(init)
+
     def flag(k: str, v: Any) -> str:
         return ("--" if v else "--no-") + "dynamic-mask" if k == "dynamic_mask" else f"{MODEL_FIELDS[k]} {v}"
 
@@ -613,7 +614,7 @@ def train_main(paths: list[str], cfg: TrainConfig) -> dict | None:
 
             init = cfg.init if cfg.stage == "2" else s1_out
             model = load_checkpoint(init, trainable=True, **_load_kwargs(cfg, gpu=False))
-            cfg = replace(cfg, **_model_fields(init))  # train_config.json records the model trained
+            cfg = replace(cfg, **_model_fields(init)[0])  # train_config.json records the model trained
             run_stage(cfg, "2", model, train, final)
     if int(os.environ.get("RANK", "0")) != 0 or not cfg.validate or not val:
         return None

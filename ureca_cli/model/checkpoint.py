@@ -132,6 +132,17 @@ def read_checkpoint_meta(folder: str | Path) -> dict[str, Any]:
     return meta
 
 
+def read_checkpoint_config(folder: str | Path) -> tuple[dict[str, Any], Any]:
+    """(ureca.json, its UrecaConfig) of a checkpoint folder, both checked."""
+    from .ureca import UrecaConfig
+
+    meta = read_checkpoint_meta(folder)
+    try:
+        return meta, UrecaConfig.from_dict(meta["config"])
+    except (TypeError, ValueError) as e:
+        raise UrecaError(f"{Path(folder) / CONFIG_FILE}: bad config ({e})") from None
+
+
 def _load_safetensors(path: Path) -> dict[str, Any]:
     from safetensors.torch import load_file
 
@@ -192,14 +203,10 @@ def load_checkpoint(folder: str | Path, *, device: str | None = None, dtype: str
     from transformers import AutoProcessor, InternVLForConditionalGeneration
 
     from .processor import UrecaProcessor
-    from .ureca import ADDED_TOKENS, MaskTokenIds, UrecaConfig, UrecaModel, _embedding_matrices
+    from .ureca import ADDED_TOKENS, MaskTokenIds, UrecaModel, _embedding_matrices
 
     folder = Path(folder)
-    meta = read_checkpoint_meta(folder)
-    try:
-        config = UrecaConfig.from_dict(meta["config"])
-    except (TypeError, ValueError) as e:
-        raise UrecaError(f"{folder / CONFIG_FILE}: bad config ({e})") from None
+    meta, config = read_checkpoint_config(folder)
     for name in (MASK_ENCODER_FILE, ADDED_TOKENS_FILE, "tokenizer_config.json"):
         if not (folder / name).is_file():
             raise UrecaError(f"{folder}: checkpoint is missing {name}")
