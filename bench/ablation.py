@@ -221,19 +221,26 @@ def run_one(st: Settings, base: Path, train: list[Sample], test: list[Sample], u
 _WORKER: dict = {}
 
 
-def _init_worker(*shared) -> None:
+def _init_worker(shared: dict) -> None:
     """Per process: the settings, base, data and example cache that every run of this process shares."""
     import torch
 
-    _WORKER["shared"] = shared
-    torch.set_num_threads(shared[-1])
+    _WORKER.update(shared)
+    torch.set_num_threads(shared["threads"])
+
+
+def _mask_tokens(row: tuple, max_tiles: int) -> int:
+    """Most mask tokens a row's prompt holds (K per tile; up to max_tiles + 1 tiles with dynamic masking)."""
+    _, _, use_mask, dynamic, k = row
+    return k * (max_tiles + 1 if dynamic else 1) if use_mask else 0
 
 
 def _run_task(task) -> dict:
     (label, _, use_mask, dynamic, k), seed = task
-    st, base, train, test, cache, score_cfg, root, _ = _WORKER["shared"]
-    work = root / "runs" / f"{label.replace(' ', '_')}-{seed}"
-    r = run_one(st, base, train, test, use_mask, dynamic, k, seed, work, cache, score_cfg)
+    w = _WORKER
+    work = w["root"] / "runs" / f"{label.replace(' ', '_')}-{seed}"
+    r = run_one(w["st"], w["base"], w["train"], w["test"], use_mask, dynamic, k, seed, work, w["cache"],
+                w["score_cfg"])
     log(f"{label} seed {seed}: METEOR {r['METEOR']:.1f} CIDEr {r['CIDEr']:.1f} all {r['all']:.1f} "
         f"small-all {r['small_all']:.1f} ({r['train_s']:.0f}s train) e.g. {r['example']!r}")
     return r
@@ -301,17 +308,18 @@ def main() -> int:
         f"{st.stage1_steps}+{st.stage2_steps} steps of batch {st.batch} per run; seeds {seeds}")
     results: dict[str, list[dict]] = defaultdict(list)
     tasks = [(row, seed) for row in rows for seed in seeds]
-    tasks.sort(key=lambda t: -(t[0][4] * (5 if t[0][3] else 1) if t[0][2] else 0))  # longest (most mask tokens) first
-    shared = (st, base, train, test, cache, score_cfg, args.cache, args.threads)
+    tasks.sort(key=lambda t: -_mask_tokens(t[0], st.max_tiles))  # the longest runs first, so the two processes end together
+    shared = {"st": st, "base": base, "train": train, "test": test, "cache": cache, "score_cfg": score_cfg,
+              "root": args.cache, "threads": args.threads}
     if args.jobs > 1:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                 initargs=shared) as pool:
+                                 initargs=(shared,)) as pool:
             done = list(pool.map(_run_task, tasks))
     else:
-        _init_worker(*shared)
+        _init_worker(shared)
         done = [_run_task(t) for t in tasks]
     for (row, _), r in zip(tasks, done, strict=True):
         results[row[0]].append(r)
