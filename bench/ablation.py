@@ -1,11 +1,11 @@
 """Tables 4 and 6 of the URECA paper in miniature: does the mask encoder, and dynamic masking, help?
 
-On the synthetic shapes task (``ureca_cli.synthetic``: several coloured shapes per image, captions naming the
+On the synthetic shapes task (``ureca_cli.train.synthetic``: several coloured shapes per image, captions naming the
 target's colour, shape, position and container/content), on the CPU:
 
 1. a tiny InternVL (random init) is trained, all weights, on whole-image captions of the training scenes and
    cached (``runs/bench-ablation/base-<hash>``): the stand-in for a pretrained MLLM;
-2. from that base, with the same number of optimizer steps each, through ``ureca_cli.train`` (the Trainer
+2. from that base, with the same number of optimizer steps each, through ``ureca_cli.train.trainer`` (the Trainer
    path of ``ureca train``): no mask (LoRA only, the prompt has no mask tokens); the mask encoder with one
    resized mask (stage 1, then stage 2); with dynamic masking (tiles like the image), K = 4, 8, 16;
 3. each run captions the held-out regions (greedy) and is scored by the score module (METEOR, CIDEr) and by
@@ -59,8 +59,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ureca_cli.data import Sample, encode_sample, load_image_and_mask, load_samples, scene_samples  # noqa: E402
-from ureca_cli.synthetic import SceneConfig, attribute_accuracy, write_dataset  # noqa: E402
+from ureca_cli.train.data import Sample, encode_sample, load_image_and_mask, load_samples, scene_samples  # noqa: E402
+from ureca_cli.train.synthetic import SceneConfig, attribute_accuracy, write_dataset  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -185,9 +185,9 @@ def run_one(st: Settings, base: Path, train: list[Sample], test: list[Sample], u
             k: int, seed: int, workdir: Path, cache: dict, score_cfg) -> dict:
     import torch
 
+    from ureca_cli.evaluate.validate import caption_samples, score_captions
     from ureca_cli.model import UrecaConfig, load_base
-    from ureca_cli.train import TrainConfig, run_stage
-    from ureca_cli.train_eval import caption_samples, score_captions
+    from ureca_cli.train.trainer import TrainConfig, run_stage
 
     torch.manual_seed(seed)
     model = load_base(str(base), UrecaConfig(num_mask_tokens=k, dynamic_mask=dynamic, max_tiles=st.max_tiles,
@@ -289,7 +289,7 @@ def main() -> int:
         seeds = [int(x) for x in args.seed_list.split(",")]
     import torch
 
-    from ureca_cli.score import ScoreConfig
+    from ureca_cli.evaluate.score import ScoreConfig
 
     torch.set_num_threads(args.threads)
     t_all = time.perf_counter()

@@ -91,10 +91,10 @@ def main() -> None:
         return
 
     from tests.servers.trees import make_image, make_tree_record
-    from ureca_cli.annotate import AnnotateConfig, Annotator, count_requests, plan_record, run
+    from ureca_cli.curate.annotate import AnnotateConfig, Annotator, count_requests, plan_record, run
     from ureca_cli.mllm import make_backend
     from ureca_cli.stream import StreamConfig
-    from ureca_cli.visual import VisualSettings
+    from ureca_cli.visual.prompter import VisualSettings
 
     w, h = (int(v) for v in args.size.split("x"))
     with tempfile.TemporaryDirectory() as tmp:

@@ -66,8 +66,8 @@ def main() -> None:
 
     import torch
 
-    from ureca_cli.features import FeatureConfig, RegionEmbedder, load_dinov2
-    from ureca_cli.visual import VisualPrompter
+    from ureca_cli.curate.features import FeatureConfig, RegionEmbedder, load_dinov2
+    from ureca_cli.visual.prompter import VisualPrompter
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from ureca_cli.score import Clock, ScoreConfig, score  # noqa: E402
-from ureca_cli.score_io import Matched  # noqa: E402
+from ureca_cli.evaluate.readers import Matched  # noqa: E402
+from ureca_cli.evaluate.score import Clock, ScoreConfig, score  # noqa: E402
 
 FAKECAP = ROOT.parent / "shared" / "data" / "metrics" / "coco_fakecap"
 

@@ -79,7 +79,7 @@ def main() -> int:
         print("bench/train_gpu.py: no CUDA device here, nothing measured (--config tiny --cpu gives a smoke run)")
         return 0
     from ureca_cli.model import random_internvl
-    from ureca_cli.synthetic import SceneConfig, write_dataset
+    from ureca_cli.train.synthetic import SceneConfig, write_dataset
 
     base = args.work / "base"
     if not (base / "config.json").is_file():

@@ -88,7 +88,7 @@ def write_dataset(folder: Path, images: int) -> tuple[list[Path], float, int]:
     from PIL import Image
     from pycocotools import mask as mu
 
-    from ureca_cli.containment import RunSet
+    from ureca_cli.masks.runs import RunSet
 
     gradient = np.linspace(0, 255, W, dtype=np.uint8)[None, :, None].repeat(H, 0).repeat(3, 2)
     Image.fromarray(gradient).save(folder / "sa_bench.jpg", quality=80)
@@ -152,7 +152,7 @@ def _peak_rss_mb() -> float:
 
 def worker(name: str, paths: list[Path], repeats: int) -> dict:
     """Run one contender over ``paths`` (``repeats`` passes) in this process; report ms/image and RSS."""
-    from ureca_cli.tree import TreeConfig, build_tree
+    from ureca_cli.curate.tree import TreeConfig, build_tree
 
     cfg = {"tightest": TreeConfig(), "first": TreeConfig(parent_rule="first")}.get(name)
     if cfg is not None:

@@ -28,7 +28,7 @@ echo "   wrote $OUT/trees.jsonl and $(ls "$OUT"/trees/*.png | tr '\n' ' ')"
 # ---- training (issue 7): a task that needs the mask -> a tiny URECA trained on it -> captions -> scores
 echo "== training a. a region-captioning task that needs the mask: synthetic scenes of coloured shapes, several per image;"
 echo "   each caption names its shape's colour, kind, place and what contains it (the grammar is in the README)"
-.venv/bin/python -m ureca_cli.synthetic "$OUT/synthetic" --train 48 --test 6 --size 224x224 --size 336x224 >/dev/null
+.venv/bin/python -m ureca_cli.train.synthetic "$OUT/synthetic" --train 48 --test 6 --size 224x224 --size 336x224 >/dev/null
 echo "   $(wc -l < "$OUT/synthetic/train.jsonl") training regions, $(wc -l < "$OUT/synthetic/test.jsonl") held-out regions; e.g. \"$(head -1 "$OUT/synthetic/test.jsonl" | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["caption"])')\""
 
 echo "== training b. ureca train: a tiny random InternVL + mask encoder; stage 1 (mask encoder and added tokens), then"
@@ -44,7 +44,7 @@ echo "== training c. ureca caption: captions for the held-out regions (greedy), 
 "$URECA" score "$OUT/test_captions.jsonl" "$OUT/synthetic/test.jsonl" --no-bertscore > "$OUT/test_scores.json"
 .venv/bin/python - "$OUT/test_captions.jsonl" "$OUT/synthetic/test.jsonl" "$OUT/test_scores.json" <<'PY'
 import json, sys
-from ureca_cli.synthetic import attribute_accuracy
+from ureca_cli.train.synthetic import attribute_accuracy
 preds = {r["id"]: r["caption"] for r in map(json.loads, open(sys.argv[1]))}
 refs = [json.loads(line) for line in open(sys.argv[2])]
 scores = json.load(open(sys.argv[3]))

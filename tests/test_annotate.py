@@ -12,7 +12,14 @@ import pytest
 
 from tests.servers.chat import FaultProxy, ScriptedServer, request_images, request_text
 from tests.servers.trees import make_image, make_tree_record
-from ureca_cli.annotate import AnnotateConfig, Annotator, count_requests, load_templates, plan_record, run
+from ureca_cli.curate.annotate import (
+    AnnotateConfig,
+    Annotator,
+    count_requests,
+    load_templates,
+    plan_record,
+    run,
+)
 from ureca_cli.mllm import make_backend
 from ureca_cli.stream import StreamConfig
 

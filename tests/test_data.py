@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ureca_cli.data import DataConfig, load_samples, split_by_image
 from ureca_cli.errors import InputError, UrecaError
-from ureca_cli.synthetic import SceneConfig, write_dataset
+from ureca_cli.train.data import DataConfig, load_samples, split_by_image
+from ureca_cli.train.synthetic import SceneConfig, write_dataset
 
 FIXTURE = Path(__file__).parent / "data" / "internvl_chat"
 
@@ -32,7 +32,7 @@ def test_region_and_image_records_give_the_same_samples(syn):
 
 
 def test_released_format_loads_from_the_fixture(monkeypatch):
-    from ureca_cli import data as D
+    from ureca_cli.train import data as D
 
     reads = []
     real = D.SA1BMasks.load

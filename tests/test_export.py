@@ -9,7 +9,7 @@ import pytest
 
 from tests.refine_fixtures import annotated_record, pasted_photo
 from tests.servers.chat import ScriptedServer, request_text
-from ureca_cli.export import export, flat_records, internvl_records, output_image_key
+from ureca_cli.curate.export import export, flat_records, internvl_records, output_image_key
 
 
 def _answer(body: dict) -> str:
@@ -100,8 +100,8 @@ def test_export_functions_and_checks():
 
 
 def test_flat_output_loads_as_training_data(cli, records, tmp_path):
-    """What `--flat` writes is what `ureca train` reads (ureca_cli.data)."""
-    data = pytest.importorskip("ureca_cli.data")
+    """What `--flat` writes is what `ureca train` reads (ureca_cli.train.data)."""
+    data = pytest.importorskip("ureca_cli.train.data")
     out = tmp_path / "flat.jsonl"
     with ScriptedServer(_answer) as server:
         assert _refine(cli, records, "--base-url", server.url, "--flat", "-o", out).exit_code == 0

@@ -145,7 +145,7 @@ def test_hf_backend_batches_concurrent_calls(tiny_folder):
 
 
 def test_openai_settings_name_the_option_at_fault():
-    from ureca_cli.visual import VisualSettings
+    from ureca_cli.visual.prompter import VisualSettings
 
     with pytest.raises(UrecaError, match=r"^--retries -1: needs 0 or more$"):
         make_backend("openai", base_urls=["http://127.0.0.1:9/v1"], model="m", retries=-1)

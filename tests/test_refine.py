@@ -56,9 +56,9 @@ def _pair_threshold(image: Path, spots: dict) -> float:
     """A threshold between sim(A, B) and the largest similarity of A or B with any other captioned region."""
     from PIL import Image
 
-    from ureca_cli.features import FeatureConfig, RegionEmbedder, cosine_matrix
+    from ureca_cli.curate.features import FeatureConfig, RegionEmbedder, cosine_matrix
     from ureca_cli.masks import decode
-    from ureca_cli.visual import VisualPrompter
+    from ureca_cli.visual.prompter import VisualPrompter
 
     rec = annotated_record(image, spots)
     ms = [decode(n["rle"]) for n in rec["nodes"] if "caption" in n]
@@ -248,7 +248,7 @@ def test_options_checked(cli, records, tmp_path):
 
 
 def test_parse_verdict_and_drop_nodes():
-    from ureca_cli.refine import drop_nodes, parse_verdict
+    from ureca_cli.curate.refine import drop_nodes, parse_verdict
 
     assert parse_verdict("True") is True and parse_verdict("**false**.") is False
     assert parse_verdict(" TRUE, it fits") is True
@@ -351,6 +351,6 @@ def test_prompts_override_and_stdin(cli, records, tmp_path):
 
 
 def _default_prompt_version() -> str:
-    from ureca_cli.refine import load_templates
+    from ureca_cli.curate.refine import load_templates
 
     return load_templates().version

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from tests.refine_fixtures import SPOTS, pasted_photo
-from ureca_cli.features import (
+from ureca_cli.curate.features import (
     FeatureConfig,
     RegionEmbedder,
     cosine_matrix,
@@ -20,7 +20,7 @@ from ureca_cli.features import (
     patch_weights,
     similar_sets,
 )
-from ureca_cli.setofmark import BLUE, LABEL_BOX, MarkSettings, colour, set_of_mark, union_box
+from ureca_cli.visual.setofmark import BLUE, LABEL_BOX, MarkSettings, colour, set_of_mark, union_box
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def test_pasted_pixels_are_each_others_look_alikes(shared_data, tmp_path, vits14
     """The same pixels pasted twice into a real photo, plus a third different region: with real (random-weight)
     DINOv2 features the identical pair is more similar than any pair with the third, and a threshold between
     the two puts exactly the pair in each other's similar set."""
-    from ureca_cli.visual import VisualPrompter
+    from ureca_cli.visual.prompter import VisualPrompter
 
     path, spots = pasted_photo(shared_data, tmp_path / "pasted.png")
     image = Image.open(path).convert("RGB")
@@ -178,7 +178,7 @@ def test_templates_share_no_8_word_run_with_the_paper():
 
 
 def test_nested_regions_get_labels_apart():
-    from ureca_cli.setofmark import label_spot
+    from ureca_cli.visual.setofmark import label_spot
 
     yy, xx = np.mgrid[:200, :200]
     disc = [((xx - 100) ** 2 + (yy - 100) ** 2 <= r * r) for r in (20, 50, 90)]
@@ -202,7 +202,7 @@ def test_nested_regions_get_labels_apart():
 
 
 def test_label_point_inside_the_band_of_a_ring():
-    from ureca_cli.setofmark import label_point
+    from ureca_cli.visual.setofmark import label_point
 
     yy, xx = np.mgrid[:300, :300]
     d = np.sqrt((xx - 150.0) ** 2 + (yy - 150.0) ** 2)
@@ -218,8 +218,8 @@ def test_label_point_inside_the_band_of_a_ring():
 
 
 def test_feature_settings_name_the_option_at_fault():
+    from ureca_cli.curate.features import FeatureConfig
     from ureca_cli.errors import UrecaError
-    from ureca_cli.features import FeatureConfig
 
     with pytest.raises(UrecaError, match=r"^--pool-side 3: needs at least 14 pixels"):  # named --crop-size too
         FeatureConfig(pool_side=3)

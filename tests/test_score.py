@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ureca_cli.score import ScoreConfig, duplicates, normalise, score, unique_at_1
-from ureca_cli.score_io import Matched, match, read_captions
+from ureca_cli.evaluate.readers import Matched, match, read_captions
+from ureca_cli.evaluate.score import ScoreConfig, duplicates, normalise, score, unique_at_1
 
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="needs java (the PTB tokenizer, METEOR)")
 NGRAMS = ("bleu", "meteor", "rouge", "cider")

@@ -13,7 +13,7 @@ import pytest
 
 from tests.test_score import build_tiny_bert, needs_java
 from ureca_cli.errors import UrecaError
-from ureca_cli.score_io import match, read_captions
+from ureca_cli.evaluate.readers import match, read_captions
 
 DATA = Path(__file__).parent / "data" / "score"
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,12 +190,12 @@ def test_bad_options(cli):
 
 
 def test_bad_per_item_path_fails_before_any_metric(cli, tmp_path, monkeypatch):
-    import ureca_cli.score
+    import ureca_cli.evaluate.score
 
     def no_metrics(*a, **k):
         raise AssertionError("metrics ran before --per-item was checked")
 
-    monkeypatch.setattr(ureca_cli.score, "score", no_metrics)
+    monkeypatch.setattr(ureca_cli.evaluate.score, "score", no_metrics)
     args = [DATA / "preds_regions.jsonl", DATA / "refs_regions.jsonl", "--no-bertscore", "--per-item"]
     one_line_error(cli("score", *args, tmp_path), "--per-item", "is a directory")
     (tmp_path / "file").write_text("")

@@ -159,8 +159,8 @@ def test_input_error_with_an_empty_source_has_no_bare_colon():
 
 
 def test_folder_options_may_not_name_a_file(tmp_path):
-    from ureca_cli.annotate import AnnotateConfig
-    from ureca_cli.refine import RefineConfig
+    from ureca_cli.curate.annotate import AnnotateConfig
+    from ureca_cli.curate.refine import RefineConfig
     from ureca_cli.stream import check_output_folder
 
     check_output_folder("--render", tmp_path / "new")  # made later: fine

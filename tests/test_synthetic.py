@@ -8,7 +8,7 @@ import re
 import numpy as np
 
 from ureca_cli import masks as M
-from ureca_cli.synthetic import (
+from ureca_cli.train.synthetic import (
     PLACE_PHRASE,
     SceneConfig,
     attribute_accuracy,
@@ -55,7 +55,7 @@ def test_masks_match_the_caption():
     cfg = SceneConfig()
     for seed in range(20):
         width, height, shapes = make_scene(seed, cfg)
-        from ureca_cli.synthetic import render
+        from ureca_cli.train.synthetic import render
 
         img, masks = render(width, height, shapes)
         arr = np.asarray(img)
@@ -67,7 +67,7 @@ def test_masks_match_the_caption():
             if s.parent is not None:  # an inner shape lies inside its container's mask
                 assert (masks[s.parent][m > 0]).all()
             if not s.children:  # a leaf's pixels are its colour
-                from ureca_cli.synthetic import COLOURS
+                from ureca_cli.train.synthetic import COLOURS
 
                 inside = arr[m > 0]
                 share = (np.abs(inside.astype(int) - COLOURS[s.colour]).sum(1) < 10).mean()
@@ -88,7 +88,7 @@ def test_small_regions_exist_and_accuracy_scores_them(tmp_path):
 
 
 def test_cli_entry(tmp_path, capsys):
-    from ureca_cli.synthetic import main
+    from ureca_cli.train.synthetic import main
 
     assert main([str(tmp_path), "--train", "2", "--test", "1", "--size", "64x64"]) == 0
     assert len(list((tmp_path / "images").glob("*.png"))) == 3

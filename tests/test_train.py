@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ureca_cli.synthetic import SceneConfig, write_dataset
+from ureca_cli.train.synthetic import SceneConfig, write_dataset
 
 
 def _free_port() -> int:
@@ -41,7 +41,7 @@ def syn(tmp_path_factory):
 
 
 def _cfg(tmp_path, **kw):
-    from ureca_cli.train import TrainConfig
+    from ureca_cli.train.trainer import TrainConfig
 
     base = dict(out=tmp_path / "out", stage="1", base="tiny", global_batch=2, per_device_batch=2, max_steps=3,
                 save_steps=100, logging_steps=1, lora_r=4, lora_alpha=8, cpu=True, validate=False, quiet=True)
@@ -54,10 +54,10 @@ def _snapshot(model) -> dict:
 
 
 def test_stage1_changes_only_mask_encoder_and_added_rows(syn, tmp_path):
-    from ureca_cli.data import load_samples
     from ureca_cli.model import build_tiny_ureca
     from ureca_cli.model.ureca import _embedding_matrices
-    from ureca_cli.train import run_stage, sync_added_rows
+    from ureca_cli.train.data import load_samples
+    from ureca_cli.train.trainer import run_stage, sync_added_rows
 
     model = build_tiny_ureca(seed=0)
     before = _snapshot(model)
@@ -80,9 +80,9 @@ def test_stage1_changes_only_mask_encoder_and_added_rows(syn, tmp_path):
 
 
 def test_stage2_changes_only_lora_weights_on_the_language_model(syn, tmp_path):
-    from ureca_cli.data import load_samples
     from ureca_cli.model import build_tiny_ureca, load_checkpoint, save_checkpoint
-    from ureca_cli.train import run_stage
+    from ureca_cli.train.data import load_samples
+    from ureca_cli.train.trainer import run_stage
 
     save_checkpoint(build_tiny_ureca(seed=1), tmp_path / "s1")
     model = load_checkpoint(tmp_path / "s1", trainable=True)
@@ -103,9 +103,9 @@ def test_stage2_changes_only_lora_weights_on_the_language_model(syn, tmp_path):
 
 
 def test_both_stages_cli_checkpoint_reloads_and_captions(syn, tmp_path, cli):
-    from ureca_cli.data import load_samples
+    from ureca_cli.evaluate.validate import caption_samples
     from ureca_cli.model import load_checkpoint
-    from ureca_cli.train_eval import caption_samples
+    from ureca_cli.train.data import load_samples
 
     out = tmp_path / "run"
     java = shutil.which("java") is not None
@@ -146,7 +146,7 @@ def test_stage2_loads_init_in_the_run_precision(syn, tmp_path):
     import torch
 
     from ureca_cli.model import build_tiny_ureca, save_checkpoint
-    from ureca_cli.train import train_main
+    from ureca_cli.train.trainer import train_main
 
     save_checkpoint(build_tiny_ureca(seed=1).to(torch.bfloat16), tmp_path / "s1")
     cfg = _cfg(tmp_path, stage="2", init=tmp_path / "s1", precision="fp32", max_steps=1)
@@ -159,7 +159,7 @@ def test_checkpoint_load_device_and_dtype(monkeypatch, tmp_path):
     on the CPU (the Trainer places each rank's copy); --cpu keeps everything on the CPU."""
     import torch
 
-    from ureca_cli import train as T
+    from ureca_cli.train import trainer as T
 
     monkeypatch.setattr(T, "_cuda", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
@@ -172,7 +172,7 @@ def test_checkpoint_load_device_and_dtype(monkeypatch, tmp_path):
 
 def test_global_batch_is_exact(tmp_path, capsys):
     """--batch-size 6 with --global-batch 16 on one process: 4 per device x 4 steps, not 6 x 2 = 12."""
-    from ureca_cli import train as T
+    from ureca_cli.train import trainer as T
 
     args, total = T._training_args(_cfg(tmp_path, global_batch=16, per_device_batch=6, quiet=False), tmp_path, 1e-4)
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, total) == (4, 4, 16)
@@ -209,9 +209,9 @@ def test_stage2_keeps_and_records_the_init_model(syn, tmp_path, cli):
 def test_bf16_autocast_on_cpu(syn, tmp_path):
     import torch
 
-    from ureca_cli.data import load_samples
     from ureca_cli.model import build_tiny_ureca
-    from ureca_cli.train import run_stage
+    from ureca_cli.train.data import load_samples
+    from ureca_cli.train.trainer import run_stage
 
     model = build_tiny_ureca(seed=0)
     seen = []
@@ -335,7 +335,7 @@ def test_two_process_both_stages_with_torchrun(syn, tmp_path):
 
 def test_config_checks(syn, tmp_path, cli, monkeypatch):
     from ureca_cli.errors import UrecaError
-    from ureca_cli.train import TrainConfig
+    from ureca_cli.train.trainer import TrainConfig
 
     with pytest.raises(UrecaError, match="--init"):
         TrainConfig(out=Path("x"), stage="2")
@@ -345,7 +345,7 @@ def test_config_checks(syn, tmp_path, cli, monkeypatch):
                     "--scheduler 'cosyne'", "cosine_with_restarts")
     import torch
 
-    from ureca_cli import train as T
+    from ureca_cli.train import trainer as T
 
     monkeypatch.setattr(T, "_cuda", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
@@ -353,7 +353,7 @@ def test_config_checks(syn, tmp_path, cli, monkeypatch):
         T.train_main([str(tmp_path / "never_read.jsonl")], _cfg(tmp_path, precision="bf16", cpu=False))
     assert T._amp(_cfg(tmp_path, precision="bf16")) == "bf16"  # --cpu: bf16 autocast on the CPU
     with pytest.raises(UrecaError, match="fp16"):
-        from ureca_cli.train import _amp
+        from ureca_cli.train.trainer import _amp
 
         _amp(replace(TrainConfig(out=Path("x"), stage="1"), precision="fp16", cpu=True))
     # FSDP over several processes would save one rank's shards: refused before anything is read or written

@@ -10,9 +10,9 @@ import orjson
 import pytest
 
 from tests.tree_fixtures import ann, blob_file, rect, write_sa1b
-from ureca_cli.containment import BadCounts, RunSet
+from ureca_cli.curate.tree import TreeConfig, build_parents, build_tree, load_mask_file
 from ureca_cli.errors import UrecaError
-from ureca_cli.tree import TreeConfig, build_parents, build_tree, load_mask_file
+from ureca_cli.masks.runs import BadCounts, RunSet
 
 DATA = Path(__file__).parent / "data" / "tree"
 H, W = 100, 100  # hand-built files: 10,000 pixels, so the 0.007 floor is 70 pixels
@@ -242,7 +242,7 @@ def test_shards_split_the_inputs(cli, tmp_path):
 def test_render_draws_regions_beside_the_tree(cli, tmp_path):
     from PIL import Image
 
-    from ureca_cli.render import PALETTE
+    from ureca_cli.visual.render import PALETTE
 
     out = tmp_path / "png"
     res = cli("tree", DATA / "nest.json", "--render", out)

@@ -8,7 +8,7 @@ from PIL import Image
 
 from ureca_cli.errors import InputError
 from ureca_cli.masks import pixel_box
-from ureca_cli.visual import (
+from ureca_cli.visual.prompter import (
     YELLOW,
     VisualPrompter,
     VisualSettings,

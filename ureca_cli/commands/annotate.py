@@ -117,10 +117,10 @@ def annotate(
       ureca annotate trees.jsonl --backend hf --model OpenGVLab/InternVL3-1B-hf --batch-size 16 -o out.jsonl
       ureca annotate trees.jsonl --backend openai --resume -o out.jsonl --failed retry.jsonl --on-error skip
     """
-    from ..annotate import AnnotateConfig, Annotator
+    from ..curate.annotate import AnnotateConfig, Annotator
     from ..mllm import GenerationSettings
     from ..stream import check_output_not_input
-    from ..visual import VisualSettings
+    from ..visual.prompter import VisualSettings
 
     cfg_stream = stream_config(output, on_error, failed, resume, shard, progress)
     check_output_not_input(cfg_stream, [input])
@@ -140,6 +140,6 @@ def annotate(
 
 def run_annotate(input: str, annotator: Any, cfg_stream: Any) -> Any:
     """Stream ``input`` through ``annotator`` under the stream contract; returns run_stage's summary."""
-    from ..annotate import run
+    from ..curate.annotate import run
 
     return run(input, annotator, cfg_stream)

@@ -116,7 +116,7 @@ def caption(
       ureca caption --input trees.jsonl --model runs/ureca-1b -o preds.jsonl && ureca score preds.jsonl regions.jsonl
       ureca caption --input regions.jsonl --region-prompt contour --backend openai --base-url http://gpu1:8000/v1 --model m -o base.jsonl
     """
-    from ..caption import (
+    from ..caption.captioner import (
         CaptionConfig,
         Captioner,
         caption_input,
@@ -163,9 +163,9 @@ def caption(
             caption_input(input, captioner, scfg)
 
     if region_prompt is not None:  # the Table 2 baselines through a chat backend (ureca_cli/baselines.py)
-        from ..baselines import BaselineCaptioner, BaselineConfig
+        from ..caption.baselines import BaselineCaptioner, BaselineConfig
         from ..mllm import GenerationSettings
-        from ..visual import VisualSettings
+        from ..visual.prompter import VisualSettings
         from .annotate import backend_from_options
 
         bcfg = BaselineConfig(region_prompt=region_prompt, question=question, resize_mask=resize_mask,

@@ -128,14 +128,14 @@ def refine(
     shard: Shard = None,
     progress: ProgressOpt = None,
 ) -> None:
+    from ..curate.export import output_image_key
+    from ..curate.features import FeatureConfig
+    from ..curate.refine import RefineConfig, Refiner
     from ..errors import UrecaError
-    from ..export import output_image_key
-    from ..features import FeatureConfig
     from ..mllm import GenerationSettings
-    from ..refine import RefineConfig, Refiner
-    from ..setofmark import MarkSettings
     from ..stream import check_output_not_input, iter_jsonl, run_stage
-    from ..visual import VisualSettings
+    from ..visual.prompter import VisualSettings
+    from ..visual.setofmark import MarkSettings
 
     if flat and fmt not in (FormatChoice.records, FormatChoice.flat):
         raise UrecaError("--flat and --format internvl: choose one")

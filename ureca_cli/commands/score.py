@@ -98,9 +98,9 @@ def _run(predictions, references, fmt, ref_format, metrics, no_bertscore, bertsc
     import time
 
     from ..errors import UrecaError
-    from ..score import ScoreConfig
-    from ..score import score as run_score
-    from ..score_io import match, read_captions
+    from ..evaluate.readers import match, read_captions
+    from ..evaluate.score import ScoreConfig
+    from ..evaluate.score import score as run_score
     from ..stream import check_writable_file, dumps, stdout_binary
 
     t0 = time.perf_counter()

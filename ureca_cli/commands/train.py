@@ -128,8 +128,8 @@ def train(
 
       ureca train regions.jsonl --out runs/ureca-1b --resume
     """
-    from ..data import DataConfig
-    from ..train import MODEL_FIELDS, TrainConfig, train_main
+    from ..train.data import DataConfig
+    from ..train.trainer import MODEL_FIELDS, TrainConfig, train_main
 
     cfg = TrainConfig(
         out=out,

@@ -95,8 +95,8 @@ def tree(
       find sa_000000 -name '*.json' | ureca tree - --shard 0/4 -o part0.jsonl
       ureca tree sa_000000/ -o trees.jsonl --resume
     """
+    from ..curate.tree import TreeConfig, build_tree, input_items, source_key
     from ..stream import run_stage
-    from ..tree import TreeConfig, build_tree, input_items, source_key
 
     cfg = TreeConfig(
         threshold=threshold,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ureca_cli.synthetic import SceneConfig, scene_records
+from ureca_cli.train.synthetic import SceneConfig, scene_records
 
 HERE = Path(__file__).resolve().parent
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import records as R
-from .errors import UrecaError
+from .. import records as R
+from ..errors import UrecaError
 
 FORMATS = ("records", "flat", "internvl")
 DEFAULT_QUESTION = "Describe this region in the image."

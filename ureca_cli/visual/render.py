@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from . import records as R
-from .masks import decode
+from .. import records as R
+from ..masks import decode
 
 # depth 1, 2, 3, ... (repeats deeper down): distinct on photos and on white
 PALETTE = [

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UrecaError, check_model_name
-from .score_io import Matched
+from ..errors import UrecaError, check_model_name
+from .readers import Matched
 
 METRICS = ("bleu", "meteor", "rouge", "cider", "bertscore")
 NGRAM_METRICS = ("bleu", "meteor", "rouge", "cider")

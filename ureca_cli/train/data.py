@@ -2,7 +2,7 @@
 
 Three input forms, told apart line by line:
 
-- region records (``ureca refine --flat``, ``ureca_cli.synthetic``): ``{"id", "image_id", "image", "rle",
+- region records (``ureca refine --flat``, ``ureca_cli.train.synthetic``): ``{"id", "image_id", "image", "rle",
   "caption", ...}``, one region per line;
 - image records (``ureca refine``): ``{"image_id", "image", "nodes": [...]}``; every node with a non-empty
   ``caption`` becomes a sample (nodes without one are skipped; a record with none is an error);
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import records as R
-from .errors import InputError, UrecaError
+from .. import records as R
+from ..errors import InputError, UrecaError
 
 IMAGE_SUFFIXES = ("", ".jpg", ".jpeg", ".png", ".JPG", ".webp")
 _PLACEHOLDER = re.compile(r"<image>|<mask>|</mask>")
@@ -165,8 +165,8 @@ class SA1BMasks:
         self._wanted[stem].add(str(mask_id))
 
     def load(self) -> None:
-        from . import masks as M
-        from .stream import read_json_file
+        from .. import masks as M
+        from ..stream import read_json_file
 
         for stem, ids in self._wanted.items():
             path = self.folder / f"{stem}.json"
@@ -203,7 +203,7 @@ def load_samples(paths: Iterable[str | Path], cfg: DataConfig = DataConfig()) ->
     Raises ``InputError`` naming ``file:line`` for the first bad line: invalid JSON, no caption, no mask, an
     image that does not exist, a mask id missing from its SA-1B file, a mask whose size differs from its image.
     """
-    from .stream import iter_jsonl
+    from ..stream import iter_jsonl
 
     samples: list[Sample] = []
     chat: list[tuple[int, dict, str, list[tuple[str | None, str]]]] = []  # (slot, record, where, pairs)
@@ -287,7 +287,7 @@ def _check_images(samples: list[Sample], cfg: DataConfig, bases: dict[str, Path]
 
 def scene_samples(path: str | Path, question: str) -> list[Sample]:
     """Whole-image samples (no mask) from image records that carry a ``scene_caption`` (synthetic scenes)."""
-    from .stream import iter_jsonl
+    from ..stream import iter_jsonl
 
     out = []
     for item in iter_jsonl(path):
@@ -337,7 +337,7 @@ def load_image_and_mask(sample: Sample) -> tuple[Any, Any]:
     """(RGB PIL image, ``HxW uint8`` 0/1 mask or ``None``) of a sample."""
     from PIL import Image
 
-    from . import masks as M
+    from .. import masks as M
 
     try:
         with Image.open(sample.image) as im:

@@ -39,11 +39,11 @@ from typing import Any
 
 import numpy as np
 
-from . import records as R
-from .containment import BadCounts, RunSet
-from .errors import InputError, UrecaError
-from .masks import _mask_utils
-from .stream import Item, check_output_folder, read_json_file, stdin_binary
+from .. import records as R
+from ..errors import InputError, UrecaError
+from ..masks.rle import _mask_utils
+from ..masks.runs import BadCounts, RunSet
+from ..stream import Item, check_output_folder, read_json_file, stdin_binary
 
 PARENT_RULES = ("tightest", "first")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
@@ -393,7 +393,7 @@ def build_tree(path: str | Path, cfg: TreeConfig) -> dict:
     """One input file -> its image record (and, with ``cfg.render``, its PNG). The unit of work of the stage."""
     rec = tree_record(load_mask_file(path, cfg), cfg)
     if cfg.render is not None:
-        from .render import render_tree
+        from ..visual.render import render_tree
 
         render_tree(rec, Path(cfg.render) / f"{rec[R.IMAGE_ID]}.png")
     return rec

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .errors import InputError
-from .masks import pixel_box
-from .visual import contour_band, fit_size
+from ..errors import InputError
+from ..masks import pixel_box
+from .prompter import contour_band, fit_size
 
 BLUE = (0, 90, 255)
 # index 1, 2, ...: saturated colours that stay apart from blue and from each other; cycled past the end

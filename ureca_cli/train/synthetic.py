@@ -21,7 +21,7 @@ PLACE is the cell of a 3x3 grid over the image that holds the centre of the shap
 (the whole image, used to pre-train the ablation's base model) lists the outer shapes' captions, top to
 bottom then left to right, joined by ``", "``. Captions are unique within a scene.
 
-Output of ``write_dataset(out_dir, ...)`` (and of ``python -m ureca_cli.synthetic OUT``):
+Output of ``write_dataset(out_dir, ...)`` (and of ``python -m ureca_cli.train.synthetic OUT``):
 
 - ``images/<image_id>.png``: RGB images, ``W x H`` from ``SceneConfig.sizes``;
 - ``train.jsonl``, ``test.jsonl``: region records (``records.py``): ``id`` = ``"<image_id>/<node id>"``,
@@ -45,8 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from . import records as R
-from .errors import UrecaError
+from .. import records as R
+from ..errors import UrecaError
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
@@ -247,7 +247,7 @@ def render(width: int, height: int, shapes: list[Shape]) -> tuple[Any, list[np.n
 
 def scene_records(seed: int, image_path: Path, cfg: SceneConfig = SceneConfig()) -> tuple[dict, list[dict]]:
     """Draw scene ``seed`` to ``image_path`` (PNG) and return its image record and region records."""
-    from . import masks as M
+    from .. import masks as M
 
     width, height, shapes = make_scene(seed, cfg)
     img, bitmaps = render(width, height, shapes)
@@ -305,7 +305,7 @@ def write_dataset(out_dir: str | Path, *, train: int = 200, test: int = 40, seed
     Scene ``i`` of the whole set uses seed ``seed * 1_000_003 + i``; the test scenes follow the train ones,
     so no image is on both sides.
     """
-    from .stream import dumps
+    from ..stream import dumps
 
     if train < 0 or test < 0 or train + test == 0:
         raise UrecaError("synthetic: needs train >= 0, test >= 0 and at least one scene")
@@ -377,10 +377,10 @@ def attribute_accuracy(preds: dict[str, str], refs: list[dict]) -> dict[str, flo
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m ureca_cli.synthetic OUT [--train N] [--test N] [--seed S] [--size WxH ...]``."""
+    """``python -m ureca_cli.train.synthetic OUT [--train N] [--test N] [--seed S] [--size WxH ...]``."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m ureca_cli.synthetic", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m ureca_cli.train.synthetic", description=__doc__.split("\n\n")[0])
     ap.add_argument("out", help="folder to write images/, train.jsonl, test.jsonl and *_images.jsonl into")
     ap.add_argument("--train", type=int, default=200, help="scenes in the training split (default 200)")
     ap.add_argument("--test", type=int, default=40, help="scenes in the held-out split (default 40)")

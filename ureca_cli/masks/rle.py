@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from . import records as R
-from .errors import InputError
+from .. import records as R
+from ..errors import InputError
 
 
 def _mask_utils():

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from . import masks as M
-from . import records as R
-from .errors import InputError, UrecaError
+from .. import masks as M
+from .. import records as R
+from ..errors import InputError, UrecaError
 
 MAX_GROUP = 256  # most consecutive region records of one image captioned together
 
@@ -72,7 +72,7 @@ def load_image(path: str | Path, where: str | None = None):  # where: the record
 def fit_mask(mask: np.ndarray, image_size: tuple[int, int], what: str, resize: bool) -> np.ndarray:
     """Check an HxW 0/1 mask against the image's (W, H); with `resize`, resize it (nearest) to fit.
     An empty mask or a size mismatch without `resize` is an InputError naming both sizes."""
-    from .model.tiling import resize_nearest
+    from ..model.tiling import resize_nearest
 
     w, h = image_size
     if mask.shape != (h, w):
@@ -112,7 +112,7 @@ def mask_from_rle(text: str) -> np.ndarray:
     """HxW uint8 0/1 from a COCO RLE given as JSON text or as the path of a JSON file."""
     import orjson
 
-    from .stream import read_json_file
+    from ..stream import read_json_file
 
     where = "--rle"
     if text.lstrip().startswith("{"):
@@ -207,7 +207,7 @@ class Captioner(RegionCaptioner):
     def __init__(self, cfg: CaptionConfig):
         import torch
 
-        from .model.checkpoint import load_checkpoint
+        from ..model.checkpoint import load_checkpoint
 
         self.cfg = cfg
         device = cfg.device
@@ -318,7 +318,7 @@ def grouping_mapper(captioner: RegionCaptioner) -> Callable[[Callable, Iterable]
     """A `run_stage` mapper that captions consecutive region records of the same image together (one image
     encoding), and everything else one item at a time. If a group fails, its items are retried one by one so
     each bad record gets its own message."""
-    from .stream import call_safely
+    from ..stream import call_safely
 
     def groupable(item) -> bool:
         v = item.value
@@ -373,7 +373,7 @@ def image_regions(image: Path, masks: list[Path], rles: list[str], boxes: list[s
 def write_image_regions(image: Path, picture: Any, bitmaps: list[np.ndarray], captioner: RegionCaptioner,
                         output: Path | None) -> None:
     """Caption the regions of one image and write one region record each, ids ``<stem>/<i>``."""
-    from .stream import JsonlWriter
+    from ..stream import JsonlWriter
 
     captions = captioner.caption_masks(picture, bitmaps)
     writer = JsonlWriter(output)
@@ -390,7 +390,7 @@ def write_image_regions(image: Path, picture: Any, bitmaps: list[np.ndarray], ca
 
 def check_input(input: Path) -> None:
     """Fail on a missing or unreadable --input before any model loads (``-`` is stdin)."""
-    from .stream import open_binary
+    from ..stream import open_binary
 
     fh = open_binary(input)  # stdin: refused when closed or a terminal
     if str(input) != "-":
@@ -399,7 +399,7 @@ def check_input(input: Path) -> None:
 
 def caption_input(input: Path, captioner: RegionCaptioner, scfg: Any) -> Any:
     """``--input`` records through ``captioner`` under the stream contract; returns run_stage's summary."""
-    from .stream import iter_jsonl, run_stage
+    from ..stream import iter_jsonl, run_stage
 
     return run_stage("caption", iter_jsonl(input), captioner.work, scfg, input_key=record_key,
                      output_key=lambda rec: rec.get(R.ID), mapper=grouping_mapper(captioner), unit="inputs",

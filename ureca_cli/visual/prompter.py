@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from .errors import InputError
-from .masks import pixel_box
+from ..errors import InputError
+from ..masks import pixel_box
 
 YELLOW = (255, 255, 0)
 Box = tuple[int, int, int, int]  # XYWH pixels

@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..errors import UrecaError
 from .data import DataConfig, Sample, load_samples, split_by_image
-from .errors import UrecaError
 
 STAGES = ("1", "2", "both")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -166,7 +166,7 @@ def _load_kwargs(cfg: TrainConfig, *, gpu: bool) -> dict[str, str]:
 
 def build_stage1_model(cfg: TrainConfig):
     """A new URECA model around ``cfg.base`` ("tiny" or an InternVL -hf id/folder) with a fresh mask encoder."""
-    from .model import UrecaConfig, build_tiny_ureca, load_base
+    from ..model import UrecaConfig, build_tiny_ureca, load_base
 
     kw = {"num_mask_tokens": cfg.mask_tokens, "mask_projector": cfg.mask_projector, "dynamic_mask": cfg.dynamic_mask}
     if cfg.base == "tiny":
@@ -189,7 +189,7 @@ def attach_added_rows(model) -> Any:
     import torch
     from torch import nn
 
-    from .model.ureca import ADDED_TOKENS, _embedding_matrices
+    from ..model.ureca import ADDED_TOKENS, _embedding_matrices
 
     ids = model.token_ids.added()
     index = torch.tensor([ids[t] for t in ADDED_TOKENS])
@@ -227,7 +227,7 @@ def sync_added_rows(model) -> None:
     """Copy the trained added rows into the embedding matrices (before a save: the checkpoint reads them there)."""
     import torch
 
-    from .model.ureca import _embedding_matrices
+    from ..model.ureca import _embedding_matrices
 
     rows = getattr(model, "added_rows", None)
     if rows is None:
@@ -317,7 +317,7 @@ def _trainer_class():
         def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
             from safetensors.torch import save_file
 
-            from .model import save_checkpoint
+            from ..model import save_checkpoint
 
             output_dir = output_dir or self.args.output_dir
             if not self.args.should_save:
@@ -526,7 +526,7 @@ def _model_fields(folder: Path) -> tuple[dict[str, Any], bool]:
     """(TrainConfig's model fields (``MODEL_FIELDS``) as the checkpoint in ``folder`` has them, whether it has
     a LoRA adapter). ``base`` is the embedded base's folder where the checkpoint carries one (``load_checkpoint``
     loads that)."""
-    from .model.checkpoint import BASE_DIR, read_checkpoint_config
+    from ..model.checkpoint import BASE_DIR, read_checkpoint_config
 
     meta, c = read_checkpoint_config(folder)
     fields = {"base": str(folder / BASE_DIR) if meta["base_embedded"] else c.base, "mask_tokens": c.num_mask_tokens,
@@ -553,7 +553,7 @@ def _check_init(cfg: TrainConfig) -> None:
 
 
 def _score_config(cfg: TrainConfig):
-    from .score import METRICS, NGRAM_METRICS, ScoreConfig
+    from ..evaluate.score import METRICS, NGRAM_METRICS, ScoreConfig
 
     return ScoreConfig(metrics=METRICS if cfg.bertscore else NGRAM_METRICS,
                        **({"bertscore_model": cfg.bertscore_model} if cfg.bertscore_model else {}),
@@ -562,7 +562,7 @@ def _score_config(cfg: TrainConfig):
 
 def train_main(paths: list[str], cfg: TrainConfig) -> dict | None:
     """``ureca train``: check everything, train the stage(s), validate. Returns the validation summary."""
-    from .train_eval import validate
+    from ..evaluate.validate import validate
 
     _amp(cfg)  # a precision this machine cannot run fails here, not after the data is read
     if _fsdp() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -587,11 +587,11 @@ def train_main(paths: list[str], cfg: TrainConfig) -> dict | None:
     if cfg.validate and val:
         scfg = _score_config(cfg)
         if scfg.use_bertscore:
-            from .score import resolve_bertscore_model
+            from ..evaluate.score import resolve_bertscore_model
 
             resolve_bertscore_model(scfg.bertscore_model, scfg.bertscore_layers)
         if scfg.needs_java:
-            from .score import check_java
+            from ..evaluate.score import check_java
 
             check_java()
     held = len(samples) - len(train)
@@ -610,7 +610,7 @@ def train_main(paths: list[str], cfg: TrainConfig) -> dict | None:
             _log(cfg, f"stage 2 already finished in {final}")
             model = None
         else:
-            from .model import load_checkpoint
+            from ..model import load_checkpoint
 
             init = cfg.init if cfg.stage == "2" else s1_out
             model = load_checkpoint(init, trainable=True, **_load_kwargs(cfg, gpu=False))
@@ -619,7 +619,7 @@ def train_main(paths: list[str], cfg: TrainConfig) -> dict | None:
     if int(os.environ.get("RANK", "0")) != 0 or not cfg.validate or not val:
         return None
     if model is None:
-        from .model import load_checkpoint
+        from ..model import load_checkpoint
 
         model = load_checkpoint(final, **_load_kwargs(cfg, gpu=True))  # rank 0 only: its GPU is "cuda"
     return validate(model, val, final, cfg, _score_config(cfg))

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UrecaError, check_model_name
+from ..errors import UrecaError, check_model_name
 
 FEATURE_MODES = ("crop", "masked-pool")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -91,7 +91,7 @@ def load_dinov2(spec: str, *, device: str = "cpu", dtype: str = "float32", seed:
     import torch
     from transformers import Dinov2Config, Dinov2Model
 
-    from .stream import read_json_file
+    from ..stream import read_json_file
 
     torch_dtype = getattr(torch, dtype)
     cfg_path = random_config_path(spec)

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import records as R
-from .errors import InputError
+from .. import records as R
+from ..errors import InputError
 
 
 @dataclass

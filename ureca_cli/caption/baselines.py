@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from . import records as R
-from .caption import RegionCaptioner
-from .errors import UrecaError
-from .mllm import ChatBackend, GenerationSettings, user
-from .visual import VisualPrompter, VisualSettings
+from .. import records as R
+from ..errors import UrecaError
+from ..mllm import ChatBackend, GenerationSettings, user
+from ..visual.prompter import VisualPrompter, VisualSettings
+from .captioner import RegionCaptioner
 
 REGION_PROMPTS = ("none", "contour", "crop")
 

@@ -16,7 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from .data import Sample, encode_sample, load_image_and_mask
+from ..train.data import Sample, encode_sample, load_image_and_mask
 
 
 def _decode(tokenizer, ids) -> str:
@@ -60,7 +60,7 @@ def caption_samples(model, samples: list[Sample], *, use_mask: bool = True, max_
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    from .stream import dumps
+    from ..stream import dumps
 
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("wb") as fh:
@@ -71,8 +71,8 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 def score_captions(preds: dict[str, str], samples: list[Sample], scfg) -> dict[str, Any]:
     """The score module's summary (0-100) of ``preds`` against the samples' captions, grouped by image."""
+    from .readers import Matched
     from .score import score
-    from .score_io import Matched
 
     m = Matched(ids=[s.id for s in samples], predictions=[preds.get(s.id, "") or "-" for s in samples],
                 references=[[s.caption] for s in samples], groups=[s.image_id for s in samples])
@@ -82,7 +82,7 @@ def score_captions(preds: dict[str, str], samples: list[Sample], scfg) -> dict[s
 
 def validate(model, val: list[Sample], out: Path, cfg, scfg) -> dict[str, Any]:
     """Caption the held-out regions, score them, and write the three ``val_*`` files into ``out``."""
-    from .train import _amp, _log
+    from ..train.trainer import _amp, _log
 
     _log(cfg, f"validation: captioning {len(val)} held-out regions")
     preds = caption_samples(model, val, use_mask=cfg.use_mask, max_new_tokens=cfg.val_max_new_tokens,

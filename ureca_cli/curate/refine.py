@@ -32,14 +32,14 @@ from typing import Any
 
 import numpy as np
 
-from . import records as R
-from .errors import InputError, ItemFailed, UrecaError
+from .. import records as R
+from ..errors import InputError, ItemFailed, UrecaError
+from ..masks import decode, node_mask
+from ..stream import check_output_folder
+from ..visual.prompter import VisualPrompter, VisualSettings, load_image
+from ..visual.setofmark import MarkSettings, set_of_mark
 from .export import DEFAULT_QUESTION, check_format, export
 from .features import FeatureConfig, RegionEmbedder, cosine_matrix, similar_sets
-from .masks import decode, node_mask
-from .setofmark import MarkSettings, set_of_mark
-from .stream import check_output_folder
-from .visual import VisualPrompter, VisualSettings, load_image
 
 STAMP = "refine"
 TEMPLATES = ("refine", "verify")
@@ -172,13 +172,13 @@ class Refiner:
         return out
 
     def _settings(self) -> Any:
-        from .mllm import GenerationSettings
+        from ..mllm import GenerationSettings
 
         return self.cfg.generation or GenerationSettings()
 
     def _ask(self, backend: Any, rec: dict, node: dict, images: list[tuple[str, Any]], text: str) -> str:
         """One chat request: ``images`` (name, PIL image) then ``text``; saved first with ``--save-prompts``."""
-        from .mllm import user
+        from ..mllm import user
 
         if self._abort.is_set():
             raise UrecaError("stopped")
@@ -203,7 +203,7 @@ class Refiner:
     def mapper(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
         """A ``run_stage`` mapper: ``images_in_flight`` images at once, results in input order; stops the
         requests still queued when the run stops early."""
-        from .stream import abortable_map
+        from ..stream import abortable_map
 
         return abortable_map(fn, items, jobs=self.images_in_flight, abort=self._abort)
 

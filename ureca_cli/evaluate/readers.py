@@ -26,8 +26,8 @@ from typing import Any
 
 import orjson
 
-from . import records as R
-from .errors import InputError, UrecaError
+from .. import records as R
+from ..errors import InputError, UrecaError
 
 FORMATS = ("auto", "regions", "images", "coco", "osprey", "dam")
 
@@ -50,7 +50,7 @@ def group_of(region_id: str, image_id: str | None) -> str:
 
 
 def _read_bytes(path: str | Path) -> tuple[bytes, str]:
-    from .stream import open_binary
+    from ..stream import open_binary
 
     name = "<stdin>" if str(path) == "-" else str(Path(path))
     fh = open_binary(path, "a JSON or JSONL file of captions")

@@ -26,13 +26,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from . import records as R
+from .. import records as R
+from ..errors import UrecaError
+from ..masks import node_mask
+from ..mllm import ChatBackend, EncodedImage, GenerationSettings, user
+from ..stream import check_output_folder
+from ..visual.prompter import VisualPrompter, VisualSettings, load_image
 from .annotate_plan import ImageState, Plan, Workers, count_requests, plan_record, remaining_chain
-from .errors import UrecaError
-from .masks import node_mask
-from .mllm import ChatBackend, EncodedImage, GenerationSettings, user
-from .stream import check_output_folder
-from .visual import VisualPrompter, VisualSettings, load_image
 
 __all__ = ["AnnotateConfig", "Annotator", "Templates", "count_requests", "load_templates", "plan_record", "run"]
 
@@ -132,7 +132,7 @@ class Annotator:
                 import multiprocessing
                 from concurrent.futures import ProcessPoolExecutor
 
-                from .stream import _ignore_sigint
+                from ..stream import _ignore_sigint
 
                 ctx = multiprocessing.get_context("spawn")  # never fork a process that runs threads
                 self._prep = ProcessPoolExecutor(self.prepare_workers, mp_context=ctx, initializer=_ignore_sigint)
@@ -252,7 +252,7 @@ class Annotator:
     def mapper(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
         """A ``run_stage`` mapper: ``images_in_flight`` images at once, results in input order; stops the
         requests still queued when the run stops early."""
-        from .stream import abortable_map
+        from ..stream import abortable_map
 
         return abortable_map(fn, items, jobs=self.images_in_flight, abort=self._abort)
 
@@ -364,7 +364,7 @@ def _safe(name: str) -> str:
 def run(input: str | Path, annotator: Annotator, cfg: Any) -> Any:
     """Annotate the tree records of ``input`` (a JSONL path, ``-`` for stdin) under the stream contract
     (``stream.run_stage``: input order, ``--resume``, ``--failed``, ``--on-error``, ``--shard``)."""
-    from .stream import Item, iter_jsonl, run_stage
+    from ..stream import Item, iter_jsonl, run_stage
 
     def items() -> Iterator[Item]:
         for it in iter_jsonl(input):  # the work sees (record, "file:line") so messages name the line
