@@ -134,7 +134,7 @@ def read_checkpoint_meta(folder: str | Path) -> dict[str, Any]:
 
 def read_checkpoint_config(folder: str | Path) -> tuple[dict[str, Any], Any]:
     """(ureca.json, its UrecaConfig) of a checkpoint folder, both checked."""
-    from .ureca import UrecaConfig
+    from .config import UrecaConfig
 
     meta = read_checkpoint_meta(folder)
     try:

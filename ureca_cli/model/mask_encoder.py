@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-PROJECTORS = ("linear", "mlp")
+from .config import PROJECTORS
 
 
 class MaskEncoder(nn.Module):

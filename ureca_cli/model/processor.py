@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .config import MASK_CONTEXT, MASK_END, MASK_START, MaskTokenIds, UrecaConfig
 from .tiling import tile_mask
-from .ureca import MASK_CONTEXT, MASK_END, MASK_START, MaskTokenIds, UrecaConfig
 
 IGNORE_INDEX = -100
 
