@@ -29,7 +29,7 @@ _ureca() {
         else COMPREPLY=( $(compgen -f -- "$cur") ); fi ;;
     annotate)
         case "$prev" in
-            --backend) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --backend) COMPREPLY=( $(compgen -W "hf openai" -- "$cur") ); return 0 ;;
             --model) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --base-url) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --api-key-env) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
@@ -59,7 +59,7 @@ _ureca() {
     refine)
         case "$prev" in
             --output|-o) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
-            --backend) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --backend) COMPREPLY=( $(compgen -W "hf openai" -- "$cur") ); return 0 ;;
             --model) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --base-url) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --api-key-env) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
@@ -73,6 +73,7 @@ _ureca() {
             --temperature) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --top-p) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --seed) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --max-side) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --features) COMPREPLY=( $(compgen -W "crop masked-pool" -- "$cur") ); return 0 ;;
             --features-model) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --features-device) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
@@ -83,7 +84,6 @@ _ureca() {
             --max-similar) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --judge-model) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --judge-base-url) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
-            --max-side) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --prompts) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --save-prompts) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --images-in-flight) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
@@ -93,7 +93,7 @@ _ureca() {
             --failed) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --shard) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
         esac
-        if [[ "$cur" == -* ]]; then COMPREPLY=( $(compgen -W "--output -o --backend --model --base-url --api-key-env --concurrency --timeout --retries --device --dtype --batch-size --max-new-tokens --temperature --top-p --seed --features --features-model --features-device --features-batch --features-dtype --pool-side --threshold --max-similar --refine --no-refine --verify --drop-unverified --judge-model --judge-base-url --max-side --prompts --save-prompts --images-in-flight --flat --format --question --on-error --failed --resume --shard --progress --no-progress --help -h" -- "$cur") );
+        if [[ "$cur" == -* ]]; then COMPREPLY=( $(compgen -W "--output -o --backend --model --base-url --api-key-env --concurrency --timeout --retries --device --dtype --batch-size --max-new-tokens --temperature --top-p --seed --max-side --features --features-model --features-device --features-batch --features-dtype --pool-side --threshold --max-similar --refine --no-refine --verify --drop-unverified --judge-model --judge-base-url --prompts --save-prompts --images-in-flight --flat --format --question --on-error --failed --resume --shard --progress --no-progress --help -h" -- "$cur") );
         else COMPREPLY=( $(compgen -f -- "$cur") ); fi ;;
     train)
         case "$prev" in
@@ -148,7 +148,7 @@ _ureca() {
             --device) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --dtype) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --region-prompt) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
-            --backend) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --backend) COMPREPLY=( $(compgen -W "hf openai" -- "$cur") ); return 0 ;;
             --base-url) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --api-key-env) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --concurrency) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;

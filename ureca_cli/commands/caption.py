@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from ..errors import UrecaError
-from .annotate import (
-    ApiKeyEnvOpt,
-    BackendOpt,
-    BaseUrlOpt,
-    ConcurrencyOpt,
-    MaxSideOpt,
-    RetriesOpt,
-    TimeoutOpt,
-)
+from .chat import ChatOptions, chat_options
 from .common import (
     Failed,
     OnErrorChoice,
@@ -29,14 +22,18 @@ from .common import (
     stream_config,
 )
 
+CHAT_ONLY = ("backend", "base_url", "api_key_env", "concurrency", "timeout", "retries", "max_side")
+
 
 @cli_errors("caption")
+@chat_options(only=CHAT_ONLY)
 def caption(
     image: Annotated[
         Path | None,
         typer.Argument(metavar="IMAGE", help="The image whose regions to caption (or use --input).",
                        show_default=False),
     ] = None,
+    *,
     model: Annotated[
         Path,
         typer.Option("--model", "-m", metavar="DIR", help="URECA checkpoint folder (from ureca train).", show_default=False),
@@ -86,13 +83,7 @@ def caption(
                      "plain chat model (--backend; --model names it) shown the plain photo, the region contoured, or "
                      "its crop.", show_default=False),
     ] = None,
-    backend: BackendOpt = "hf",
-    base_url: BaseUrlOpt = None,
-    api_key_env: ApiKeyEnvOpt = None,
-    concurrency: ConcurrencyOpt = 8,
-    timeout: TimeoutOpt = 120.0,
-    retries: RetriesOpt = 6,
-    max_side: MaxSideOpt = None,
+    chat: ChatOptions,
     output: Output = None,
     on_error: OnErrorOpt = OnErrorChoice.stop,
     failed: Failed = None,
@@ -141,9 +132,7 @@ def caption(
         if batch_only:
             raise UrecaError(f"{', '.join(batch_only)}: only with --input FILE (one IMAGE is one unit of work)")
     if region_prompt is None:
-        chat_only = [flag for flag, given in (("--backend", backend != "hf"), ("--base-url", bool(base_url)),
-                                              ("--api-key-env", api_key_env is not None),
-                                              ("--max-side", max_side is not None)) if given]
+        chat_only = chat.given(CHAT_ONLY)
         if chat_only:
             raise UrecaError(f"{', '.join(chat_only)}: only with --region-prompt (the chat-model baselines); "
                              "the URECA model runs in this process")
@@ -162,21 +151,17 @@ def caption(
         else:
             caption_input(input, captioner, scfg)
 
-    if region_prompt is not None:  # the Table 2 baselines through a chat backend (ureca_cli/baselines.py)
+    if region_prompt is not None:  # the Table 2 baselines through a chat backend (ureca_cli/caption/baselines.py)
         from ..caption.baselines import BaselineCaptioner, BaselineConfig
-        from ..mllm import GenerationSettings
         from ..visual.prompter import VisualSettings
-        from .annotate import backend_from_options
 
+        chat = replace(chat, model=str(model), device=None if device == "auto" else device, dtype=dtype,
+                       batch_size=batch_size, max_new_tokens=max_new_tokens, seed=seed,
+                       temperature=temperature if sample else 0.0, top_p=top_p if sample else 1.0)
         bcfg = BaselineConfig(region_prompt=region_prompt, question=question, resize_mask=resize_mask,
-                              visual=VisualSettings(max_side=max_side),
-                              generation=GenerationSettings(max_new_tokens=max_new_tokens,
-                                                            temperature=temperature if sample else 0.0,
-                                                            top_p=top_p if sample else 1.0, seed=seed))
-        chat = backend_from_options(backend, str(model), base_url, api_key_env, concurrency, timeout, retries,
-                                    None if device == "auto" else device, dtype, batch_size)
-        with chat:
-            run(BaselineCaptioner(chat, bcfg))
+                              visual=VisualSettings(max_side=chat.max_side), generation=chat.generation())
+        with chat.build() as backend:
+            run(BaselineCaptioner(backend, bcfg))
         return
     if not model.is_dir():
         raise UrecaError(f"--model {model}: checkpoint folder not found")

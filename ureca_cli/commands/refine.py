@@ -8,24 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .annotate import (
-    ApiKeyEnvOpt,
-    BackendOpt,
-    BaseUrlOpt,
-    BatchOpt,
-    ConcurrencyOpt,
-    DeviceOpt,
-    DtypeOpt,
-    MaxNewOpt,
-    MaxSideOpt,
-    ModelOpt,
-    RetriesOpt,
-    SeedOpt,
-    TempOpt,
-    TimeoutOpt,
-    TopPOpt,
-    backend_from_options,
-)
+from .chat import ChatOptions, chat_options
 from .common import Failed, OnErrorOpt, Output, ProgressOpt, Resume, Shard, cli_errors, stream_config
 
 
@@ -66,24 +49,13 @@ Examples:
 
 
 @cli_errors("refine")
+@chat_options()
 def refine(
     inputs: Annotated[list[str] | None, typer.Argument(help="JSONL files of image records; - or nothing: stdin.",
                                                        show_default=False)] = None,
     output: Output = None,
-    backend: BackendOpt = "hf",
-    model: ModelOpt = None,
-    base_url: BaseUrlOpt = None,
-    api_key_env: ApiKeyEnvOpt = None,
-    concurrency: ConcurrencyOpt = 8,
-    timeout: TimeoutOpt = 120.0,
-    retries: RetriesOpt = 6,
-    device: DeviceOpt = None,
-    dtype: DtypeOpt = "auto",
-    batch_size: BatchOpt = 8,
-    max_new_tokens: MaxNewOpt = 256,
-    temperature: TempOpt = 0.0,
-    top_p: TopPOpt = 1.0,
-    seed: SeedOpt = None,
+    *,
+    chat: ChatOptions,
     features: Annotated[FeatureChoice, typer.Option(help="crop: DINOv2 on each region's blurred-background crop "
                                                          "(the released input). masked-pool: one pass per image, "
                                                          "patch features pooled inside each mask.")] = FeatureChoice.crop,
@@ -109,7 +81,6 @@ def refine(
                                                          "the same backend.", show_default=False)] = None,
     judge_base_url: Annotated[list[str] | None, typer.Option("--judge-base-url", help="Server(s) of the judge "
                                                              "(default: --base-url).", show_default=False)] = None,
-    max_side: MaxSideOpt = None,
     prompts: Annotated[Path | None, typer.Option(help="Folder whose refine.txt / verify.txt replace the packaged "
                                                       "templates.", show_default=False)] = None,
     save_prompts: Annotated[Path | None, typer.Option(help="Write every image sent to DIR/<image_id>/<node>_<kind>"
@@ -132,7 +103,6 @@ def refine(
     from ..curate.features import FeatureConfig
     from ..curate.refine import RefineConfig, Refiner
     from ..errors import UrecaError
-    from ..mllm import GenerationSettings
     from ..stream import check_output_not_input, iter_jsonl, run_stage
     from ..visual.prompter import VisualSettings
     from ..visual.setofmark import MarkSettings
@@ -145,16 +115,16 @@ def refine(
     scfg = stream_config(output, on_error, failed, resume, shard, progress)
     check_output_not_input(scfg, inputs or [])
     cfg = RefineConfig(
-        features=FeatureConfig(model=features_model, mode=features.value, device=features_device or device or _auto_device(do_refine),
+        features=FeatureConfig(model=features_model, mode=features.value, device=features_device or chat.device or _auto_device(do_refine),
                                dtype=features_dtype, batch_size=features_batch, pool_side=pool_side),
         threshold=threshold,
         max_similar=max_similar or None,
         refine=do_refine,
         verify=verify,
         drop_unverified=drop_unverified,
-        visual=VisualSettings(max_side=max_side),
-        marks=MarkSettings(max_side=max_side),
-        generation=GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed),
+        visual=VisualSettings(max_side=chat.max_side),
+        marks=MarkSettings(max_side=chat.max_side),
+        generation=chat.generation(),
         prompts=prompts,
         save_prompts=save_prompts,
         images_in_flight=images_in_flight,
@@ -162,17 +132,13 @@ def refine(
         question=question,
     )
 
-    def build(name: str | None, urls: list[str] | None):
-        return backend_from_options(backend, name, urls, api_key_env, concurrency, timeout, retries, device, dtype,
-                                    batch_size)
-
-    chat = judge = None
+    backend = judge = None
     try:
         if do_refine or (verify and judge_model is None and not judge_base_url):
-            chat = build(model, base_url)
+            backend = chat.build()
         if verify and (judge_model is not None or judge_base_url):
-            judge = build(judge_model or model, judge_base_url or base_url)
-        refiner = Refiner(cfg, chat, judge)
+            judge = chat.build(model=judge_model or chat.model, base_url=tuple(judge_base_url or chat.base_url))
+        refiner = Refiner(cfg, backend, judge)
         try:
             items = (item for path in (inputs or ["-"]) for item in iter_jsonl(path))
             run_stage("refine", items, refiner, scfg, input_key=_input_key, output_key=output_image_key,
@@ -181,7 +147,7 @@ def refine(
         finally:
             refiner.close()
     finally:
-        for b in {id(x): x for x in (chat, judge) if x is not None}.values():
+        for b in {id(x): x for x in (backend, judge) if x is not None}.values():
             b.close()
 
 

@@ -29,13 +29,15 @@ from .base import (
     GenerationSettings,
     Message,
     clean_answer,
-    make_backend,
     system,
     user,
 )
+from .registry import BACKENDS, BackendName, make_backend
 
 __all__ = [
+    "BACKENDS",
     "BackendError",
+    "BackendName",
     "ChatBackend",
     "EncodedImage",
     "GenerationSettings",

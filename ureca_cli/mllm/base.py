@@ -149,22 +149,3 @@ class ChatBackend(ABC):
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-
-def make_backend(kind: str, **options: Any) -> ChatBackend:
-    """Build a backend by name.
-
-    - ``"hf"``: ``HFBackend(model=..., device=..., dtype=..., batch_size=...)`` (transformers, in process);
-    - ``"openai"``: ``OpenAIBackend(base_urls=[...], model=..., api_key_env=..., concurrency=..., timeout=...,
-      retries=...)`` (any OpenAI-compatible chat-completions server).
-    Options that are ``None`` are left to the backend's defaults.
-    """
-    opts = {k: v for k, v in options.items() if v is not None}
-    if kind == "hf":
-        from .hf import HFBackend
-
-        return HFBackend(**opts)
-    if kind == "openai":
-        from .openai import OpenAIBackend
-
-        return OpenAIBackend(**opts)
-    raise UrecaError(f"--backend {kind!r}: choose hf or openai")
