@@ -13,7 +13,6 @@ region records as the URECA model path (``caption``, an input caption kept as ``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 import numpy as np
@@ -21,6 +20,7 @@ import numpy as np
 from .. import records as R
 from ..errors import UrecaError
 from ..mllm import ChatBackend, GenerationSettings, user
+from ..prompts import package_text
 from ..visual.prompter import VisualPrompter, VisualSettings
 from .captioner import RegionCaptioner
 
@@ -29,7 +29,7 @@ REGION_PROMPTS = ("none", "contour", "crop")
 
 def default_question(region_prompt: str) -> str:
     """The package's question for a baseline (``prompts/baseline_<kind>.txt``)."""
-    return (resources.files("ureca_cli") / "prompts" / f"baseline_{region_prompt}.txt").read_text("utf-8").strip()
+    return package_text(f"baseline_{region_prompt}").strip()
 
 
 @dataclass(frozen=True)

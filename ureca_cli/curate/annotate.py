@@ -16,16 +16,14 @@ image, every ready node are in flight at once, up to the backend's concurrency (
 
 from __future__ import annotations
 
-import hashlib
 import os
-import string
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .. import prompts
 from .. import records as R
 from ..errors import UrecaError
 from ..masks import node_mask
@@ -34,49 +32,15 @@ from ..stream import check_output_folder
 from ..visual.prompter import VisualPrompter, VisualSettings, load_image
 from .annotate_plan import ImageState, Plan, Workers, count_requests, plan_record, remaining_chain
 
-__all__ = ["AnnotateConfig", "Annotator", "Templates", "count_requests", "load_templates", "plan_record", "run"]
+__all__ = ["AnnotateConfig", "Annotator", "count_requests", "load_templates", "plan_record", "run"]
 
 TEMPLATE_NAMES = ("main_phrase", "part_phrase", "part_phrase_siblings", "paragraph")
 ANNOTATE = "annotate"  # the record-level field that says how captions were made
 
 
-# ------------------------------------------------------------------------------------------- templates
-@dataclass(frozen=True)
-class Templates:
-    """Prompt templates (``string.Template``, ``$name`` placeholders) and their version string."""
-
-    texts: dict[str, str]
-    version: str
-
-    def render(self, name: str, **values: str) -> str:
-        try:
-            return string.Template(self.texts[name]).substitute(values)
-        except KeyError as e:
-            raise UrecaError(f"prompt template {name}.txt uses ${e.args[0]}, which this prompt does not fill") from None
-        except ValueError as e:
-            raise UrecaError(f"prompt template {name}.txt: {e}") from None
-
-
-def load_templates(folder: str | Path | None = None, names: Iterable[str] = TEMPLATE_NAMES) -> Templates:
-    """The package's templates, with any ``<name>.txt`` in ``folder`` taking their place.
-
-    The version is the package's ``version.txt`` plus a hash of the texts, so a record names its prompts
-    exactly (``ureca-prompts-1+3f2a9c1e``); overridden templates change the hash.
-    """
-    pkg = resources.files("ureca_cli") / "prompts"
-    base = (pkg / "version.txt").read_text(encoding="utf-8").strip()
-    texts: dict[str, str] = {}
-    for name in names:
-        text = None
-        if folder is not None:
-            p = Path(folder) / f"{name}.txt"
-            if p.is_file():
-                text = p.read_text(encoding="utf-8")
-        texts[name] = text if text is not None else (pkg / f"{name}.txt").read_text(encoding="utf-8")
-    if folder is not None and not Path(folder).is_dir():
-        raise UrecaError(f"--prompts {folder}: not a folder")
-    digest = hashlib.sha256("\0".join(f"{k}\0{texts[k]}" for k in sorted(texts)).encode()).hexdigest()[:8]
-    return Templates(texts, f"{base}+{digest}")
+def load_templates(folder: str | Path | None = None) -> prompts.Templates:
+    """Annotate's templates (``ureca_cli/prompts``), with any in ``folder`` (``--prompts DIR``) taking their place."""
+    return prompts.load_templates(folder, TEMPLATE_NAMES)
 
 
 # --------------------------------------------------------------------------------------------- settings

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import prompts
 from .. import records as R
 from ..errors import InputError, ItemFailed, UrecaError
 from ..masks import decode, node_mask
@@ -45,18 +46,10 @@ STAMP = "refine"
 TEMPLATES = ("refine", "verify")
 
 
-# ------------------------------------------------------------------------------------------- templates
 def load_templates(folder: Path | None = None) -> Any:
     """The refine and verify templates (``$caption``), with any ``refine.txt``/``verify.txt`` in ``folder``
     (``--prompts DIR``) taking the package's place; versioned as annotate's are (``ureca-prompts-N+hash``)."""
-    from .annotate import load_templates as load
-
-    templates = load(folder, names=TEMPLATES)
-    for name in TEMPLATES:
-        text = templates.texts[name]
-        if "$caption" not in text and "${caption}" not in text:
-            raise UrecaError(f"prompt template {name}.txt has no $caption placeholder")
-    return templates
+    return prompts.load_templates(folder, TEMPLATES, {name: "caption" for name in TEMPLATES})
 
 
 # ---------------------------------------------------------------------------------------------- config
