@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from ureca_cli.errors import InputError
+from ureca_cli.images import load_image
 from ureca_cli.masks import pixel_box
 from ureca_cli.visual.prompter import (
     YELLOW,
@@ -16,7 +17,6 @@ from ureca_cli.visual.prompter import (
     _shift_or,
     contour_band,
     fill_holes,
-    load_image,
 )
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from .. import masks as M
 from .. import records as R
 from ..errors import InputError, UrecaError
+from ..images import load_image
 
 MAX_GROUP = 256  # most consecutive region records of one image captioned together
 
@@ -55,20 +56,6 @@ class CaptionConfig:
 
 
 # ------------------------------------------------------------------------------------------ regions in
-def load_image(path: str | Path, where: str | None = None):  # where: the record that names it
-    """The image at `path` as a PIL RGB image (W x H); a missing or non-image file is an InputError."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.convert("RGB")
-    except FileNotFoundError:
-        raise InputError(f"image {path}: no such file", source=where or None) from None
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise InputError(f"{path}: not an image file ({type(e).__name__})", source=where or None) from None
-
-
 def fit_mask(mask: np.ndarray, image_size: tuple[int, int], what: str, resize: bool) -> np.ndarray:
     """Check an HxW 0/1 mask against the image's (W, H); with `resize`, resize it (nearest) to fit.
     An empty mask or a size mismatch without `resize` is an InputError naming both sizes."""
@@ -162,7 +149,7 @@ class RegionCaptioner:
 
     def caption_regions(self, regions: list[dict], where: str = "") -> list[dict]:
         """Caption region records that all name the same image (loaded once); returns their output records."""
-        image = load_image(regions[0][R.IMAGE], where)
+        image = load_image(regions[0][R.IMAGE], where=where)
         masks = []
         for rec in regions:
             what = _at(where, f"region {rec.get(R.ID)}")
@@ -177,7 +164,7 @@ class RegionCaptioner:
         A node whose mask has no pixel (SA-1B files hold some; ``ureca tree`` keeps them as dropped, reason
         ``empty``) has nothing to caption and gets no record."""
         R.check_image_record(rec, where)
-        image = load_image(rec[R.IMAGE], where)
+        image = load_image(rec[R.IMAGE], where=where)
         nodes, masks = [], []
         for n in rec[R.NODES]:
             what = _at(where, f"node {n[R.ID]}")

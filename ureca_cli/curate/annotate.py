@@ -26,10 +26,11 @@ from typing import Any
 from .. import prompts
 from .. import records as R
 from ..errors import UrecaError
+from ..images import load_image
 from ..masks import node_mask
 from ..mllm import ChatBackend, EncodedImage, GenerationSettings, user
 from ..stream import check_output_folder
-from ..visual.prompter import VisualPrompter, VisualSettings, load_image
+from ..visual.prompter import VisualPrompter, VisualSettings
 from .annotate_plan import ImageState, Plan, Workers, count_requests, plan_record, remaining_chain
 
 __all__ = ["AnnotateConfig", "Annotator", "count_requests", "load_templates", "plan_record", "run"]

@@ -35,9 +35,10 @@ import numpy as np
 from .. import prompts
 from .. import records as R
 from ..errors import InputError, ItemFailed, UrecaError
+from ..images import load_image
 from ..masks import decode, node_mask
 from ..stream import check_output_folder
-from ..visual.prompter import VisualPrompter, VisualSettings, load_image
+from ..visual.prompter import VisualPrompter, VisualSettings
 from ..visual.setofmark import MarkSettings, set_of_mark
 from .export import DEFAULT_QUESTION, check_format, export
 from .features import FeatureConfig, RegionEmbedder, cosine_matrix, similar_sets

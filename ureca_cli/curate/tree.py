@@ -41,6 +41,7 @@ import numpy as np
 
 from .. import records as R
 from ..errors import InputError, UrecaError
+from ..images import image_size
 from ..masks.rle import _mask_utils
 from ..masks.runs import BadCounts, RunSet
 from ..stream import Item, check_output_folder, read_json_file, stdin_binary
@@ -227,13 +228,7 @@ def load_mask_file(path: str | Path, cfg: TreeConfig) -> MaskFile:
 
 
 def _check_image_size(image: Path, width: int, height: int, where: str) -> None:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(image) as im:
-            size = im.size
-    except (UnidentifiedImageError, OSError) as e:
-        raise InputError(f"cannot read image {image} ({e})", source=where) from None
+    size = image_size(image, where)
     if size != (width, height):
         raise InputError(f"image {image} is {size[0]}x{size[1]}, the JSON says {width}x{height}", source=where)
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from .. import records as R
 from ..errors import InputError, UrecaError
+from ..images import image_size, load_image
 
 IMAGE_SUFFIXES = ("", ".jpg", ".jpeg", ".png", ".JPG", ".webp")
 _PLACEHOLDER = re.compile(r"<image>|<mask>|</mask>")
@@ -256,8 +257,6 @@ def load_samples(paths: Iterable[str | Path], cfg: DataConfig = DataConfig()) ->
 
 def _check_images(samples: list[Sample], cfg: DataConfig, bases: dict[str, Path]) -> list[Sample]:
     """Resolve image paths once per image; check each exists (and its size matches its masks)."""
-    from PIL import Image
-
     resolved: dict[tuple[str, Path], tuple[str, tuple[int, int] | None]] = {}
     out = []
     for s in samples:
@@ -267,13 +266,7 @@ def _check_images(samples: list[Sample], cfg: DataConfig, bases: dict[str, Path]
             if p is None:
                 where_dir = f" (looked in {cfg.images_dir})" if cfg.images_dir else ""
                 raise InputError(f"image '{s.image}' does not exist{where_dir}", source=s.where)
-            size = None
-            if cfg.check_images:
-                try:
-                    with Image.open(p) as im:
-                        size = im.size
-                except Exception as e:  # noqa: BLE001 - PIL raises many kinds for a bad file
-                    raise InputError(f"image {p} cannot be read ({type(e).__name__})", source=s.where) from None
+            size = image_size(p, s.where) if cfg.check_images else None
             resolved[key] = (str(p.resolve()), size)
         path, size = resolved[key]
         if size is not None and s.rle is not None and tuple(s.rle["size"]) != (size[1], size[0]):
@@ -335,15 +328,9 @@ def split_by_image(samples: list[Sample], val_fraction: float, seed: int = 0,
 # ------------------------------------------------------------------------------------------- to tensors
 def load_image_and_mask(sample: Sample) -> tuple[Any, Any]:
     """(RGB PIL image, ``HxW uint8`` 0/1 mask or ``None``) of a sample."""
-    from PIL import Image
-
     from .. import masks as M
 
-    try:
-        with Image.open(sample.image) as im:
-            image = im.convert("RGB")
-    except Exception as e:  # noqa: BLE001 - PIL raises many kinds for a bad file
-        raise InputError(f"image {sample.image} cannot be read ({type(e).__name__})", source=sample.where) from None
+    image = load_image(sample.image, where=sample.where)
     mask = M.decode(sample.rle, sample.where) if sample.rle is not None else None
     return image, mask
 

@@ -25,7 +25,6 @@ resampled first and the contour drawn afterwards, so the contour stays ``contour
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -35,27 +34,6 @@ from ..masks import pixel_box
 
 YELLOW = (255, 255, 0)
 Box = tuple[int, int, int, int]  # XYWH pixels
-
-
-# ---------------------------------------------------------------------------------------- image loading
-def load_image(path: str | Path, *, width: int | None = None, height: int | None = None, where: str = "") -> Image.Image:
-    """Open a photo as RGB; a missing file, an undecodable file or a size that disagrees with the record
-    (``width`` x ``height``) raises ``InputError`` naming ``where`` and the file."""
-    src = where or str(path)
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"image file {str(p)!r} not found", source=src)
-    try:
-        with Image.open(p) as im:
-            im.load()
-            img = im.convert("RGB")
-    except Exception as e:  # noqa: BLE001 - Pillow raises many kinds for a bad file
-        raise InputError(f"image file {str(p)!r} does not decode ({type(e).__name__}: {e})", source=src) from None
-    if width is not None and height is not None and img.size != (width, height):
-        raise InputError(
-            f"image file {str(p)!r} is {img.size[0]}x{img.size[1]} but the record says {width}x{height}", source=src
-        )
-    return img
 
 
 # -------------------------------------------------------------------------------------------- morphology

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .. import records as R
+from ..images import load_image
 from ..masks import decode
 
 # depth 1, 2, 3, ... (repeats deeper down): distinct on photos and on white
@@ -102,8 +103,7 @@ def render_tree(rec: dict, out: str | Path) -> Path:
     width, height = rec[R.WIDTH], rec[R.HEIGHT]
     scale = min(MAX_SIDE / max(width, height), max(1.0, MIN_SIDE / max(width, height)))
     pw, ph = max(1, round(width * scale)), max(1, round(height * scale))
-    with Image.open(rec[R.IMAGE]) as im:
-        photo = im.convert("RGB").resize((pw, ph), Image.Resampling.LANCZOS)
+    photo = load_image(rec[R.IMAGE], where=str(rec[R.IMAGE_ID])).resize((pw, ph), Image.Resampling.LANCZOS)
     base = np.asarray(photo, dtype=np.float32) * 0.75 + 32  # dimmed, so outlines stand out
     canvas = base.astype(np.uint8)
 
