@@ -20,6 +20,7 @@ from .. import masks as M
 from .. import records as R
 from ..errors import InputError, UrecaError
 from ..images import load_image
+from ..masks.regions import fit_mask, region_masks
 
 MAX_GROUP = 256  # most consecutive region records of one image captioned together
 
@@ -53,83 +54,6 @@ class CaptionConfig:
             raise UrecaError(f"--dtype {self.dtype!r}: choose auto, float32, bfloat16 or float16")
         if self.question is not None and not self.question.strip():
             raise UrecaError("--question must not be empty")
-
-
-# ------------------------------------------------------------------------------------------ regions in
-def fit_mask(mask: np.ndarray, image_size: tuple[int, int], what: str, resize: bool) -> np.ndarray:
-    """Check an HxW 0/1 mask against the image's (W, H); with `resize`, resize it (nearest) to fit.
-    An empty mask or a size mismatch without `resize` is an InputError naming both sizes."""
-    from ..model.tiling import resize_nearest
-
-    w, h = image_size
-    if mask.shape != (h, w):
-        if not resize:
-            raise InputError(f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is {w}x{h} (WxH); "
-                             "pass --resize-mask to resize it (nearest neighbour)", source=what)
-        mask = resize_nearest(mask, h, w)
-    if not mask.any():
-        raise InputError("mask is empty (no pixel of the region is set)", source=what)
-    return mask
-
-
-def mask_from_png(path: str | Path) -> np.ndarray:
-    """HxW uint8 0/1 from a PNG: the alpha channel where there is one (RGBA, LA, palette transparency),
-    else any non-zero pixel in any channel."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode == "P":
-                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-            arr = np.asarray(im)
-            mode = im.mode
-    except FileNotFoundError:
-        raise InputError("no such file", source=str(path)) from None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise InputError(f"not an image file ({type(e).__name__})", source=str(path)) from None
-    if mode in ("RGBA", "LA", "PA"):
-        return (arr[..., -1] != 0).astype(np.uint8)
-    if arr.ndim == 3:
-        return arr.any(axis=-1).astype(np.uint8)
-    return (arr != 0).astype(np.uint8)
-
-
-def mask_from_rle(text: str) -> np.ndarray:
-    """HxW uint8 0/1 from a COCO RLE given as JSON text or as the path of a JSON file."""
-    import orjson
-
-    from ..stream import read_json_file
-
-    where = "--rle"
-    if text.lstrip().startswith("{"):
-        try:
-            value = orjson.loads(text)
-        except orjson.JSONDecodeError as e:
-            raise InputError(f"not valid JSON ({e})", source=where) from None
-    else:
-        value = read_json_file(text)
-        where = text
-    if isinstance(value, dict) and "segmentation" in value:
-        value = value["segmentation"]
-    R.check_rle(value, where, field="rle")
-    return M.decode(value, where)
-
-
-def mask_from_box(text: str, image_size: tuple[int, int]) -> np.ndarray:
-    """HxW uint8 0/1 filled inside an XYWH pixel box "x,y,w,h"; a box not inside the image is an InputError."""
-    w_img, h_img = image_size
-    try:
-        x, y, w, h = (float(v) for v in text.split(","))
-    except ValueError:
-        raise InputError(f"expected x,y,w,h numbers, got {text!r}", source="--box") from None
-    if w <= 0 or h <= 0:
-        raise InputError(f"box {text} has no area (w and h must be > 0)", source="--box")
-    if x < 0 or y < 0 or x + w > w_img or y + h > h_img:
-        raise InputError(f"box {text} (x,y,w,h) is not inside the {w_img}x{h_img} image", source="--box")
-    mask = np.zeros((h_img, w_img), np.uint8)
-    mask[int(np.floor(y)):int(np.ceil(y + h)), int(np.floor(x)):int(np.ceil(x + w))] = 1
-    return mask
 
 
 # ------------------------------------------------------------------------------------------ records
@@ -351,9 +275,7 @@ def image_regions(image: Path, masks: list[Path], rles: list[str], boxes: list[s
     """IMAGE and its regions as the command line gives them, checked before any model loads: the RGB PIL
     image and one HxW uint8 0/1 mask of its size per region, in the order --mask, --rle, --box."""
     picture = load_image(image)
-    regions = [(str(p), mask_from_png(p)) for p in masks]
-    regions += [("--rle", mask_from_rle(t)) for t in rles]
-    regions += [(f"--box {t}", mask_from_box(t, picture.size)) for t in boxes]
+    regions = region_masks(picture.size, mask=masks, rle=rles, box=boxes)
     return picture, [fit_mask(m, picture.size, what, resize) for what, m in regions]
 
 

@@ -3,7 +3,7 @@
 Every mask becomes a node of a containment tree (DESIGN.md, "Stage 1"):
 
 - ``contain(a, b) = |a ∩ b| / |a|`` (0 for an empty ``a``), computed on the masks' COCO RLE runs
-  (``containment.RunSet``: the same integers pycocotools' ``iou`` with ``iscrowd`` divides), never on full
+  (``masks.runs.RunSet``: the same integers pycocotools' ``iou`` with ``iscrowd`` divides), never on full
   bitmaps; a box bound ``|a ∩ b| <= area(box(a) ∩ box(b))`` skips the pairs that cannot reach the
   threshold, and the few pairs left (about four per mask on SA-1B-like input) are computed in one pass.
 - masks are ordered by area, largest first, ties in file order; ``a`` may hang under ``b`` only if ``b`` comes
@@ -42,7 +42,7 @@ import numpy as np
 from .. import records as R
 from ..errors import InputError, UrecaError
 from ..images import image_size
-from ..masks.rle import _mask_utils
+from ..masks.rle import segmentation_counts
 from ..masks.runs import BadCounts, RunSet
 from ..stream import Item, check_output_folder, read_json_file, stdin_binary
 
@@ -86,42 +86,6 @@ class TreeConfig:
         d.pop("images")
         d.pop("render")
         return d
-
-
-# ------------------------------------------------------------------------------------------- RLE checks
-def _coco_counts(seg: Any, height: int, width: int, where: str) -> bytes:
-    """Compressed RLE counts (bytes) of one ``segmentation``, its size checked against the image's H x W.
-
-    The counts themselves are checked for all masks at once by ``RunSet.from_counts``.
-    """
-    if isinstance(seg, dict):
-        size = seg.get("size")
-        counts = seg.get("counts")
-        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size)):
-            raise InputError(f"segmentation.size should be [H, W], got {size!r}", source=where)
-        if list(size) != [height, width]:
-            raise InputError(
-                f"RLE size {size[1]}x{size[0]} (WxH) disagrees with the image size {width}x{height}", source=where
-            )
-        if isinstance(counts, list):  # uncompressed RLE
-            if not all(isinstance(v, int) and v >= 0 for v in counts) or sum(counts) != height * width:
-                raise InputError(f"uncompressed RLE counts do not cover the {width}x{height} image", source=where)
-            return _mask_utils().frPyObjects({"size": [height, width], "counts": counts}, height, width)["counts"]
-        if isinstance(counts, str):
-            try:
-                return counts.encode("ascii")
-            except UnicodeEncodeError:
-                raise InputError("corrupt RLE counts (not ASCII)", source=where) from None
-        if isinstance(counts, bytes):
-            return counts
-        raise InputError("segmentation.counts should be a string", source=where)
-    if isinstance(seg, list) and seg:  # polygons
-        mu = _mask_utils()
-        try:
-            return mu.merge(mu.frPyObjects(seg, height, width))["counts"]
-        except Exception as e:  # noqa: BLE001 - pycocotools raises plain errors
-            raise InputError(f"cannot read the polygon segmentation ({e})", source=where) from None
-    raise InputError("segmentation is neither a COCO RLE nor a list of polygons", source=where)
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -216,7 +180,7 @@ def load_mask_file(path: str | Path, cfg: TreeConfig) -> MaskFile:
         if "segmentation" not in ann:
             raise InputError(f"annotations[{i}] has no 'segmentation'", source=where)
         ids.append(node_id)
-        counts.append(_coco_counts(ann["segmentation"], height, width, at))
+        counts.append(segmentation_counts(ann["segmentation"], height, width, at))
     try:
         runs = RunSet.from_counts(counts, height, width)
     except BadCounts as e:

@@ -1,4 +1,4 @@
-"""Masks: COCO RLE in and out, bitmaps, boxes, and containment computed on RLEs.
+"""COCO RLE in and out (the checked codec every stage uses), bitmaps and boxes.
 
 Conventions used across the package:
 - bitmap: ``HxW uint8`` array of 0/1, row-major, image frame;
@@ -89,35 +89,60 @@ def pixel_box(bitmap: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1)
 
 
-def rle_pixel_box(rle: dict) -> tuple[int, int, int, int] | None:
-    """XYWH box of the mask's own pixels, from the RLE (pycocotools' toBbox, which covers every pixel)."""
-    if area(rle) == 0:
-        return None
-    x, y, w, h = (float(v) for v in _mask_utils().toBbox(as_coco_rle(rle)))
-    return int(round(x)), int(round(y)), int(round(w)), int(round(h))
+def resize_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Nearest-neighbour resize of an HxW array to ``height`` x ``width``, sampling at pixel centres
+    (the same rule as PIL's NEAREST and torch's ``nearest-exact``)."""
+    h, w = mask.shape[:2]
+    if (h, w) == (height, width):
+        return mask
+    rows = np.minimum(((np.arange(height) + 0.5) * h / height).astype(np.int64), h - 1)
+    cols = np.minimum(((np.arange(width) + 0.5) * w / width).astype(np.int64), w - 1)
+    return mask[rows[:, None], cols[None, :]]
 
 
-def containment(a: list[dict], b: list[dict]) -> np.ndarray:
-    """``len(a) x len(b)`` float array of ``|a_i ∩ b_j| / |a_i|`` (0 where ``a_i`` is empty), on RLEs.
+def segmentation_counts(seg: Any, height: int, width: int, where: str) -> bytes:
+    """Compressed RLE counts (bytes) of one COCO ``segmentation`` (a compressed or uncompressed RLE, or a list of
+    polygons ``[[x1, y1, x2, y2, ...], ...]``) of an ``height x width`` image; an RLE's size must be that.
 
-    Uses pycocotools' ``iou`` with every ``b`` marked as a crowd region, which divides the intersection by
-    the area of ``a`` alone; no bitmap is decoded.
+    The counts of a compressed RLE are passed on unread (``runs.RunSet.from_counts`` checks many at once, and
+    ``decode`` one); everything else wrong is an ``InputError`` naming ``where``.
     """
-    if not a or not b:
-        return np.zeros((len(a), len(b)), dtype=np.float64)
-    mu = _mask_utils()
-    out = mu.iou([as_coco_rle(r) for r in a], [as_coco_rle(r) for r in b], [1] * len(b))
-    return np.asarray(out, dtype=np.float64).reshape(len(a), len(b))
+    if isinstance(seg, dict):
+        size = seg.get("size")
+        counts = seg.get("counts")
+        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size)):
+            raise InputError(f"segmentation.size should be [H, W], got {size!r}", source=where)
+        if list(size) != [height, width]:
+            raise InputError(
+                f"RLE size {size[1]}x{size[0]} (WxH) disagrees with the image size {width}x{height}", source=where
+            )
+        if isinstance(counts, list):  # uncompressed RLE
+            if not all(isinstance(v, int) and v >= 0 for v in counts) or sum(counts) != height * width:
+                raise InputError(f"uncompressed RLE counts do not cover the {width}x{height} image", source=where)
+            return _mask_utils().frPyObjects({"size": [height, width], "counts": counts}, height, width)["counts"]
+        if isinstance(counts, str):
+            try:
+                return counts.encode("ascii")
+            except UnicodeEncodeError:
+                raise InputError("corrupt RLE counts (not ASCII)", source=where) from None
+        if isinstance(counts, bytes):
+            return counts
+        raise InputError("segmentation.counts should be a string", source=where)
+    if isinstance(seg, list) and seg:  # polygons
+        mu = _mask_utils()
+        try:
+            return mu.merge(mu.frPyObjects(seg, height, width))["counts"]
+        except Exception as e:  # noqa: BLE001 - pycocotools raises plain errors
+            raise InputError(f"cannot read the polygon segmentation ({e})", source=where) from None
+    raise InputError("segmentation is neither a COCO RLE nor a list of polygons", source=where)
 
 
-def rle_from_any(value: Any, height: int, width: int, where: str) -> dict:
-    """A COCO RLE (str counts) from a compressed or uncompressed RLE or a list of polygons."""
-    mu = _mask_utils()
-    try:
-        if isinstance(value, dict):
-            return to_json_rle(as_coco_rle(value))
-        if isinstance(value, list):  # polygons [[x1, y1, x2, y2, ...], ...]
-            return to_json_rle(mu.merge(mu.frPyObjects(value, height, width)))
-    except Exception as e:  # noqa: BLE001
-        raise InputError(f"cannot read the segmentation ({e})", source=where) from None
-    raise InputError("segmentation is neither an RLE nor a list of polygons", source=where)
+def rle_from_any(seg: Any, height: int | None, width: int | None, where: str) -> dict:
+    """A COCO RLE (``str`` counts) from a ``segmentation`` (``segmentation_counts``). ``height``/``width``:
+    the image's size; ``None`` where unknown, when an RLE's own size is taken (a polygon then cannot be read)."""
+    if isinstance(seg, dict) and not (height and width) and isinstance(seg.get("size"), list) and len(seg["size"]) == 2:
+        height, width = seg["size"]
+    if not (height and width):
+        raise InputError("a polygon segmentation needs the image's size", source=where)
+    counts = segmentation_counts(seg, int(height), int(width), where)
+    return {"size": [int(height), int(width)], "counts": counts.decode("ascii")}

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..masks.rle import resize_nearest
+
 
 def tile_grid(height: int, width: int, tile: int, min_tiles: int = 1, max_tiles: int = 12) -> tuple[int, int]:
     """(cols, rows) of InternVL's tiling of a `height` x `width` image into `tile` x `tile` tiles.
@@ -33,17 +35,6 @@ def num_tiles(height: int, width: int, tile: int, min_tiles: int = 1, max_tiles:
         return 1
     cols, rows = tile_grid(height, width, tile, min_tiles, max_tiles)
     return cols * rows + (1 if cols * rows > 1 else 0)
-
-
-def resize_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Nearest-neighbour resize of an HxW array to `height` x `width`, sampling at pixel centres
-    (the same rule as PIL's NEAREST and torch's `nearest-exact`)."""
-    h, w = mask.shape[:2]
-    if (h, w) == (height, width):
-        return mask
-    rows = np.minimum(((np.arange(height) + 0.5) * h / height).astype(np.int64), h - 1)
-    cols = np.minimum(((np.arange(width) + 0.5) * w / width).astype(np.int64), w - 1)
-    return mask[rows[:, None], cols[None, :]]
 
 
 def tile_mask(

@@ -192,7 +192,8 @@ class SA1BMasks:
                         raise InputError(f"annotation {key} is a polygon and the file gives no image size "
                                          f"('image': {{'height', 'width'}}); use RLE segmentations",
                                          source=str(path))
-                    self._masks[(stem, key)] = M.rle_from_any(seg, h or 0, w or 0, f"{path} annotation {key}")
+                    self._masks[(stem, key)] = M.rle_from_any(seg, h if sized else None, w if sized else None,
+                                                                f"{path} annotation {key}")
 
     def get(self, stem: str, mask_id: Any) -> dict | None:
         return self._masks.get((stem, str(mask_id)))
