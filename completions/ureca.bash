@@ -101,6 +101,7 @@ _ureca() {
             --stage) COMPREPLY=( $(compgen -W "1 2 both" -- "$cur") ); return 0 ;;
             --base) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --init) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --format) COMPREPLY=( $(compgen -W "auto records internvl" -- "$cur") ); return 0 ;;
             --images) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --masks) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --val-fraction) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
@@ -130,7 +131,7 @@ _ureca() {
             --bertscore-model) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --bertscore-layers) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
         esac
-        if [[ "$cur" == -* ]]; then COMPREPLY=( $(compgen -W "--out -o --stage --base --init --images --masks --val-fraction --val-max-regions --mask-tokens -K --dynamic-mask --no-dynamic-mask --mask-projector --max-tiles --epochs --max-steps --lr-stage1 --lr-stage2 --global-batch --batch-size --warmup-ratio --weight-decay --scheduler --lora-r --lora-alpha --lora-dropout --precision --gradient-checkpointing --no-gradient-checkpointing --save-steps --save-total-limit --logging-steps --resume --seed --workers --cpu --val-max-new-tokens --bertscore-model --bertscore-layers --no-bertscore --no-validate --help -h" -- "$cur") );
+        if [[ "$cur" == -* ]]; then COMPREPLY=( $(compgen -W "--out -o --stage --base --init --format --images --masks --val-fraction --val-max-regions --mask-tokens -K --dynamic-mask --no-dynamic-mask --mask-projector --max-tiles --epochs --max-steps --lr-stage1 --lr-stage2 --global-batch --batch-size --warmup-ratio --weight-decay --scheduler --lora-r --lora-alpha --lora-dropout --precision --gradient-checkpointing --no-gradient-checkpointing --save-steps --save-total-limit --logging-steps --resume --seed --workers --cpu --val-max-new-tokens --bertscore-model --bertscore-layers --no-bertscore --no-validate --help -h" -- "$cur") );
         else COMPREPLY=( $(compgen -f -- "$cur") ); fi ;;
     caption)
         case "$prev" in
@@ -139,6 +140,9 @@ _ureca() {
             --rle) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --box) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --input|-i) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --format) COMPREPLY=( $(compgen -W "auto records internvl" -- "$cur") ); return 0 ;;
+            --images) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --masks) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --question) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --max-new-tokens) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --temperature) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
@@ -160,12 +164,12 @@ _ureca() {
             --failed) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --shard) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
         esac
-        if [[ "$cur" == -* ]]; then COMPREPLY=( $(compgen -W "--model -m --mask --rle --box --input -i --question --max-new-tokens --sample --temperature --top-p --seed --batch-size -b --device --dtype --resize-mask --region-prompt --backend --base-url --api-key-env --concurrency --timeout --retries --max-side --output -o --on-error --failed --resume --shard --progress --no-progress --help -h" -- "$cur") );
+        if [[ "$cur" == -* ]]; then COMPREPLY=( $(compgen -W "--model -m --mask --rle --box --input -i --format --images --masks --question --max-new-tokens --sample --temperature --top-p --seed --batch-size -b --device --dtype --resize-mask --region-prompt --backend --base-url --api-key-env --concurrency --timeout --retries --max-side --output -o --on-error --failed --resume --shard --progress --no-progress --help -h" -- "$cur") );
         else COMPREPLY=( $(compgen -f -- "$cur") ); fi ;;
     score)
         case "$prev" in
-            --format) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
-            --ref-format) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --format) COMPREPLY=( $(compgen -W "auto records internvl regions images coco osprey dam" -- "$cur") ); return 0 ;;
+            --ref-format) COMPREPLY=( $(compgen -W "auto records internvl regions images coco osprey dam" -- "$cur") ); return 0 ;;
             --metrics) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --bertscore-model) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --bertscore-layers) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;

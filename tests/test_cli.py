@@ -24,7 +24,8 @@ def test_each_subcommand_has_help(cli):
 def test_python_dash_m_and_fast_start():
     out = subprocess.run([sys.executable, "-m", "ureca_cli", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("ureca ")
-    # --help must not import torch or transformers (shell completion stays instant)
-    code = "import sys; from ureca_cli.cli import app; print(any(m in sys.modules for m in ('torch','transformers')))"
+    # --help must not import torch, transformers, PIL or numpy (shell completion stays instant)
+    code = ("import sys, typer; from ureca_cli.cli import app; typer.main.get_command(app); "
+            "print(any(m in sys.modules for m in ('torch', 'transformers', 'PIL', 'numpy')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

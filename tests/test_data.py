@@ -32,7 +32,7 @@ def test_region_and_image_records_give_the_same_samples(syn):
 
 
 def test_released_format_loads_from_the_fixture(monkeypatch):
-    from ureca_cli.train import data as D
+    from ureca_cli.datasets import internvl as D
 
     reads = []
     real = D.SA1BMasks.load

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ureca_cli import records as R
@@ -18,3 +20,85 @@ def test_a_region_record_is_named_as_such():
         R.check_image_record({"Bleu_1": 3.0}, "s.json:1")
     image = {"image_id": 1, "image": "a.jpg", "width": 2, "height": 2, "nodes": []}
     assert R.check_image_record(image, "x")["image_id"] == "1"
+
+
+# ----------------------------------------------------------------------------------------- the schema
+def test_a_newer_major_schema_is_refused_and_older_ones_read():
+    rle = {"size": [2, 2], "counts": "04"}
+    region = {"id": "sa_1/4", "image": "sa_1.jpg", "rle": rle, "caption": "a cup"}
+    image = {"image_id": "sa_1", "image": "sa_1.jpg", "width": 2, "height": 2, "nodes": []}
+    for rec, check in ((region, R.check_region_record), (image, R.check_image_record)):
+        for ok in (None, 1, "1", "1.7", 0):
+            check({**rec, "schema": ok} if ok is not None else dict(rec), "f.jsonl:1")
+        for newer in (2, "2.0", R.SCHEMA_VERSION + 1):
+            with pytest.raises(InputError, match=rf"^f.jsonl:3: schema {newer}: written by a newer ureca"):
+                check({**rec, "schema": newer}, "f.jsonl:3")
+        with pytest.raises(InputError, match="field 'schema' should be a version number"):
+            check({**rec, "schema": "next"}, "f.jsonl:1")
+
+
+def _one_line(result, command: str, *needles: str) -> None:
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    lines = [x for x in result.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith(f"ureca {command}: "), lines[0]
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_every_reading_stage_refuses_a_newer_schema(cli, tmp_path):
+    """refine (image records), score and train (region records) stop at the line, exit 2, one line."""
+    import numpy as np
+    from PIL import Image
+
+    from ureca_cli import masks as M
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    m = np.zeros((8, 8), np.uint8)
+    m[2:5, 2:6] = 1
+    node = {"id": 1, "parent": None, "role": "main", "rle": M.encode(m), "caption": "a box"}
+    image = {"schema": 1, "image_id": "a", "image": str(tmp_path / "a.png"), "width": 8, "height": 8, "nodes": [node]}
+    images = tmp_path / "images.jsonl"
+    images.write_text(json.dumps(image) + "\n" + json.dumps({**image, "image_id": "b", "schema": 2}) + "\n")
+    _one_line(cli("refine", images, "--no-refine", "--flat", "-o", tmp_path / "flat.jsonl"), "refine",
+              "images.jsonl:2", "schema 2: written by a newer ureca")
+    region = {"id": "a/1", "image_id": "a", "image": str(tmp_path / "a.png"), "rle": M.encode(m), "caption": "a box"}
+    regions = tmp_path / "regions.jsonl"
+    regions.write_text(json.dumps(region) + "\n" + json.dumps({**region, "id": "a/2", "schema": "3.1"}) + "\n")
+    _one_line(cli("score", regions, regions, "--no-bertscore"), "score", "regions.jsonl:2", "schema 3.1")
+    _one_line(cli("train", regions, "--out", tmp_path / "run", "--base", "tiny", "--cpu"), "train",
+              "regions.jsonl:2", "schema 3.1")
+    assert not (tmp_path / "run").exists()
+
+
+# ----------------------------------------------------------------------------------------- provenance
+def test_flat_region_records_carry_how_they_were_made(cli, tmp_path):
+    """`refine --flat` keeps the image record's tree, annotate and refine blocks (model, backend, prompt
+    version) in every region record, and training reads those records as before."""
+    import numpy as np
+    from PIL import Image
+
+    from ureca_cli import masks as M
+    from ureca_cli.curate.export import flat_records
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    m = np.zeros((8, 8), np.uint8)
+    m[2:5, 2:6] = 1
+    blocks = {"tree": {"threshold": 0.8, "parent_rule": "tightest"},
+              "annotate": {"backend": "openai", "model": "m-38b", "prompt_version": "ureca-prompts-1+abc"},
+              "refine": {"backend": "openai", "model": "m-38b", "prompt_version": "ureca-prompts-1+def"}}
+    nodes = [{"id": 1, "parent": None, "role": "main", "depth": 1, "rle": M.encode(m), "caption": "a box"},
+             {"id": 2, "parent": None, "role": "dropped", "rle": M.encode(m)}]
+    rec = {"schema": 1, "image_id": "a", "image": str(tmp_path / "a.png"), "width": 8, "height": 8,
+           "nodes": nodes, **blocks}
+    (flat,) = flat_records(rec)
+    for key, block in blocks.items():
+        assert flat[key] == block
+    assert flat["schema"] == R.SCHEMA_VERSION and flat["role"] == "main" and flat["caption"] == "a box"
+    path = tmp_path / "refined.jsonl"
+    path.write_text(json.dumps(rec) + "\n")
+    out = tmp_path / "flat.jsonl"
+    result = cli("refine", path, "--no-refine", "--flat", "-o", out)
+    assert result.exit_code == 0, result.stderr
+    (line,) = [json.loads(x) for x in out.read_text().splitlines()]
+    assert {k: line[k] for k in blocks} == blocks and line["id"] == "a/1"

@@ -156,23 +156,29 @@ def open_binary(path: str | Path, expected: str = "a JSONL file") -> Any:
         raise UrecaError(f"{p}: cannot open ({e.strerror})") from None
 
 
+def jsonl_items(lines: Iterable[bytes], name: str) -> Iterator[Item]:
+    """Items of JSONL ``lines`` (bytes, as a binary file yields them) from the source ``name``: blank lines are
+    skipped, a line that is not JSON becomes an error item naming ``name:line``. The one JSONL parser."""
+    for lineno, line in enumerate(lines, 1):
+        line = line.rstrip(b"\r\n")
+        if not line.strip():
+            continue
+        where = f"{name}:{lineno}"
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError as e:
+            err = InputError(f"not valid JSON ({e})", source=name, line=lineno)
+            yield Item(None, where, line, err)
+            continue
+        yield Item(value, where, line)
+
+
 def iter_jsonl(path: str | Path) -> Iterator[Item]:
     """Items of a JSONL file (``-`` for stdin); blank lines are skipped, bad lines become error items."""
     name = "<stdin>" if str(path) == "-" else str(path)
     fh = open_binary(path)
     try:
-        for lineno, line in enumerate(fh, 1):
-            line = line.rstrip(b"\r\n")
-            if not line.strip():
-                continue
-            where = f"{name}:{lineno}"
-            try:
-                value = orjson.loads(line)
-            except orjson.JSONDecodeError as e:
-                err = InputError(f"not valid JSON ({e})", source=name, line=lineno)
-                yield Item(None, where, line, err)
-                continue
-            yield Item(value, where, line)
+        yield from jsonl_items(fh, name)
     except UnicodeDecodeError as e:
         raise UrecaError(f"{name}: not UTF-8 text ({e})") from None
     finally:

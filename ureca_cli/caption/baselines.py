@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from .. import records as R
 from ..errors import UrecaError
 from ..mllm import ChatBackend, GenerationSettings, user
 from ..prompts import package_text
@@ -85,15 +84,7 @@ class BaselineCaptioner(RegionCaptioner):
         convs = [[user(self.prompt_image(prompter, m), text)] for m in masks]
         return self.backend.chat_many(convs, self.cfg.generation)
 
-    def region_record(self, base: dict, caption: str) -> dict:
-        """``base`` (a region record) with the caption, model, question, region prompt and backend; an input
-        caption is kept as ``reference``."""
-        out = dict(base)
-        if R.CAPTION in out:
-            out["reference"] = out.pop(R.CAPTION)
-        out[R.CAPTION] = caption
-        out["model"] = self.model_name
-        out["question"] = self.cfg.text
-        out["region_prompt"] = self.cfg.region_prompt
-        out["backend"] = self.backend.kind
-        return out
+    def stamp(self) -> dict:
+        """The model, question, region prompt and backend each output record names."""
+        return {"model": self.model_name, "question": self.cfg.text, "region_prompt": self.cfg.region_prompt,
+                "backend": self.backend.kind}

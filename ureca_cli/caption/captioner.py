@@ -10,7 +10,7 @@ grouped for this. Output: region records `{"id", "image_id", "image", "caption",
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import masks as M
 from .. import records as R
-from ..errors import InputError, UrecaError
+from ..errors import UrecaError
 from ..images import load_image
 from ..masks.regions import fit_mask, region_masks
 
@@ -58,57 +58,49 @@ class CaptionConfig:
 
 # ------------------------------------------------------------------------------------------ records
 class RegionCaptioner:
-    """Records in, region records out, for any captioner of `ureca caption` (the URECA model here, the Table 2
-    baselines in `baselines.py`). A subclass gives `caption_masks(image, masks)` (an RGB PIL image and its
-    regions as HxW 0/1 masks of the image's size -> one caption each), `region_record(base, caption)` and
-    `resize_mask` (resize a mask of another size, nearest, instead of failing)."""
+    """Region records in, region records out, for any captioner of `ureca caption` (the URECA model here, the
+    Table 2 baselines in `baselines.py`). A subclass gives `caption_masks(image, masks)` (an RGB PIL image and
+    its regions as HxW 0/1 masks of the image's size -> one caption each), `stamp()` (the fields that say how
+    a caption was made) and `resize_mask` (resize a mask of another size, nearest, instead of failing)."""
 
     resize_mask: bool = False
 
     def caption_masks(self, image: Any, masks: list[np.ndarray]) -> list[str]:
         raise NotImplementedError
 
-    def region_record(self, base: dict, caption: str) -> dict:
+    def stamp(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def region_record(self, base: dict, caption: str) -> dict:
+        """`base` (a region record) with the caption and the stamp; an input caption is kept as `reference`, and
+        a record without `image_id` gets its image's (`records.image_key`)."""
+        out = dict(base)
+        if R.CAPTION in out:
+            out["reference"] = out.pop(R.CAPTION)
+        if out.get(R.IMAGE_ID) is None:
+            out[R.IMAGE_ID] = R.image_key(base)
+        out[R.SCHEMA] = R.SCHEMA_VERSION
+        out[R.CAPTION] = caption
+        out.update(self.stamp())
+        return out
+
     def caption_regions(self, regions: list[dict], where: str = "") -> list[dict]:
-        """Caption region records that all name the same image (loaded once); returns their output records."""
+        """Caption checked region records (``datasets``' rules) that all name the same image, loaded once;
+        returns their output records. A mask of another size than the image, or an empty one, fails."""
+        if not regions:
+            return []
         image = load_image(regions[0][R.IMAGE], where=where)
         masks = []
         for rec in regions:
-            what = _at(where, f"region {rec.get(R.ID)}")
-            rle = R.check_rle(rec.get(R.RLE), what)
-            masks.append(fit_mask(M.decode(rle, what), image.size, what, self.resize_mask))
+            what = _at(where, f"region {rec[R.ID]}")
+            masks.append(fit_mask(M.decode(rec[R.RLE], what), image.size, what, self.resize_mask))
         captions = self.caption_masks(image, masks)
         return [self.region_record(rec, c) for rec, c in zip(regions, captions, strict=True)]
 
-    def caption_tree(self, rec: dict, where: str = "") -> list[dict]:
-        """Caption every node of an image (tree) record; returns one region record per node, in node order.
-
-        A node whose mask has no pixel (SA-1B files hold some; ``ureca tree`` keeps them as dropped, reason
-        ``empty``) has nothing to caption and gets no record."""
-        R.check_image_record(rec, where)
-        image = load_image(rec[R.IMAGE], where=where)
-        nodes, masks = [], []
-        for n in rec[R.NODES]:
-            what = _at(where, f"node {n[R.ID]}")
-            m = M.decode(n[R.RLE], what)
-            if m.any():
-                nodes.append(n)
-                masks.append(fit_mask(m, image.size, what, self.resize_mask))
-        if not nodes:
-            return []
-        captions = self.caption_masks(image, masks)
-        extra = (R.ROLE, R.DEPTH, R.PARENT)
-        return [self.region_record(R.to_region_record(rec, n, **{k: n[k] for k in extra if k in n}), c)
-                for n, c in zip(nodes, captions, strict=True)]
-
-    def work(self, value: Any, where: str = "") -> list[dict]:
-        """One input record (region or image record) -> its output region records."""
-        if R.is_image_record(value):
-            return self.caption_tree(value, where)
-        check_region_record(value, where)
-        return self.caption_regions([value], where)
+    def work(self, regions: list[dict], where: str = "") -> list[dict]:
+        """The region records of one input record (a region record, or every node of an image record that has a
+        pixel) -> their output records."""
+        return self.caption_regions(regions, where)
 
 
 # ------------------------------------------------------------------------------------------ the model
@@ -178,92 +170,69 @@ class Captioner(RegionCaptioner):
                                           batch_size=self.cfg.batch_size, **self._generate_kwargs())
         return [self._decode(o) for o in outs]
 
-    def region_record(self, base: dict, caption: str) -> dict:
-        """`base` (a region record) with the caption, the model and the question; an input caption -> reference."""
-        out = dict(base)
-        if R.CAPTION in out:
-            out["reference"] = out.pop(R.CAPTION)
-        out[R.CAPTION] = caption
-        out["model"] = self.model_name
-        out["question"] = self.cfg.question or self.processor.config.question
-        return out
+    def stamp(self) -> dict[str, Any]:
+        """The model and the question each output record names."""
+        return {"model": self.model_name, "question": self.cfg.question or self.processor.config.question}
 
 
 def _at(where: str, what: str) -> str:
     return f"{where} {what}" if where else what
 
 
-def check_region_record(value: Any, where: str) -> dict:
-    """A region record needs id, image and rle; image_id defaults to the part of id before its last "/"."""
-    if not isinstance(value, dict):
-        raise InputError(f"expected a JSON object, got {type(value).__name__}", source=where)
-    for key in (R.ID, R.IMAGE, R.RLE):
-        if key not in value:
-            raise InputError(f"missing field '{key}' (need a region record with id, image, rle, or an image "
-                             "record with nodes)", source=where)
-    if not isinstance(value[R.IMAGE], str):
-        raise InputError(f"field '{R.IMAGE}' should be a path", source=where)
-    value[R.ID] = str(value[R.ID])
-    value.setdefault(R.IMAGE_ID, value[R.ID].rsplit("/", 1)[0])
-    R.check_rle(value[R.RLE], where)
-    return value
+def _input_key(regions: Any) -> Any:
+    """--resume key of an input record: its last region's id (an image's records are written together, so its
+    last one present means the image is done)."""
+    return regions[-1][R.ID] if isinstance(regions, list) and regions else None
 
 
-def record_key(value: Any) -> Any:
-    """--resume key of an input record: a region's id; for an image record, the region id of its last node
-    with a non-empty mask (an image's records are written together, so its last one present means the image
-    is done; empty nodes get no record)."""
-    if R.is_image_record(value):
-        nodes = value.get(R.NODES)
-        for node in reversed(nodes if isinstance(nodes, list) else []):
-            try:
-                if M.area(node[R.RLE]) > 0:
-                    return R.region_id(str(value[R.IMAGE_ID]), node[R.ID])
-            except Exception:  # noqa: BLE001 - a bad node: the image is run, and fails there with its message
-                return None
-        return None
-    return str(value[R.ID]) if isinstance(value, dict) and R.ID in value else None
+def _image_of(item: Any) -> str | None:
+    return item.value[0][R.IMAGE] if item.error is None and item.value else None
 
 
 def grouping_mapper(captioner: RegionCaptioner) -> Callable[[Callable, Iterable], Iterator]:
-    """A `run_stage` mapper that captions consecutive region records of the same image together (one image
-    encoding), and everything else one item at a time. If a group fails, its items are retried one by one so
-    each bad record gets its own message."""
+    """A `run_stage` mapper that captions consecutive input records of the same image together (one image
+    encoding, at most `MAX_GROUP` regions), and everything else one item at a time. If a group fails, its items
+    are retried one by one so each bad record gets its own message."""
     from ..stream import call_safely
 
-    def groupable(item) -> bool:
-        v = item.value
-        return item.error is None and isinstance(v, dict) and not R.is_image_record(v) \
-            and isinstance(v.get(R.IMAGE), str)
-
-    def run_group(group: list) -> list[dict]:
-        values = [check_region_record(it.value, it.where) for it in group]
-        return captioner.caption_regions(values, group[0].where)
+    def run_group(group: list) -> list[list[dict]]:
+        regions = [r for it in group for r in it.value]
+        out = captioner.caption_regions(regions, group[0].where)
+        split, start = [], 0
+        for it in group:
+            split.append(out[start:start + len(it.value)])
+            start += len(it.value)
+        return split
 
     def mapper(fn: Callable, items: Iterable) -> Iterator:
         group: list = []
+        size = 0
 
         def flush() -> Iterator:
+            nonlocal size
             if len(group) == 1:
                 yield group[0], call_safely(fn, group[0])
             elif group:
                 ok, result = call_safely(run_group, group)
                 if ok:
-                    for it, rec in zip(group, result, strict=True):
-                        yield it, (True, [rec])
+                    for it, recs in zip(group, result, strict=True):
+                        yield it, (True, recs)
                 else:
                     for it in group:
                         yield it, call_safely(fn, it)
             group.clear()
+            size = 0
 
         for item in items:
-            if groupable(item):
-                if group and (item.value[R.IMAGE] != group[0].value[R.IMAGE] or len(group) >= MAX_GROUP):
-                    yield from flush()
-                group.append(item)
+            image = _image_of(item)
+            if image is None:
+                yield from flush()
+                yield item, call_safely(fn, item)
                 continue
-            yield from flush()
-            yield item, call_safely(fn, item)
+            if group and (image != _image_of(group[0]) or size + len(item.value) > MAX_GROUP):
+                yield from flush()
+            group.append(item)
+            size += len(item.value)
         yield from flush()
 
     return mapper
@@ -288,9 +257,9 @@ def write_image_regions(image: Path, picture: Any, bitmaps: list[np.ndarray], ca
     writer = JsonlWriter(output)
     try:
         writer.write_many([
-            captioner.region_record({"id": f"{image.stem}/{i}", "image_id": image.stem, "image": str(image),
-                                     "width": picture.width, "height": picture.height, "rle": M.encode(bitmap),
-                                     "bbox": list(M.pixel_box(bitmap) or ())}, text)
+            captioner.region_record({R.ID: f"{image.stem}/{i}", R.IMAGE_ID: image.stem, R.IMAGE: str(image),
+                                     R.WIDTH: picture.width, R.HEIGHT: picture.height, R.RLE: M.encode(bitmap),
+                                     R.BBOX: list(M.pixel_box(bitmap) or ())}, text)
             for i, (bitmap, text) in enumerate(zip(bitmaps, captions, strict=True))
         ])
     finally:
@@ -306,10 +275,15 @@ def check_input(input: Path) -> None:
         fh.close()
 
 
-def caption_input(input: Path, captioner: RegionCaptioner, scfg: Any) -> Any:
-    """``--input`` records through ``captioner`` under the stream contract; returns run_stage's summary."""
-    from ..stream import iter_jsonl, run_stage
+def caption_input(input: Path, captioner: RegionCaptioner, scfg: Any, fmt: str = "auto",
+                  opts: Any = None) -> Any:
+    """``--input`` records (any format ``datasets`` reads; ``opts``: its ``ReadOptions``) through ``captioner``
+    under the stream contract; returns run_stage's summary."""
+    from ..datasets import ReadOptions, read
+    from ..stream import run_stage
 
-    return run_stage("caption", iter_jsonl(input), captioner.work, scfg, input_key=record_key,
+    opts = opts or ReadOptions()
+    opts = replace(opts, need=(R.IMAGE, R.RLE), captioned_only=False)
+    return run_stage("caption", read(input, fmt, opts), captioner.work, scfg, input_key=_input_key,
                      output_key=lambda rec: rec.get(R.ID), mapper=grouping_mapper(captioner), unit="inputs",
-                     shard_key=lambda value: str(value[R.IMAGE_ID]))
+                     shard_key=lambda regions: R.image_key(regions[0]))

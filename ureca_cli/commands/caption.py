@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from ..datasets import FormatName
 from ..errors import UrecaError
 from .chat import ChatOptions, chat_options
 from .common import (
@@ -55,8 +56,14 @@ def caption(
     input: Annotated[
         Path | None,
         typer.Option("--input", "-i", metavar="JSONL", help="JSONL of region records (id, image, rle) or image/tree records "
-                     "(every node is captioned); - for stdin.", show_default=False),
+                     "(every node is captioned), or another format of --format; - for stdin.", show_default=False),
     ] = None,
+    fmt: Annotated[FormatName, typer.Option("--format", help="Format of --input (ureca_cli.datasets); auto: "
+                                            "detected from its first record.")] = FormatName.auto,
+    images: Annotated[Path | None, typer.Option("--images", help="Folder of the images --input names (also a root "
+                                                "for relative paths).", show_default=False)] = None,
+    masks: Annotated[Path | None, typer.Option("--masks", help="Folder of SA-1B per-image JSON files (--format "
+                                               "internvl).", show_default=False)] = None,
     question: Annotated[
         str | None,
         typer.Option("--question", help="The question after the mask tokens. Default: the checkpoint's "
@@ -115,6 +122,7 @@ def caption(
         image_regions,
         write_image_regions,
     )
+    from ..datasets import ReadOptions
     from ..stream import check_output_not_input
 
     regions_given = bool(mask or rle or box)
@@ -127,7 +135,9 @@ def caption(
             raise UrecaError(f"{image}: give the region with --mask PNG, --rle JSON or --box x,y,w,h")
         batch_only = [flag for flag, given in (("--resume", resume), ("--failed", failed is not None),
                                                ("--shard", shard is not None),
-                                               ("--on-error skip", OnErrorChoice(on_error) == OnErrorChoice.skip))
+                                               ("--on-error skip", OnErrorChoice(on_error) == OnErrorChoice.skip),
+                                               ("--format", FormatName(fmt) != FormatName.auto),
+                                               ("--images", images is not None), ("--masks", masks is not None))
                       if given]
         if batch_only:
             raise UrecaError(f"{', '.join(batch_only)}: only with --input FILE (one IMAGE is one unit of work)")
@@ -143,13 +153,14 @@ def caption(
         picture, bitmaps = image_regions(image, mask or [], rle or [], box or [], resize_mask)
     else:
         check_input(input)
+        read_opts = ReadOptions(images=images, masks=masks)
         check_output_not_input(scfg, [input])
 
     def run(captioner) -> None:
         if input is None:
             write_image_regions(image, picture, bitmaps, captioner, scfg.output)
         else:
-            caption_input(input, captioner, scfg)
+            caption_input(input, captioner, scfg, FormatName(fmt).value, read_opts)
 
     if region_prompt is not None:  # the Table 2 baselines through a chat backend (ureca_cli/caption/baselines.py)
         from ..caption.baselines import BaselineCaptioner, BaselineConfig

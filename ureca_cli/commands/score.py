@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ..evaluate.readers import ScoreFormat
 from .common import cli_errors
 
 
@@ -43,10 +44,11 @@ def _table(summary: dict, elapsed: float) -> None:
 def score(
     predictions: Annotated[Path, typer.Argument(help="Predicted captions (- for stdin).", show_default=False)],
     references: Annotated[Path, typer.Argument(help="Reference captions.", show_default=False)],
-    fmt: Annotated[str, typer.Option("--format", help="Format of both files: auto, regions, images, coco, "
-                                     "osprey, dam.")] = "auto",
-    ref_format: Annotated[str | None, typer.Option("--ref-format", help="Format of the references, when it "
-                                                   "differs from --format.", show_default=False)] = None,
+    fmt: Annotated[ScoreFormat, typer.Option("--format", help="Format of both files (auto: detected from "
+                                             "the content).")] = ScoreFormat.auto,
+    ref_format: Annotated[ScoreFormat | None, typer.Option("--ref-format", help="Format of the references, "
+                                                           "when it differs from --format.",
+                                                           show_default=False)] = None,
     metrics: Annotated[str, typer.Option("--metrics", help="Comma-separated: bleu, meteor, rouge, cider, "
                                          "bertscore.")] = "bleu,meteor,rouge,cider,bertscore",
     no_bertscore: Annotated[bool, typer.Option("--no-bertscore", help="Skip BERTScore (unique@1 then "
@@ -118,8 +120,8 @@ def _run(predictions, references, fmt, ref_format, metrics, no_bertscore, bertsc
                 raise UrecaError(f"--per-item {per_item} is the input file {given}: write to another file")
     cfg = ScoreConfig(metrics=wanted, bertscore_model=bertscore_model, bertscore_layers=bertscore_layers,
                       device=device, batch_size=batch_size, uniqueness=not no_uniqueness)
-    preds = read_captions(predictions, "predictions", fmt)
-    refs = read_captions(references, "references", ref_format or fmt)
+    preds = read_captions(predictions, "predictions", ScoreFormat(fmt).value)
+    refs = read_captions(references, "references", ScoreFormat(ref_format or fmt).value)
     matched = match(preds, refs, allow_missing=allow_missing)
     if matched.left_out_predictions or matched.left_out_references:
         typer.echo(f"ureca score: --allow-missing: scoring {len(matched.ids)} ids on both sides; left out "

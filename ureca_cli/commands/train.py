@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from ..datasets import FormatName
 from .common import cli_errors
 
 
@@ -48,6 +49,8 @@ def train(
                                               "(the model stays as it was trained: --base, --mask-tokens, "
                                               "--mask-projector, --dynamic-mask and --max-tiles come from it).",
                                               show_default=False)] = None,
+    fmt: Annotated[FormatName, typer.Option("--format", help="Format of the data files (ureca_cli.datasets); "
+                                            "auto: detected from each file's first record.")] = FormatName.auto,
     images: Annotated[Path | None, typer.Option("--images", help="Folder of the images (released format: "
                                                 "sa_XXXX.jpg; also a root for relative paths in records).",
                                                 show_default=False)] = None,
@@ -136,7 +139,7 @@ def train(
         stage=stage.value,
         base=base,
         init=init,
-        data=DataConfig(images_dir=images, masks_dir=masks, val_fraction=val_fraction,
+        data=DataConfig(images_dir=images, masks_dir=masks, format=FormatName(fmt).value, val_fraction=val_fraction,
                         val_max_regions=val_max_regions, seed=seed),
         mask_tokens=mask_tokens,
         dynamic_mask=dynamic_mask,

@@ -36,7 +36,7 @@ from .annotate_plan import ImageState, Plan, Workers, count_requests, plan_recor
 __all__ = ["AnnotateConfig", "Annotator", "count_requests", "load_templates", "plan_record", "run"]
 
 TEMPLATE_NAMES = ("main_phrase", "part_phrase", "part_phrase_siblings", "paragraph")
-ANNOTATE = "annotate"  # the record-level field that says how captions were made
+ANNOTATE = R.ANNOTATE  # the record-level field that says how captions were made
 
 
 def load_templates(folder: str | Path | None = None) -> prompts.Templates:

@@ -7,8 +7,9 @@ same field every later stage reads.)
 
 - ``flat``: one region record per captioned node (``records.flatten``): ``id`` = ``"<image_id>/<node id>"``,
   ``image_id``, ``image``, ``width``, ``height``, ``rle`` (COCO compressed RLE), ``bbox`` (XYWH, SA-1B
-  convention), ``caption``, plus ``verified`` where verification ran. ``train``, ``caption`` and ``score``
-  read this form.
+  convention), ``caption``, ``role``, ``depth``, ``parent``, ``verified`` where verification ran, ``schema``,
+  and the image record's provenance: its ``tree``, ``annotate`` and ``refine`` blocks (models, backend, prompt
+  version, settings). ``train``, ``caption`` and ``score`` read this form.
 - ``internvl``: ``{"id", "image": "<image file stem>", "mask_id": "<node id>", "conversations":
   [{"from": "human", "value": "<image>\\n<mask>\\n<question>"}, {"from": "gpt", "value": caption}]}``, the
   released URECA dataset's form (its masks are looked up in the image's SA-1B JSON by ``mask_id``). ``id`` is
@@ -34,15 +35,9 @@ def check_format(fmt: str) -> str:
 
 
 def flat_records(rec: dict) -> list[dict]:
-    """Region records of the captioned nodes of an image record, in node order."""
-    out = []
-    by_id = {R.region_id(rec[R.IMAGE_ID], n[R.ID]): n for n in R.captioned_nodes(rec)}
-    for region in R.flatten(rec):
-        node = by_id[region[R.ID]]
-        if R.VERIFIED in node:
-            region[R.VERIFIED] = node[R.VERIFIED]
-        out.append(region)
-    return out
+    """Region records of the captioned nodes of an image record, in node order, each carrying the record's
+    provenance (its ``tree``, ``annotate`` and ``refine`` blocks)."""
+    return list(R.flatten(rec, provenance=True))
 
 
 def internvl_records(rec: dict, question: str = DEFAULT_QUESTION) -> list[dict]:

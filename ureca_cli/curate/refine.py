@@ -43,7 +43,7 @@ from ..visual.setofmark import MarkSettings, set_of_mark
 from .export import DEFAULT_QUESTION, check_format, export
 from .features import FeatureConfig, RegionEmbedder, cosine_matrix, similar_sets
 
-STAMP = "refine"
+STAMP = R.REFINE  # the record-level field that says how captions were refined
 TEMPLATES = ("refine", "verify")
 
 

@@ -343,7 +343,7 @@ def tree_record(mf: MaskFile, cfg: TreeConfig) -> dict:
         R.WIDTH: mf.width,
         R.HEIGHT: mf.height,
         R.SOURCE: mf.source,
-        "tree": cfg.settings(),
+        R.TREE: cfg.settings(),
         R.NODES: nodes,
     }
 

@@ -4,32 +4,41 @@ Every reader returns ``{id: Entry}``, in file order, where an ``Entry`` holds th
 for a prediction, one or more for references), the image it belongs to when the file says so, and where it
 was read (for messages). Formats, detected from the content or named with ``--format``:
 
-- ``regions``: region records, JSONL (or a JSON array), ``{"id", "caption"}`` or ``{"id", "captions": [...]}``,
-  usually with ``image_id`` (``ureca caption`` writes these);
-- ``images``: image records from ``ureca annotate`` / ``ureca refine`` (JSONL), flattened to one region per
-  captioned node with ``records.flatten``; ids are ``"<image_id>/<node id>"``;
+- the region-record formats of ``ureca_cli.datasets`` (``records``: our region records, JSONL or a JSON array,
+  ``{"id", "caption"}`` or ``{"id", "captions": [...]}``, and image records from ``ureca annotate`` / ``ureca
+  refine``, one region per captioned node, ids ``"<image_id>/<node id>"``; ``internvl``: the released dataset's
+  chat JSONL); ``regions`` and ``images`` name ``records``;
 - ``coco``: COCO caption annotations (``{"annotations": [{"image_id", "caption"}, ...]}``) or COCO results
-  (``[{"image_id", "caption"}, ...]``); the id is ``str(image_id)``. Osprey's RefCOCOg script writes the same
-  list with one region per ``image_id`` (``osprey`` is an alias);
+  (``[{"image_id", "caption"}, ...]``, also as JSONL); the id is ``str(image_id)``. Osprey's RefCOCOg script
+  writes the same list with one region per ``image_id`` (``osprey`` is an alias);
 - ``dam``: Describe Anything's ``{id: caption}`` (or ``{id: [captions]}`` for references).
 
-Grouping for the uniqueness figures: a region belongs to the ``image_id`` its record carries (region and
-image records); where a format has none (COCO, Osprey, DAM), to the part of its id before the last ``/``,
-or to itself when the id has no ``/`` (then no image has two regions and uniqueness is not measured).
+Grouping for the uniqueness figures: a region belongs to its image (``records.image_key``: the ``image_id``
+its record carries, else its image file); where a format has neither (COCO, Osprey, DAM), to the part of its
+id before the last ``/``, or to itself when the id has no ``/`` (then no image has two regions and uniqueness
+is not measured).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from .. import records as R
+from ..datasets import READERS, ReadOptions, detect, read_items
 from ..errors import InputError, UrecaError
+from ..stream import Item, jsonl_items
 
-FORMATS = ("auto", "regions", "images", "coco", "osprey", "dam")
+ALIASES = {"regions": "records", "images": "records"}  # score's names for our record formats
+CAPTION_FORMATS = ("coco", "osprey", "dam")  # caption-only formats of whole JSON documents, read here
+FORMATS = ("auto", *READERS, *ALIASES, *CAPTION_FORMATS)
+
+#: The ``--format`` choice of ``ureca score``.
+ScoreFormat = StrEnum("ScoreFormat", {name: name for name in FORMATS})
 
 
 @dataclass
@@ -43,10 +52,17 @@ class Entry:
 
 
 def group_of(region_id: str, image_id: str | None) -> str:
-    """The image a region is grouped under for uniqueness: its ``image_id``, else the id before the last "/"."""
-    if image_id is not None:
-        return image_id
-    return region_id.rsplit("/", 1)[0] if "/" in region_id else region_id
+    """The image a region is grouped under for uniqueness: its image (``image_id``), else the id before the last
+    "/" (``records.image_key``)."""
+    return R.image_key({R.ID: region_id, R.IMAGE_ID: image_id})
+
+
+def _caption_list(obj: dict, where: str) -> list[str]:
+    """The captions of one caption-format entry, under the region record's caption rules."""
+    caps = R.check_captions(obj, where)
+    if caps is None:
+        raise InputError(f"no '{R.CAPTION}' (or '{R.CAPTIONS}') field", source=where)
+    return caps
 
 
 def _read_bytes(path: str | Path) -> tuple[bytes, str]:
@@ -69,25 +85,6 @@ def _id_text(value: Any, what: str, where: str) -> str:
     return str(value)
 
 
-def _caption_list(obj: dict, where: str) -> list[str]:
-    """The captions of one record: ``caption`` (a string) or ``captions`` (a list of strings)."""
-    if R.CAPTION in obj and obj[R.CAPTION] is not None:
-        caps, field_name = [obj[R.CAPTION]], R.CAPTION
-    elif R.CAPTIONS in obj:
-        caps, field_name = obj[R.CAPTIONS], R.CAPTIONS
-        if not isinstance(caps, list) or not caps:
-            raise InputError(f"field '{R.CAPTIONS}' should be a non-empty list of strings", source=where)
-    else:
-        raise InputError(f"no '{R.CAPTION}' (or '{R.CAPTIONS}') field", source=where)
-    for i, c in enumerate(caps):
-        name = field_name if field_name == R.CAPTION else f"{field_name}[{i}]"
-        if not isinstance(c, str):
-            raise InputError(f"field '{name}' should be a string, got {type(c).__name__}", source=where)
-        if not c.strip():
-            raise InputError(f"field '{name}' is empty", source=where)
-    return list(caps)
-
-
 class _Collector:
     """Gathers entries by id; references may repeat an id (more references), predictions may not."""
 
@@ -105,46 +102,6 @@ class _Collector:
                              source=where)
         old.captions.extend(caps)
         old.extra_where.append(where)
-
-
-def _jsonl(data: bytes, name: str) -> list[tuple[Any, str]]:
-    out = []
-    for lineno, line in enumerate(data.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            out.append((orjson.loads(line), f"{name}:{lineno}"))
-        except orjson.JSONDecodeError as e:
-            raise InputError(f"not valid JSON ({e})", source=name, line=lineno) from None
-    return out
-
-
-def _region_items(items: list[tuple[Any, str]], col: _Collector) -> None:
-    for obj, where in items:
-        if not isinstance(obj, dict):
-            raise InputError(f"expected a JSON object (a region record), got {type(obj).__name__}", source=where)
-        if R.ID in obj:
-            rid = _id_text(obj[R.ID], R.ID, where)
-        elif R.IMAGE_ID in obj:  # a results line: the image id is the region id
-            rid = _id_text(obj[R.IMAGE_ID], R.IMAGE_ID, where)
-        else:
-            raise InputError(f"missing field '{R.ID}'", source=where)
-        image_id = _id_text(obj[R.IMAGE_ID], R.IMAGE_ID, where) if obj.get(R.IMAGE_ID) is not None else None
-        col.add(rid, _caption_list(obj, where), image_id, where)
-
-
-def _image_items(items: list[tuple[Any, str]], col: _Collector) -> None:
-    for obj, where in items:
-        rec = R.check_image_record(obj, where)
-        for region in R.flatten(rec):
-            rid = region[R.ID]
-            col.add(rid, _caption_list(region, f"{where} region {rid}"), rec[R.IMAGE_ID], where)
-        for node in rec[R.NODES]:
-            rid = R.region_id(rec[R.IMAGE_ID], node[R.ID])
-            if node.get(R.CAPTION) is not None:  # flatten skips empty or non-string captions: say so instead
-                _caption_list({R.CAPTION: node[R.CAPTION]}, f"{where} region {rid}")
-            elif node.get(R.CAPTIONS) is not None:  # references may give several captions per node
-                col.add(rid, _caption_list(node, f"{where} region {rid}"), rec[R.IMAGE_ID], where)
 
 
 def _coco_items(doc: Any, name: str, col: _Collector) -> None:
@@ -180,8 +137,23 @@ def _looks_dam(doc: dict) -> bool:
     )
 
 
+def _array_items(doc: list, name: str) -> list[Item]:
+    return [Item(o, f"{name}: [{i}]", b"") for i, o in enumerate(doc)]
+
+
+def _record_items(data: bytes, name: str) -> list[Item]:
+    """The records of a file in a region-record format: a JSON array of them, or JSONL."""
+    if data.lstrip()[:1] == b"[":
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError as e:
+            raise InputError(f"not valid JSON ({e})", source=name) from None
+        return _array_items(doc, name)
+    return list(jsonl_items(data.splitlines(), name))
+
+
 def _detect(data: bytes, name: str) -> tuple[str, Any]:
-    """(format, parsed document or JSONL items) for ``data``; raises InputError for an unknown format."""
+    """(format, parsed document or record items) for ``data``; raises InputError for an unknown format."""
     head = data.lstrip()[:1]
     unknown = ("not a caption file in a known format (region or image records as JSONL, COCO annotations or "
                "results, Osprey's list, Describe Anything's {id: caption}); name one with --format")
@@ -192,30 +164,44 @@ def _detect(data: bytes, name: str) -> tuple[str, Any]:
     except orjson.JSONDecodeError:
         doc = None
     if doc is None:  # JSONL: the first record decides
-        items = _jsonl(data, name)
-        first = items[0][0] if items else None
-        if R.is_image_record(first):
-            return "images", items
-        if isinstance(first, dict) and (R.ID in first or R.IMAGE_ID in first):
-            return "regions", items
-        raise InputError(unknown, source=name)
+        items = list(jsonl_items(data.splitlines(), name))
+        if items and items[0].error is not None:
+            raise items[0].error
+        first = items[0].value if items else None
+        if isinstance(first, dict) and (R.is_image_record(first) or R.ID in first or R.IMAGE_ID in first):
+            return "records", items  # region or image records, or COCO results one a line
+        fmt = detect(first)
+        if fmt is None:
+            raise InputError(unknown, source=name)
+        return fmt, items
     if isinstance(doc, list):
         first = doc[0] if doc else None
         if isinstance(first, dict) and R.ID in first:
-            return "regions", [(o, f"{name}: [{i}]") for i, o in enumerate(doc)]
+            return "records", _array_items(doc, name)
         if isinstance(first, dict) and R.IMAGE_ID in first:
             return "coco", doc
         raise InputError(unknown if doc else "holds an empty list", source=name)
     if isinstance(doc, dict):
         if "annotations" in doc:
             return "coco", doc
-        if R.is_image_record(doc):
-            return "images", [(doc, f"{name}:1")]
-        if R.ID in doc or R.IMAGE_ID in doc:  # one region record (a one-line JSONL file)
-            return "regions", [(doc, f"{name}:1")]
+        if R.is_image_record(doc) or R.ID in doc:  # one record (a one-line JSONL file)
+            return "records", [Item(doc, f"{name}:1", b"")]
+        if R.IMAGE_ID in doc:  # one COCO result
+            return "coco", [doc]
         if _looks_dam(doc):
             return "dam", doc
     raise InputError(unknown, source=name)
+
+
+def _region_items(items: list[Item], fmt: str, col: _Collector) -> None:
+    """Entries of region records, read by the ``datasets`` reader ``fmt``: captions needed, nothing else."""
+    opts = ReadOptions(need=(R.CAPTION,), captioned_only=True)
+    for unit in read_items(items, fmt, opts):
+        if unit.error is not None:
+            raise unit.error
+        for region in unit.value:
+            has_image = region.get(R.IMAGE_ID) is not None or bool(region.get(R.IMAGE))
+            col.add(region[R.ID], R.captions_of(region), R.image_key(region) if has_image else None, unit.where)
 
 
 def read_captions(path: str | Path, role: str = "references", fmt: str = "auto") -> dict[str, Entry]:
@@ -228,27 +214,25 @@ def read_captions(path: str | Path, role: str = "references", fmt: str = "auto")
         raise UrecaError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     data, name = _read_bytes(path)
     col = _Collector(role)
+    named = fmt
     if fmt == "auto":
         fmt, parsed = _detect(data, name)
-    elif fmt in ("regions", "images"):
-        stripped = data.lstrip()
-        if stripped[:1] == b"[":
-            try:
-                doc = orjson.loads(data)
-            except orjson.JSONDecodeError as e:
-                raise InputError(f"not valid JSON ({e})", source=name) from None
-            parsed = [(o, f"{name}: [{i}]") for i, o in enumerate(doc)]
-        else:
-            parsed = _jsonl(data, name)
-    else:
+    elif fmt in CAPTION_FORMATS:
         try:
             parsed = orjson.loads(data)
         except orjson.JSONDecodeError as e:
             raise InputError(f"not valid JSON ({e}); --format {fmt} reads one JSON document", source=name) from None
-    if fmt == "regions":
-        _region_items(parsed, col)
-    elif fmt == "images":
-        _image_items(parsed, col)
+    else:
+        fmt = ALIASES.get(fmt, fmt)
+        parsed = _record_items(data, name)
+    if fmt in READERS:
+        records_in = [it.value if it.error is None else None for it in parsed]
+        if fmt == "records":  # a COCO results line among region records: the image id is the region id
+            for it in parsed:
+                if isinstance(it.value, dict) and R.ID not in it.value and R.NODES not in it.value \
+                        and R.IMAGE_ID in it.value:
+                    it.value = {**it.value, R.ID: it.value[R.IMAGE_ID]}
+        _region_items(parsed, fmt, col)
     elif fmt in ("coco", "osprey"):
         _coco_items(parsed, name, col)
     else:
@@ -258,7 +242,7 @@ def read_captions(path: str | Path, role: str = "references", fmt: str = "auto")
         _dam_items(parsed, name, col)
     if not col.out:
         hint = ""
-        if fmt == "images":
+        if fmt == "records" and (named == "images" or any(R.is_image_record(v) for v in records_in)):
             hint = (": its image records have no captioned node (tree records? caption them first with ureca "
                     "annotate, or ureca caption --input)")
         raise InputError(f"holds no {role}{hint}", source=name)
