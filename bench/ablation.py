@@ -181,13 +181,19 @@ def pretrain_base(st: Settings, data: dict, folder: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ one run
+def steps(cfg, n: int):
+    """``cfg`` with each stage stopping after ``n`` optimizer steps."""
+    return replace(cfg, optim=replace(cfg.optim, max_steps=n))
+
+
 def run_one(st: Settings, base: Path, train: list[Sample], test: list[Sample], use_mask: bool, dynamic: bool,
             k: int, seed: int, workdir: Path, cache: dict, score_cfg) -> dict:
     import torch
 
     from ureca_cli.evaluate.validate import caption_samples, score_captions
     from ureca_cli.model import UrecaConfig, load_base
-    from ureca_cli.train.trainer import TrainConfig, run_stage
+    from ureca_cli.train.config import TrainConfig
+    from ureca_cli.train.trainer import train_stage
 
     torch.manual_seed(seed)
     model = load_base(str(base), UrecaConfig(num_mask_tokens=k, dynamic_mask=dynamic, max_tiles=st.max_tiles,
@@ -195,18 +201,18 @@ def run_one(st: Settings, base: Path, train: list[Sample], test: list[Sample], u
     key = (use_mask, dynamic, k)
     if key not in cache:
         cache[key] = region_examples(model.processor, train, use_mask)
-    cfg = TrainConfig(out=workdir, stage="1", base=str(base), mask_tokens=k, dynamic_mask=dynamic,
+    cfg = TrainConfig.from_options(out=workdir, stage="1", base=str(base), mask_tokens=k, dynamic_mask=dynamic,
                       use_mask=use_mask, lr_stage1=st.lr1, lr_stage2=st.lr2, global_batch=st.batch,
                       per_device_batch=st.batch, lora_r=st.lora_r, lora_alpha=2 * st.lora_r, lora_dropout=0.0,
                       precision="fp32", gradient_checkpointing=False, save_steps=10**6, logging_steps=10**6,
                       seed=seed, cpu=True, validate=False, quiet=True)
     t0 = time.perf_counter()
     if use_mask:
-        run_stage(replace(cfg, max_steps=st.stage1_steps), "1", model, [], workdir / "s1", dataset=cache[key])
-        run_stage(replace(cfg, max_steps=st.stage2_steps), "2", model, [], workdir / "s2", dataset=cache[key])
+        train_stage(steps(cfg, st.stage1_steps), "1", model, [], workdir / "s1", dataset=cache[key])
+        train_stage(steps(cfg, st.stage2_steps), "2", model, [], workdir / "s2", dataset=cache[key])
     else:  # nothing for stage 1 to train without a mask: all the steps go to LoRA
-        run_stage(replace(cfg, max_steps=st.stage1_steps + st.stage2_steps), "2", model, [], workdir / "s2",
-                  dataset=cache[key])
+        train_stage(steps(cfg, st.stage1_steps + st.stage2_steps), "2", model, [], workdir / "s2",
+                    dataset=cache[key])
     t_train = time.perf_counter() - t0
     preds = caption_samples(model, test, use_mask=use_mask, max_new_tokens=st.max_new_tokens)
     refs = cache["refs"]

@@ -41,12 +41,12 @@ def syn(tmp_path_factory):
 
 
 def _cfg(tmp_path, **kw):
-    from ureca_cli.train.trainer import TrainConfig
+    from ureca_cli.train.config import TrainConfig
 
     base = dict(out=tmp_path / "out", stage="1", base="tiny", global_batch=2, per_device_batch=2, max_steps=3,
                 save_steps=100, logging_steps=1, lora_r=4, lora_alpha=8, cpu=True, validate=False, quiet=True)
     base.update(kw)
-    return TrainConfig(**base)
+    return TrainConfig.from_options(**base)
 
 
 def _snapshot(model) -> dict:
@@ -57,11 +57,12 @@ def test_stage1_changes_only_mask_encoder_and_added_rows(syn, tmp_path):
     from ureca_cli.model import build_tiny_ureca
     from ureca_cli.model.ureca import _embedding_matrices
     from ureca_cli.train.data import load_samples
-    from ureca_cli.train.trainer import run_stage, sync_added_rows
+    from ureca_cli.train.stages import sync_added_rows
+    from ureca_cli.train.trainer import train_stage
 
     model = build_tiny_ureca(seed=0)
     before = _snapshot(model)
-    run_stage(_cfg(tmp_path), "1", model, load_samples([syn["train"]]), tmp_path / "out")
+    train_stage(_cfg(tmp_path), "1", model, load_samples([syn["train"]]), tmp_path / "out")
     sync_added_rows(model)
     after = {n: p.detach() for n, p in model.named_parameters() if not n.startswith("added_rows.")}
     added = sorted(model.token_ids.added().values())
@@ -82,12 +83,12 @@ def test_stage1_changes_only_mask_encoder_and_added_rows(syn, tmp_path):
 def test_stage2_changes_only_lora_weights_on_the_language_model(syn, tmp_path):
     from ureca_cli.model import build_tiny_ureca, load_checkpoint, save_checkpoint
     from ureca_cli.train.data import load_samples
-    from ureca_cli.train.trainer import run_stage
+    from ureca_cli.train.trainer import train_stage
 
     save_checkpoint(build_tiny_ureca(seed=1), tmp_path / "s1")
     model = load_checkpoint(tmp_path / "s1", trainable=True)
     before = _snapshot(model)
-    run_stage(_cfg(tmp_path, stage="2", init=tmp_path / "s1"), "2", model, load_samples([syn["train"]]),
+    train_stage(_cfg(tmp_path, stage="2", init=tmp_path / "s1"), "2", model, load_samples([syn["train"]]),
               tmp_path / "out")
     after = _snapshot(model)
     lora = [n for n in after if "lora_" in n]
@@ -211,13 +212,13 @@ def test_bf16_autocast_on_cpu(syn, tmp_path):
 
     from ureca_cli.model import build_tiny_ureca
     from ureca_cli.train.data import load_samples
-    from ureca_cli.train.trainer import run_stage
+    from ureca_cli.train.trainer import train_stage
 
     model = build_tiny_ureca(seed=0)
     seen = []
     layer = model.internvl.model.language_model.layers[0].mlp.up_proj
     layer.register_forward_hook(lambda m, a, o: seen.append((o.dtype, torch.is_autocast_enabled("cpu"))))
-    trainer = run_stage(_cfg(tmp_path, precision="bf16", max_steps=2), "1", model, load_samples([syn["train"]]),
+    trainer = train_stage(_cfg(tmp_path, precision="bf16", max_steps=2), "1", model, load_samples([syn["train"]]),
                         tmp_path / "out")
     assert seen and all(dtype == torch.bfloat16 and on for dtype, on in seen)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -335,7 +336,7 @@ def test_two_process_both_stages_with_torchrun(syn, tmp_path):
 
 def test_config_checks(syn, tmp_path, cli, monkeypatch):
     from ureca_cli.errors import UrecaError
-    from ureca_cli.train.trainer import TrainConfig
+    from ureca_cli.train.config import TrainConfig
 
     with pytest.raises(UrecaError, match="--init"):
         TrainConfig(out=Path("x"), stage="2")

@@ -131,16 +131,18 @@ def train(
 
       ureca train regions.jsonl --out runs/ureca-1b --resume
     """
+    from ..evaluate.validate import Validator
+    from ..train.config import MODEL_OPTIONS, TrainConfig
     from ..train.data import DataConfig
-    from ..train.trainer import MODEL_FIELDS, TrainConfig, train_main
+    from ..train.trainer import train_main
 
-    cfg = TrainConfig(
+    cfg = TrainConfig.from_options(
         out=out,
         stage=stage.value,
-        base=base,
         init=init,
         data=DataConfig(images_dir=images, masks_dir=masks, format=FormatName(fmt).value, val_fraction=val_fraction,
                         val_max_regions=val_max_regions, seed=seed),
+        base=base,
         mask_tokens=mask_tokens,
         dynamic_mask=dynamic_mask,
         mask_projector=mask_projector.value,
@@ -154,11 +156,16 @@ def train(
         warmup_ratio=warmup,
         weight_decay=weight_decay,
         scheduler=scheduler,
+        gradient_checkpointing=grad_ckpt,
         lora_r=lora_r,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
+        validate=not no_validate,
+        val_max_new_tokens=val_max_new_tokens,
+        bertscore=not no_bertscore,
+        bertscore_model=bertscore_model,
+        bertscore_layers=bertscore_layers,
         precision=precision.value,
-        gradient_checkpointing=grad_ckpt,
         save_steps=save_steps,
         save_total_limit=save_limit,
         logging_steps=logging_steps,
@@ -166,16 +173,11 @@ def train(
         seed=seed,
         workers=workers,
         cpu=cpu,
-        val_max_new_tokens=val_max_new_tokens,
-        bertscore_model=bertscore_model,
-        bertscore_layers=bertscore_layers,
-        bertscore=not no_bertscore,
-        validate=not no_validate,
-        given=frozenset(k for k in MODEL_FIELDS  # by name: typer may carry its own click and ParameterSource
+        given=frozenset(k for k in MODEL_OPTIONS  # by name: typer may carry its own click and ParameterSource
                         if getattr(ctx.get_parameter_source(k), "name", "DEFAULT") != "DEFAULT"),
     )
     try:
-        train_main([str(p) for p in data], cfg)
+        train_main([str(p) for p in data], cfg, Validator(cfg))
     except BaseException:
         _close_process_group(wait=False)
         raise

@@ -2,9 +2,11 @@
 
 ``caption_samples`` groups regions by image so that each image is encoded once and its prompt prefix prefilled
 once (``UrecaModel.generate_shared``); without masks (the ablation's baseline) one caption is generated per
-image and question, since nothing else tells its regions apart. ``validate`` writes, next to the checkpoint,
-``val_predictions.jsonl`` and ``val_references.jsonl`` (region records ``{"id", "image_id", "caption"}``, which
-``ureca score`` reads) and ``val_scores.json`` (the score module's summary, 0-100).
+image and question, since nothing else tells its regions apart. ``Validator`` is the validation pass, which
+``ureca train`` (``commands/train.py``) hands to ``train.trainer.train_main`` as its callback: it checks up
+front that scoring can run, and at the end writes, next to the checkpoint, ``val_predictions.jsonl`` and
+``val_references.jsonl`` (region records ``{"id", "image_id", "caption"}``, which ``ureca score`` reads) and
+``val_scores.json`` (the score module's summary, 0-100).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from ..train.config import TrainConfig, ValConfig
 from ..train.data import Sample, encode_sample, load_image_and_mask
 
 
@@ -80,20 +83,47 @@ def score_captions(preds: dict[str, str], samples: list[Sample], scfg) -> dict[s
         return score(m, scfg).summary
 
 
-def validate(model, val: list[Sample], out: Path, cfg, scfg) -> dict[str, Any]:
-    """Caption the held-out regions, score them, and write the three ``val_*`` files into ``out``."""
-    from ..train.trainer import _amp, _log
+def score_config(val: ValConfig) -> Any:
+    """The ``ScoreConfig`` of a training run's validation settings (BERTScore off: the n-gram metrics)."""
+    from .score import METRICS, NGRAM_METRICS, ScoreConfig
 
-    _log(cfg, f"validation: captioning {len(val)} held-out regions")
-    preds = caption_samples(model, val, use_mask=cfg.use_mask, max_new_tokens=cfg.val_max_new_tokens,
-                            amp=_amp(cfg))
-    _write_jsonl(out / "val_predictions.jsonl",
-                 [{"id": s.id, "image_id": s.image_id, "caption": preds[s.id]} for s in val])
-    _write_jsonl(out / "val_references.jsonl",
-                 [{"id": s.id, "image_id": s.image_id, "image": s.image, "rle": s.rle, "caption": s.caption}
-                  for s in val])
-    summary = score_captions(preds, val, scfg)
-    (out / "val_scores.json").write_text(json.dumps(summary, indent=2) + "\n")
-    figures = ", ".join(f"{k} {v:.2f}" for k, v in summary.items() if isinstance(v, float) and not k.endswith("chance"))
-    _log(cfg, f"validation ({len(val)} regions): {figures}; written to {out / 'val_scores.json'}")
-    return summary
+    return ScoreConfig(metrics=METRICS if val.bertscore else NGRAM_METRICS,
+                       **({"bertscore_model": val.bertscore_model} if val.bertscore_model else {}),
+                       bertscore_layers=val.bertscore_layers)
+
+
+class Validator:
+    """The validation pass of one ``ureca train`` run (``train.trainer.Validation``)."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.scfg = score_config(cfg.val)
+
+    def check(self) -> None:
+        """Fail before training when scoring could not run: no BERTScore model, no Java for METEOR."""
+        from .score import check_java, resolve_bertscore_model
+
+        if self.scfg.use_bertscore:
+            resolve_bertscore_model(self.scfg.bertscore_model, self.scfg.bertscore_layers)
+        if self.scfg.needs_java:
+            check_java()
+
+    def __call__(self, model: Any, val: list[Sample], out: Path) -> dict[str, Any]:
+        """Caption the held-out regions, score them, and write the three ``val_*`` files into ``out``."""
+        from ..train.trainer import _amp, _log
+
+        cfg = self.cfg
+        _log(cfg, f"validation: captioning {len(val)} held-out regions")
+        preds = caption_samples(model, val, use_mask=cfg.use_mask, max_new_tokens=cfg.val.max_new_tokens,
+                                amp=_amp(cfg))
+        _write_jsonl(out / "val_predictions.jsonl",
+                     [{"id": s.id, "image_id": s.image_id, "caption": preds[s.id]} for s in val])
+        _write_jsonl(out / "val_references.jsonl",
+                     [{"id": s.id, "image_id": s.image_id, "image": s.image, "rle": s.rle, "caption": s.caption}
+                      for s in val])
+        summary = score_captions(preds, val, self.scfg)
+        (out / "val_scores.json").write_text(json.dumps(summary, indent=2) + "\n")
+        figures = ", ".join(f"{k} {v:.2f}" for k, v in summary.items()
+                            if isinstance(v, float) and not k.endswith("chance"))
+        _log(cfg, f"validation ({len(val)} regions): {figures}; written to {out / 'val_scores.json'}")
+        return summary

@@ -1,12 +1,9 @@
 """Two-stage URECA training on the transformers Trainer (so torchrun / accelerate launch give DDP, DeepSpeed, FSDP).
 
-Stage 1 trains the mask encoder (convolutions and projection) and the embedding rows of the added tokens
-(``<mask>``, ``</mask>``, ``<MASK_CONTEXT>``); every other weight is frozen. The added rows are trained as a
-separate (n_added, D) parameter whose values a forward hook puts in place of those rows' embeddings (and
-logits, for the output embedding), so no other row can move, not even by weight decay, and the optimizer
-holds 3 x D values instead of the whole vocabulary; the rows are written back into the embedding matrices
-before every save. Stage 2 wraps the language model in LoRA (peft, targets limited to the language model) and
-trains the LoRA weights only. Vision tower and image projector stay frozen throughout.
+``train_main(paths, cfg, validation)`` is ``ureca train``: it reads the data (``data.load_samples``), splits it
+by image, trains stage 1 and/or 2 (``train_stage``; what each stage trains is in ``stages.py``) and hands the
+held-out regions to ``validation``, a callback the caller passes in (``ureca train`` passes
+``evaluate.validate.Validator``, so training never imports the later stages that caption and score).
 
 Checkpoints (``OUT/checkpoint-N``) are URECA checkpoint folders (``ureca_cli.model.save_checkpoint``) plus
 ``trainable.safetensors`` (the trainable tensors, which ``--resume`` loads) and the Trainer's optimizer,
@@ -21,99 +18,38 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import UrecaError
-from .data import DataConfig, Sample, load_samples, split_by_image
+from .config import MODEL_OPTIONS, OPTIONS, TrainConfig, flag_text
+from .data import Sample, load_samples, split_by_image
+from .stages import (
+    build_stage1_model,
+    init_model,
+    parameter_counts,
+    prepare_stage1,
+    prepare_stage2,
+    sync_added_rows,
+    trainable_state,
+)
 
-STAGES = ("1", "2", "both")
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-MODEL_FIELDS = {"base": "--base", "mask_tokens": "--mask-tokens", "mask_projector": "--mask-projector",
-                "dynamic_mask": "--dynamic-mask", "max_tiles": "--max-tiles"}  # stage 2 takes these from --init
 TRAINABLE_FILE = "trainable.safetensors"
 FINAL_MARK = "ureca.json"  # a finished checkpoint folder holds this
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Every setting of ``ureca train``; defaults are the paper's (Appendix A)."""
+class Validation(Protocol):
+    """What ``train_main`` does with the held-out regions at the end (``evaluate.validate.Validator``)."""
 
-    out: Path
-    stage: str = "both"
-    base: str = "OpenGVLab/InternVL3-1B-hf"
-    init: Path | None = None
-    data: DataConfig = field(default_factory=DataConfig)
-    mask_tokens: int = 8
-    dynamic_mask: bool = True
-    mask_projector: str = "linear"
-    max_tiles: int | None = None
-    use_mask: bool = True  # False: the ablation's "no mask" baseline (no mask tokens at all)
-    epochs: float = 2.0
-    max_steps: int = -1
-    lr_stage1: float = 2e-4
-    lr_stage2: float = 4e-5
-    global_batch: int = 16
-    per_device_batch: int = 4
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.01
-    scheduler: str = "cosine"
-    lora_r: int = 128
-    lora_alpha: int = 256
-    lora_dropout: float = 0.05
-    precision: str = "auto"
-    gradient_checkpointing: bool = True
-    save_steps: int = 500
-    save_total_limit: int = 3
-    logging_steps: int = 10
-    resume: bool = False
-    seed: int = 0
-    workers: int = 0
-    cpu: bool = False
-    val_max_new_tokens: int = 64
-    bertscore_model: str | None = None
-    bertscore_layers: int | None = None
-    bertscore: bool = True
-    validate: bool = True
-    quiet: bool = False
-    given: frozenset[str] = frozenset()  # fields set on the command line (stage 2 checks MODEL_FIELDS among them)
+    def check(self) -> None:
+        """Fail now, before training, when the validation could not run (no Java for METEOR, say)."""
 
-    def __post_init__(self):
-        if self.stage not in STAGES:
-            raise UrecaError(f"--stage {self.stage!r}: choose 1, 2 or both")
-        if self.stage == "2" and self.init is None:
-            raise UrecaError("--stage 2 needs --init DIR, a stage-1 checkpoint")
-        if self.stage != "2" and self.init is not None:
-            raise UrecaError("--init is for --stage 2 (stage 1 starts from --base)")
-        if self.mask_tokens < 1:
-            raise UrecaError(f"--mask-tokens {self.mask_tokens}: needs >= 1 (the paper uses 4, 8 or 16)")
-        if self.mask_projector not in ("linear", "mlp"):
-            raise UrecaError(f"--mask-projector {self.mask_projector!r}: choose linear or mlp")
-        if self.max_tiles is not None and self.max_tiles < 1:
-            raise UrecaError("--max-tiles: needs >= 1")
-        if self.precision not in PRECISIONS:
-            raise UrecaError(f"--precision {self.precision!r}: choose {', '.join(PRECISIONS)}")
-        for name in ("lr_stage1", "lr_stage2", "epochs"):
-            if getattr(self, name) <= 0:
-                raise UrecaError(f"--{name.replace('_', '-')}: needs a positive value")
-        for name in ("global_batch", "per_device_batch", "save_steps", "logging_steps", "lora_r", "lora_alpha",
-                     "val_max_new_tokens"):
-            if getattr(self, name) < 1:
-                flag = "--batch-size" if name == "per_device_batch" else f"--{name.replace('_', '-')}"
-                raise UrecaError(f"{flag}: needs at least 1")
-        if not 0 <= self.warmup_ratio < 1 or not 0 <= self.lora_dropout < 1 or self.weight_decay < 0:
-            raise UrecaError("--warmup-ratio and --lora-dropout need [0, 1); --weight-decay >= 0")
-        if self.max_steps == 0 or self.max_steps < -1 or self.save_total_limit < 0 or self.workers < 0:
-            raise UrecaError("--max-steps needs -1 or >= 1; --save-total-limit and --workers need >= 0")
-        from transformers import SchedulerType
-
-        if self.scheduler not in {s.value for s in SchedulerType}:
-            raise UrecaError(f"--scheduler {self.scheduler!r}: choose one of transformers' "
-                             f"{', '.join(s.value for s in SchedulerType)}")
+    def __call__(self, model: Any, val: list[Sample], out: Path) -> dict[str, Any]:
+        """Caption ``val`` with ``model``, score them, write the results into ``out``; returns the scores."""
 
 
-# ----------------------------------------------------------------------------------------- the model
+# ---------------------------------------------------------------------------------------------- devices
 def _log(cfg: TrainConfig, message: str) -> None:
     if not cfg.quiet and int(os.environ.get("RANK", "0")) == 0:
         print(f"ureca train: {message}", file=sys.stderr, flush=True)
@@ -162,126 +98,6 @@ def _load_kwargs(cfg: TrainConfig, *, gpu: bool) -> dict[str, str]:
     ``gpu=False``: the Trainer moves the model to each rank's own GPU, where "cuda" would put every rank's
     copy on the first one."""
     return {"device": "cuda" if gpu and _gpu(cfg) else "cpu", "dtype": _weights_dtype(cfg)}
-
-
-def build_stage1_model(cfg: TrainConfig):
-    """A new URECA model around ``cfg.base`` ("tiny" or an InternVL -hf id/folder) with a fresh mask encoder."""
-    from ..model import UrecaConfig, build_tiny_ureca, load_base
-
-    kw = {"num_mask_tokens": cfg.mask_tokens, "mask_projector": cfg.mask_projector, "dynamic_mask": cfg.dynamic_mask}
-    if cfg.base == "tiny":
-        return build_tiny_ureca(seed=cfg.seed, max_tiles=cfg.max_tiles or 12, **kw)
-    ucfg = UrecaConfig(**kw, **({"max_tiles": cfg.max_tiles} if cfg.max_tiles else {}))
-    try:
-        return load_base(cfg.base, ucfg, dtype=_weights_dtype(cfg), seed=cfg.seed)
-    except OSError as e:
-        raise UrecaError(f"--base {cfg.base}: cannot load ({str(e).splitlines()[0]})") from None
-
-
-def attach_added_rows(model) -> Any:
-    """Give ``model`` (a UrecaModel) a submodule ``added_rows`` and hooks that use it; returns the submodule.
-
-    ``added_rows.input``: (n, D) fp32 rows of the input embedding for the n added tokens (in ``ADDED_TOKENS``
-    order); ``added_rows.output``: the same for the output embedding when it is a separate matrix, else None
-    (tied: the input rows serve both). The hooks put these rows in place of the matrices' rows in the
-    embedding output (B, L, D) and in the logits (B, L, V), so gradients reach them and nothing else.
-    """
-    import torch
-    from torch import nn
-
-    from ..model.ureca import ADDED_TOKENS, _embedding_matrices
-
-    ids = model.token_ids.added()
-    index = torch.tensor([ids[t] for t in ADDED_TOKENS])
-    mats = _embedding_matrices(model.internvl)
-    rows = nn.Module()
-    rows.register_buffer("index", index, persistent=False)
-    rows.input = nn.Parameter(mats[0].weight.detach()[index].clone().float())
-    rows.output = nn.Parameter(mats[1].weight.detach()[index].clone().float()) if len(mats) > 1 else None
-    lookup = torch.full((mats[0].weight.shape[0],), -1, dtype=torch.long)
-    lookup[index] = torch.arange(len(index))
-    rows.register_buffer("lookup", lookup, persistent=False)
-
-    def on_input(module, args, out):
-        slot = rows.lookup.to(args[0].device)[args[0]]
-        hit = slot >= 0
-        if not bool(hit.any()):
-            return out
-        new = rows.input.to(out.dtype)[slot.clamp(min=0)]
-        return torch.where(hit.unsqueeze(-1), new, out)
-
-    def on_output(module, args, out):
-        table = rows.output if rows.output is not None else rows.input
-        extra = args[0] @ table.to(args[0].dtype).t()
-        return out.index_copy(-1, rows.index.to(out.device), extra.to(out.dtype))
-
-    model.added_rows = rows
-    rows.hooks = [mats[0].register_forward_hook(on_input)]
-    out_emb = model.internvl.get_output_embeddings()
-    if out_emb is not None:
-        rows.hooks.append(out_emb.register_forward_hook(on_output))
-    return rows
-
-
-def sync_added_rows(model) -> None:
-    """Copy the trained added rows into the embedding matrices (before a save: the checkpoint reads them there)."""
-    import torch
-
-    from ..model.ureca import _embedding_matrices
-
-    rows = getattr(model, "added_rows", None)
-    if rows is None:
-        return
-    mats = _embedding_matrices(model.internvl)
-    with torch.no_grad():
-        mats[0].weight[rows.index] = rows.input.to(mats[0].weight.dtype)
-        if len(mats) > 1:
-            src = rows.output if rows.output is not None else rows.input
-            mats[1].weight[rows.index] = src.to(mats[1].weight.dtype)
-
-
-def prepare_stage1(model) -> None:
-    """Freeze everything but the mask encoder and the added tokens' rows (attached here)."""
-    for p in model.parameters():
-        p.requires_grad_(False)
-    model.mask_encoder.float()
-    for p in model.mask_encoder.parameters():
-        p.requires_grad_(True)
-    attach_added_rows(model)
-
-
-def prepare_stage2(model, cfg: TrainConfig) -> None:
-    """Freeze everything, then add LoRA on the language model (its weights are the only trainable ones)."""
-    for p in model.parameters():
-        p.requires_grad_(False)
-    model.add_lora(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout)
-    bad = [n for n, p in model.named_parameters() if p.requires_grad and ("lora_" not in n or "language_model" not in n)]
-    if bad:
-        raise RuntimeError(f"stage 2 would train non-LoRA or non-language-model weights: {bad[:3]}")
-    for p in model.parameters():
-        if p.requires_grad:
-            p.data = p.data.float()
-
-
-def parameter_counts(model) -> tuple[int, int]:
-    """(trainable, total) parameter counts; frozen embedding rows that the added rows shadow are not double
-    counted in ``trainable``."""
-    seen, trainable, total = set(), 0, 0
-    for p in model.parameters():
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        total += p.numel()
-        if p.requires_grad:
-            trainable += p.numel()
-    rows = getattr(model, "added_rows", None)
-    if rows is not None:  # the shadow rows replace rows already counted in the embedding matrices
-        total -= sum(p.numel() for p in rows.parameters())
-    return trainable, total
-
-
-def trainable_state(model) -> dict[str, Any]:
-    return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
 
 
 # --------------------------------------------------------------------------------------- the Trainer
@@ -416,10 +232,11 @@ def _training_args(cfg: TrainConfig, out: Path, lr: float):
     from transformers import TrainingArguments
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    per_device, accum = batch_layout(cfg.global_batch, cfg.per_device_batch, world)
-    note = "" if per_device * world * accum == cfg.global_batch else f" (not {cfg.global_batch}: it does not divide)"
-    lowered = f" (--batch-size {cfg.per_device_batch} lowered to divide the batch)" \
-        if per_device < min(cfg.per_device_batch, cfg.global_batch // world) else ""
+    o = cfg.optim
+    per_device, accum = batch_layout(o.global_batch, o.per_device_batch, world)
+    note = "" if per_device * world * accum == o.global_batch else f" (not {o.global_batch}: it does not divide)"
+    lowered = f" (--batch-size {o.per_device_batch} lowered to divide the batch)" \
+        if per_device < min(o.per_device_batch, o.global_batch // world) else ""
     _log(cfg, f"global batch {per_device * world * accum}{note} = {per_device} per device{lowered} x {world} "
               f"process{'es' if world > 1 else ''} x {accum} accumulation step{'s' if accum > 1 else ''}")
     amp = _amp(cfg)
@@ -429,11 +246,11 @@ def _training_args(cfg: TrainConfig, out: Path, lr: float):
         per_device_train_batch_size=per_device,
         gradient_accumulation_steps=accum,
         learning_rate=lr,
-        weight_decay=cfg.weight_decay,
-        lr_scheduler_type=cfg.scheduler,
-        warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio of the total steps
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps,
+        weight_decay=o.weight_decay,
+        lr_scheduler_type=o.scheduler,
+        warmup_steps=o.warmup_ratio,  # a float < 1 is a ratio of the total steps
+        num_train_epochs=o.epochs,
+        max_steps=o.max_steps,
         bf16=amp == "bf16",
         fp16=amp == "fp16",
         use_cpu=use_cpu,
@@ -455,7 +272,7 @@ def _training_args(cfg: TrainConfig, out: Path, lr: float):
     return args, per_device * world * accum
 
 
-def run_stage(cfg: TrainConfig, stage: str, model, train: list[Sample], out: Path, dataset: Any = None) -> Any:
+def train_stage(cfg: TrainConfig, stage: str, model, train: list[Sample], out: Path, dataset: Any = None) -> Any:
     """Train ``model`` for one stage on ``train`` (or a ready ``dataset`` of encoded examples) and write the
     finished checkpoint to ``out``. Returns the Trainer."""
     from transformers.trainer_callback import PrinterCallback
@@ -465,9 +282,9 @@ def run_stage(cfg: TrainConfig, stage: str, model, train: list[Sample], out: Pat
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
-    lr = cfg.lr_stage1 if stage == "1" else cfg.lr_stage2
-    (prepare_stage1(model) if stage == "1" else prepare_stage2(model, cfg))
-    if cfg.gradient_checkpointing:
+    lr = cfg.optim.lr(stage)
+    (prepare_stage1(model) if stage == "1" else prepare_stage2(model, cfg.lora))
+    if cfg.optim.gradient_checkpointing:
         internvl, kw = model.internvl, {"use_reentrant": False}
         if hasattr(internvl, "activation_checkpointing_enable"):  # transformers >= 5.2x
             internvl.activation_checkpointing_enable(activation_checkpointing_kwargs=kw)
@@ -498,8 +315,9 @@ def run_stage(cfg: TrainConfig, stage: str, model, train: list[Sample], out: Pat
 
 
 def _config_json(cfg: TrainConfig, stage: str) -> dict:
-    d = asdict(cfg)
-    del d["given"]
+    """``train_config.json``: the run's options as the command line names them (``TrainConfig.options``), the
+    stage trained, the autocast dtype and the number of processes."""
+    d = cfg.options()
     d["stage_trained"] = stage
     d["amp"] = _amp(cfg)
     d["world_size"] = int(os.environ.get("WORLD_SIZE", "1"))
@@ -522,48 +340,27 @@ def _check_out(out: Path, resume: bool, what: str) -> str:
     return "resume" if resume and last_complete_checkpoint(out) else "new"
 
 
-def _model_fields(folder: Path) -> tuple[dict[str, Any], bool]:
-    """(TrainConfig's model fields (``MODEL_FIELDS``) as the checkpoint in ``folder`` has them, whether it has
-    a LoRA adapter). ``base`` is the embedded base's folder where the checkpoint carries one (``load_checkpoint``
-    loads that)."""
-    from ..model.checkpoint import BASE_DIR, read_checkpoint_config
-
-    meta, c = read_checkpoint_config(folder)
-    fields = {"base": str(folder / BASE_DIR) if meta["base_embedded"] else c.base, "mask_tokens": c.num_mask_tokens,
-              "mask_projector": c.mask_projector, "dynamic_mask": c.dynamic_mask, "max_tiles": c.max_tiles}
-    return fields, bool(meta["adapter"])
-
-
 def _check_init(cfg: TrainConfig) -> None:
     """--init is a stage-1 checkpoint, and no model option given on the command line contradicts it (stage 2
     keeps the model --init was trained as)."""
     init = cfg.init
-    used, adapter = _model_fields(init)
+    used, adapter = init_model(init)
     if adapter:
         raise UrecaError(f"--init {init}: has a LoRA adapter already (a stage-2 checkpoint); stage 2 starts from "
                          f"a stage-1 checkpoint")
-
-    def flag(k: str, v: Any) -> str:
-        return ("--" if v else "--no-") + "dynamic-mask" if k == "dynamic_mask" else f"{MODEL_FIELDS[k]} {v}"
-
-    bad = [f"{flag(k, getattr(cfg, k))} (it has {flag(k, used[k])})" for k in MODEL_FIELDS
-           if k in cfg.given and getattr(cfg, k) != used[k]]
+    bad = []
+    for name in MODEL_OPTIONS:
+        key = OPTIONS[name][1]
+        mine, theirs = getattr(cfg.model, key), getattr(used, key)
+        if name in cfg.given and mine != theirs:
+            bad.append(f"{flag_text(name, mine)} (it has {flag_text(name, theirs)})")
     if bad:
         raise UrecaError(f"--init {init}: stage 2 keeps the model it was trained as; leave out {'; '.join(bad)}")
 
 
-def _score_config(cfg: TrainConfig):
-    from ..evaluate.score import METRICS, NGRAM_METRICS, ScoreConfig
-
-    return ScoreConfig(metrics=METRICS if cfg.bertscore else NGRAM_METRICS,
-                       **({"bertscore_model": cfg.bertscore_model} if cfg.bertscore_model else {}),
-                       bertscore_layers=cfg.bertscore_layers)
-
-
-def train_main(paths: list[str], cfg: TrainConfig) -> dict | None:
-    """``ureca train``: check everything, train the stage(s), validate. Returns the validation summary."""
-    from ..evaluate.validate import validate
-
+def train_main(paths: list[str], cfg: TrainConfig, validation: Validation | None = None) -> dict | None:
+    """``ureca train``: check everything, train the stage(s), and hand the held-out regions to ``validation``
+    (when ``cfg.val.enabled``). Returns what ``validation`` returns (the scores), or ``None``."""
     _amp(cfg)  # a precision this machine cannot run fails here, not after the data is read
     if _fsdp() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # Our checkpoint writer reads the unwrapped model's parameters, which under FSDP on several processes
@@ -584,16 +381,9 @@ def train_main(paths: list[str], cfg: TrainConfig) -> dict | None:
         states["2"] = _check_out(final, cfg.resume, "stage-2 checkpoint")
     if cfg.stage == "2":
         _check_init(cfg)
-    if cfg.validate and val:
-        scfg = _score_config(cfg)
-        if scfg.use_bertscore:
-            from ..evaluate.score import resolve_bertscore_model
-
-            resolve_bertscore_model(scfg.bertscore_model, scfg.bertscore_layers)
-        if scfg.needs_java:
-            from ..evaluate.score import check_java
-
-            check_java()
+    validate = validation is not None and cfg.val.enabled and bool(val)
+    if validate:
+        validation.check()
     held = len(samples) - len(train)
     scored = f" ({len(val)} of them to score)" if len(val) < held else ""
     _log(cfg, f"{len(train)} training regions, {held} held out (split by image){scored}; output {cfg.out}")
@@ -603,8 +393,8 @@ def train_main(paths: list[str], cfg: TrainConfig) -> dict | None:
         if states["1"] == "done":
             _log(cfg, f"stage 1 already finished in {s1_out}")
         else:
-            model = build_stage1_model(cfg)
-            run_stage(cfg, "1", model, train, s1_out)
+            model = build_stage1_model(cfg, _weights_dtype(cfg))
+            train_stage(cfg, "1", model, train, s1_out)
     if "2" in states:
         if states["2"] == "done":
             _log(cfg, f"stage 2 already finished in {final}")
@@ -614,12 +404,12 @@ def train_main(paths: list[str], cfg: TrainConfig) -> dict | None:
 
             init = cfg.init if cfg.stage == "2" else s1_out
             model = load_checkpoint(init, trainable=True, **_load_kwargs(cfg, gpu=False))
-            cfg = replace(cfg, **_model_fields(init)[0])  # train_config.json records the model trained
-            run_stage(cfg, "2", model, train, final)
-    if int(os.environ.get("RANK", "0")) != 0 or not cfg.validate or not val:
+            cfg = replace(cfg, model=init_model(init)[0])  # train_config.json records the model trained
+            train_stage(cfg, "2", model, train, final)
+    if int(os.environ.get("RANK", "0")) != 0 or not validate:
         return None
     if model is None:
         from ..model import load_checkpoint
 
         model = load_checkpoint(final, **_load_kwargs(cfg, gpu=True))  # rank 0 only: its GPU is "cuda"
-    return validate(model, val, final, cfg, _score_config(cfg))
+    return validation(model, val, final)
