@@ -99,11 +99,10 @@ def refine(
     shard: Shard = None,
     progress: ProgressOpt = None,
 ) -> None:
-    from ..curate.export import output_image_key
     from ..curate.features import FeatureConfig
-    from ..curate.refine import RefineConfig, Refiner
+    from ..curate.refine import RefineConfig, Refiner, run
     from ..errors import UrecaError
-    from ..stream import check_output_not_input, iter_jsonl, run_stage
+    from ..stream import check_output_not_input
     from ..visual.prompter import VisualSettings
     from ..visual.setofmark import MarkSettings
 
@@ -138,14 +137,7 @@ def refine(
             backend = chat.build()
         if verify and (judge_model is not None or judge_base_url):
             judge = chat.build(model=judge_model or chat.model, base_url=tuple(judge_base_url or chat.base_url))
-        refiner = Refiner(cfg, backend, judge)
-        try:
-            items = (item for path in (inputs or ["-"]) for item in iter_jsonl(path))
-            run_stage("refine", items, refiner, scfg, input_key=_input_key, output_key=output_image_key,
-                      mapper=refiner.mapper if cfg.needs_model else None,
-                      unit="images")
-        finally:
-            refiner.close()
+        run(inputs, Refiner(cfg, backend, judge), scfg)
     finally:
         for b in {id(x): x for x in (backend, judge) if x is not None}.values():
             b.close()
@@ -157,10 +149,6 @@ def _auto_device(needed: bool) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _input_key(rec: object) -> object:
-    return str(rec["image_id"]) if isinstance(rec, dict) and "image_id" in rec else None
 
 
 refine.__doc__ = HELP

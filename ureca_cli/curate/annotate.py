@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,10 +28,11 @@ from .. import records as R
 from ..errors import UrecaError
 from ..images import load_image
 from ..masks import node_mask
-from ..mllm import ChatBackend, EncodedImage, GenerationSettings, user
+from ..mllm import ChatBackend, EncodedImage, GenerationSettings
 from ..stream import check_output_folder
 from ..visual.prompter import VisualPrompter, VisualSettings
 from .annotate_plan import ImageState, Plan, Workers, count_requests, plan_record, remaining_chain
+from .inflight import InFlight
 
 __all__ = ["AnnotateConfig", "Annotator", "count_requests", "load_templates", "plan_record", "run"]
 
@@ -69,7 +70,7 @@ class AnnotateConfig:
 
 
 # -------------------------------------------------------------------------------------------- the engine
-class Annotator:
+class Annotator(InFlight):
     """Captions tree records through one chat backend, keeping up to ``backend.concurrency`` requests busy.
 
     ``annotate(rec, where)`` is thread-safe: call it from many threads (one per image in flight, as
@@ -77,8 +78,9 @@ class Annotator:
     """
 
     def __init__(self, backend: ChatBackend, cfg: AnnotateConfig | None = None):
-        self.backend = backend
         self.cfg = cfg or AnnotateConfig()
+        super().__init__(backend.concurrency, self.cfg.images_in_flight, self.cfg.save_prompts)
+        self.backend = backend
         self.templates = load_templates(self.cfg.prompts)
         self._workers = Workers(max(1, backend.concurrency))
         self._images = 0
@@ -87,9 +89,6 @@ class Annotator:
             workers = min(4, os.cpu_count() or 1) if backend.kind == "openai" and _can_spawn() else 0
         self.prepare_workers = workers
         self._prep: Any = None
-        self._abort = threading.Event()
-        self.requests = 0  # chat calls made, for summaries and tests
-        self._lock = threading.Lock()
 
     def _prepare_pool(self) -> Any:
         with self._lock:
@@ -103,10 +102,6 @@ class Annotator:
                 self._prep = ProcessPoolExecutor(self.prepare_workers, mp_context=ctx, initializer=_ignore_sigint)
             return self._prep
 
-    @property
-    def images_in_flight(self) -> int:
-        return self.cfg.images_in_flight or min(64, max(2, 2 * self.backend.concurrency))
-
     def provenance(self) -> dict[str, Any]:
         v = self.cfg.visual
         return {
@@ -118,19 +113,7 @@ class Annotator:
 
     # ----------------------------------------------------------------------------------- one request
     def _ask(self, parts: list[Any], image_id: str, node_id: Any, names: list[str]) -> str:
-        if self._abort.is_set():
-            raise UrecaError("stopped")
-        if self.cfg.save_prompts is not None:
-            folder = Path(self.cfg.save_prompts) / _safe(image_id)
-            folder.mkdir(parents=True, exist_ok=True)
-            for im, name in zip([p for p in parts if not isinstance(p, str)], names, strict=True):
-                if isinstance(im, EncodedImage):
-                    (folder / f"{_safe(str(node_id))}_{name}{im.suffix}").write_bytes(im.data)
-                else:
-                    im.save(folder / f"{_safe(str(node_id))}_{name}.png", compress_level=1)
-        with self._lock:
-            self.requests += 1
-        return self.backend.chat([user(*parts)], self.cfg.generation)
+        return self.ask(self.backend, parts, image_id, node_id, names, self.cfg.generation)
 
     def _short(self, ctx: Any, nid: Any, parent_short: str | None, sibling_shorts: list[str]) -> str:
         context = ctx.context(nid)
@@ -214,15 +197,8 @@ class Annotator:
         return rec
 
     # ------------------------------------------------------------------------------------ many images
-    def mapper(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
-        """A ``run_stage`` mapper: ``images_in_flight`` images at once, results in input order; stops the
-        requests still queued when the run stops early."""
-        from ..stream import abortable_map
-
-        return abortable_map(fn, items, jobs=self.images_in_flight, abort=self._abort)
-
     def close(self) -> None:
-        self._abort.set()
+        super().close()
         self._workers.close()
         if self._prep is not None:
             self._prep.shutdown(wait=True, cancel_futures=True)
@@ -321,15 +297,11 @@ def prepare_images(rec: dict, where: str, visual: VisualSettings) -> dict[str, d
     return out
 
 
-def _safe(name: str) -> str:
-    """A file-name-safe form of an image or node id."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "_"
-
-
 def run(input: str | Path, annotator: Annotator, cfg: Any) -> Any:
     """Annotate the tree records of ``input`` (a JSONL path, ``-`` for stdin) under the stream contract
-    (``stream.run_stage``: input order, ``--resume``, ``--failed``, ``--on-error``, ``--shard``)."""
-    from ..stream import Item, iter_jsonl, run_stage
+    (``stream.run_stage``: input order, ``--resume``, ``--failed``, ``--on-error``, ``--shard``); ``cfg`` is the
+    ``StreamConfig``. Returns run_stage's summary."""
+    from ..stream import Item, iter_jsonl
 
     def items() -> Iterator[Item]:
         for it in iter_jsonl(input):  # the work sees (record, "file:line") so messages name the line
@@ -343,15 +315,5 @@ def run(input: str | Path, annotator: Annotator, cfg: Any) -> Any:
         rec = pair[0]
         return str(rec[R.IMAGE_ID]) if isinstance(rec, dict) and R.IMAGE_ID in rec else None
 
-    try:
-        return run_stage(
-            "annotate",
-            items(),
-            work,
-            cfg,
-            input_key=input_key,
-            output_key=lambda rec: str(rec.get(R.IMAGE_ID)),
-            mapper=annotator.mapper,
-        )
-    finally:
-        annotator.close()
+    return annotator.run("annotate", items(), work, cfg, input_key=input_key,
+                         output_key=lambda rec: str(rec.get(R.IMAGE_ID)))

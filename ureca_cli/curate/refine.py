@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +42,7 @@ from ..visual.prompter import VisualPrompter, VisualSettings
 from ..visual.setofmark import MarkSettings, set_of_mark
 from .export import DEFAULT_QUESTION, check_format, export
 from .features import FeatureConfig, RegionEmbedder, cosine_matrix, similar_sets
+from .inflight import InFlight
 
 STAMP = R.REFINE  # the record-level field that says how captions were refined
 TEMPLATES = ("refine", "verify")
@@ -114,12 +115,8 @@ def parse_verdict(answer: str) -> bool | None:
     return True if first == "true" else False if first == "false" else None
 
 
-def _safe(name: Any) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name))
-
-
 # ----------------------------------------------------------------------------------------------- stage
-class Refiner:
+class Refiner(InFlight):
     """Refines (and verifies, and exports) image records.
 
     ``backend`` is the chat model that rewrites captions, ``judge`` the one that verifies (default: the same);
@@ -142,15 +139,8 @@ class Refiner:
             self.embedder.model  # noqa: B018 - load now: a bad --features-model is one error, not one per image
         self.templates = load_templates(cfg.prompts)
         workers = max([1] + [int(getattr(b, "concurrency", 1) or 1) for b in (self.backend, self.judge) if b])
-        self.concurrency = workers
+        super().__init__(workers, cfg.images_in_flight, cfg.save_prompts)
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="ureca-refine")
-        self._abort = threading.Event()
-        self._lock = threading.Lock()
-        self.requests = 0  # chat calls made, for summaries and tests
-
-    @property
-    def images_in_flight(self) -> int:
-        return self.cfg.images_in_flight or min(64, max(2, 2 * self.concurrency))
 
     def stamp(self) -> dict:
         """What each record says about how it was refined (models, backend, prompts, settings)."""
@@ -171,19 +161,9 @@ class Refiner:
         return self.cfg.generation or GenerationSettings()
 
     def _ask(self, backend: Any, rec: dict, node: dict, images: list[tuple[str, Any]], text: str) -> str:
-        """One chat request: ``images`` (name, PIL image) then ``text``; saved first with ``--save-prompts``."""
-        from ..mllm import user
-
-        if self._abort.is_set():
-            raise UrecaError("stopped")
-        if self.cfg.save_prompts is not None:
-            folder = Path(self.cfg.save_prompts) / _safe(rec[R.IMAGE_ID])
-            folder.mkdir(parents=True, exist_ok=True)
-            for name, im in images:
-                im.save(folder / f"{_safe(node[R.ID])}_{name}.png", compress_level=1)
-        with self._lock:
-            self.requests += 1
-        return backend.chat([user(*[im for _, im in images], text)], self._settings())
+        """One chat request: ``images`` (name, PIL image) then ``text``."""
+        return self.ask(backend, [*(im for _, im in images), text], rec[R.IMAGE_ID], node[R.ID],
+                        [name for name, _ in images], self._settings())
 
     def _run_all(self, jobs: list, fn: Callable[[Any], Any]) -> list:
         """``fn(job)`` for every job on the shared pool, results in order; the first error fails them all."""
@@ -194,15 +174,8 @@ class Refiner:
             for f in futures:
                 f.cancel()
 
-    def mapper(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
-        """A ``run_stage`` mapper: ``images_in_flight`` images at once, results in input order; stops the
-        requests still queued when the run stops early."""
-        from ..stream import abortable_map
-
-        return abortable_map(fn, items, jobs=self.images_in_flight, abort=self._abort)
-
     def close(self) -> None:
-        self._abort.set()
+        super().close()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     # ---------------------------------------------------------------------------------------- one image
@@ -345,3 +318,18 @@ def drop_nodes(rec: dict, ids: set) -> int:
     removed = len(rec[R.NODES]) - len(kept)
     rec[R.NODES] = kept
     return removed
+
+
+def run(inputs: list[str] | None, refiner: Refiner, scfg: Any) -> Any:
+    """Refine the image records of ``inputs`` (JSONL paths; none or ``-``: stdin) under the stream contract
+    (``stream.run_stage``; ``scfg`` is the ``StreamConfig``), writing each in ``refiner.cfg.format``. Returns
+    run_stage's summary."""
+    from ..stream import iter_jsonl
+    from .export import output_image_key
+
+    def input_key(rec: Any) -> Any:
+        return str(rec[R.IMAGE_ID]) if isinstance(rec, dict) and R.IMAGE_ID in rec else None
+
+    items = (item for path in (inputs or ["-"]) for item in iter_jsonl(path))
+    return refiner.run("refine", items, refiner, scfg, input_key=input_key, output_key=output_image_key,
+                       in_flight=refiner.cfg.needs_model)

@@ -1,0 +1,82 @@
+"""What annotate and refine share: many images in flight through chat backends, under the stream contract.
+
+``InFlight`` is the base of ``annotate.Annotator`` and ``refine.Refiner``: how many images are worked on at once
+(``images_in_flight``: twice the backends' concurrency, at least 2, at most 64, unless given), the
+``stream.run_stage`` mapper that runs them and stops the requests still queued when the run ends early,
+``ask`` (one chat request: stopped when the run stops, counted, and with ``--save-prompts`` every image it
+sends written to ``DIR/<image_id>/<node id>_<kind>.<ext>``), ``run`` (a stream of records through the stage),
+and ``close``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ..errors import UrecaError
+
+
+def safe_name(name: Any) -> str:
+    """A file-name-safe form of an image or node id."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name)) or "_"
+
+
+class InFlight:
+    """Images in flight over chat backends of ``concurrency`` requests at once (see the module docstring)."""
+
+    def __init__(self, concurrency: int, images_in_flight: int | None = None, save_prompts: Path | None = None):
+        self.concurrency = max(1, int(concurrency))
+        self._images_in_flight = images_in_flight
+        self.save_prompts = save_prompts
+        self._abort = threading.Event()
+        self._lock = threading.Lock()
+        self.requests = 0  # chat calls made, for summaries and tests
+
+    @property
+    def images_in_flight(self) -> int:
+        return self._images_in_flight or min(64, max(2, 2 * self.concurrency))
+
+    def ask(self, backend: Any, parts: list[Any], image_id: Any, node_id: Any, names: list[str], settings: Any) -> str:
+        """One chat request of ``parts`` (text, ``PIL`` images, ``EncodedImage``s, in order) to ``backend``; the
+        images are saved first under ``names`` with ``--save-prompts``. Raises when the run has stopped."""
+        from ..mllm import EncodedImage, user
+
+        if self._abort.is_set():
+            raise UrecaError("stopped")
+        if self.save_prompts is not None:
+            folder = Path(self.save_prompts) / safe_name(image_id)
+            folder.mkdir(parents=True, exist_ok=True)
+            for im, name in zip([p for p in parts if not isinstance(p, str)], names, strict=True):
+                if isinstance(im, EncodedImage):
+                    (folder / f"{safe_name(node_id)}_{name}{im.suffix}").write_bytes(im.data)
+                else:
+                    im.save(folder / f"{safe_name(node_id)}_{name}.png", compress_level=1)
+        with self._lock:
+            self.requests += 1
+        return backend.chat([user(*parts)], settings)
+
+    def mapper(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
+        """A ``run_stage`` mapper: ``images_in_flight`` images at once, results in input order; stops the
+        requests still queued when the run stops early."""
+        from ..stream import abortable_map
+
+        return abortable_map(fn, items, jobs=self.images_in_flight, abort=self._abort)
+
+    def run(self, name: str, items: Iterable[Any], work: Callable[[Any], Any], scfg: Any, *,
+            input_key: Callable[[Any], Any], output_key: Callable[[dict], Any], in_flight: bool = True) -> Any:
+        """``work`` over ``items`` under the stream contract (``stream.run_stage``), ``images_in_flight`` images
+        at once (one at a time when ``in_flight`` is false: the stage sends no request); closes the stage after.
+        Returns run_stage's summary."""
+        from ..stream import run_stage
+
+        try:
+            return run_stage(name, items, work, scfg, input_key=input_key, output_key=output_key,
+                             mapper=self.mapper if in_flight else None, unit="images")
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop every request still queued, and release what the stage holds (subclasses add their pools)."""
+        self._abort.set()
