@@ -100,7 +100,7 @@ def _run(predictions, references, fmt, ref_format, metrics, no_bertscore, bertsc
     import time
 
     from ..errors import UrecaError
-    from ..evaluate.readers import match, read_captions
+    from ..evaluate.readers import read_pair
     from ..evaluate.score import ScoreConfig
     from ..evaluate.score import score as run_score
     from ..stream import check_writable_file, dumps, stdout_binary
@@ -120,9 +120,8 @@ def _run(predictions, references, fmt, ref_format, metrics, no_bertscore, bertsc
                 raise UrecaError(f"--per-item {per_item} is the input file {given}: write to another file")
     cfg = ScoreConfig(metrics=wanted, bertscore_model=bertscore_model, bertscore_layers=bertscore_layers,
                       device=device, batch_size=batch_size, uniqueness=not no_uniqueness)
-    preds = read_captions(predictions, "predictions", ScoreFormat(fmt).value)
-    refs = read_captions(references, "references", ScoreFormat(ref_format or fmt).value)
-    matched = match(preds, refs, allow_missing=allow_missing)
+    matched = read_pair(predictions, references, ScoreFormat(fmt).value,
+                        ScoreFormat(ref_format).value if ref_format else None, allow_missing=allow_missing)
     if matched.left_out_predictions or matched.left_out_references:
         typer.echo(f"ureca score: --allow-missing: scoring {len(matched.ids)} ids on both sides; left out "
                    f"{matched.left_out_predictions} prediction(s) without a reference and "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from enum import StrEnum
-from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -95,8 +94,7 @@ def tree(
       find sa_000000 -name '*.json' | ureca tree - --shard 0/4 -o part0.jsonl
       ureca tree sa_000000/ -o trees.jsonl --resume
     """
-    from ..curate.tree import TreeConfig, build_tree, input_items, source_key
-    from ..stream import run_stage
+    from ..curate.tree import TreeConfig, run
 
     cfg = TreeConfig(
         threshold=threshold,
@@ -114,14 +112,4 @@ def tree(
         if sys.stdin.isatty():
             raise UrecaError("give SA-1B JSON files, directories or globs, or - to read a list of paths from stdin")
         specs = ["-"]
-    items = input_items(specs)
-    run_stage(
-        "tree",
-        items,
-        partial(build_tree, cfg=cfg),
-        scfg,
-        input_key=source_key,
-        output_key=lambda rec: rec.get("source"),
-        total=len(items),
-        kind="process",
-    )
+    run(specs, cfg, scfg)

@@ -411,3 +411,16 @@ def input_items(specs: list[str]) -> list[Item]:
         else:
             bad(spec, "no such file or directory")
     return items
+
+
+def run(specs: list[str], cfg: TreeConfig, scfg: Any) -> Any:
+    """Build the trees of every input ``specs`` names (``input_items``) under the stream contract
+    (``stream.run_stage``; ``scfg`` is the ``StreamConfig``, its ``jobs`` worker processes). Returns run_stage's
+    summary."""
+    from functools import partial
+
+    from ..stream import run_stage
+
+    items = input_items(specs)
+    return run_stage("tree", items, partial(build_tree, cfg=cfg), scfg, input_key=source_key,
+                     output_key=lambda rec: rec.get(R.SOURCE), total=len(items), kind="process")

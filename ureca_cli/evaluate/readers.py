@@ -298,3 +298,12 @@ def match(preds: dict[str, Entry], refs: dict[str, Entry], *, allow_missing: boo
         left_out_predictions=len(only_p),
         left_out_references=len(only_r),
     )
+
+
+def read_pair(predictions: str | Path, references: str | Path, fmt: str = "auto", ref_format: str | None = None,
+              *, allow_missing: bool = False) -> Matched:
+    """Predictions and references read (``read_captions``; ``ref_format`` defaults to ``fmt``) and matched by
+    id (``match``): what ``score.score`` scores."""
+    preds = read_captions(predictions, "predictions", fmt)
+    refs = read_captions(references, "references", ref_format or fmt)
+    return match(preds, refs, allow_missing=allow_missing)
