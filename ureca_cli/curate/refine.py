@@ -5,7 +5,7 @@ For each image record (one line of ``ureca annotate``'s output):
 1. every captioned node is embedded with DINOv2 (``features.py``: the region's blurred-background crop, or
    masked pooling over one pass on the whole image); cosine similarity over the image's captioned nodes gives
    each node its similar set, those above ``threshold``, most similar first, at most ``max_similar``;
-2. each node with a non-empty similar set gets a set-of-mark image (``setofmark.py``: the node as index 0
+2. each node with a non-empty similar set gets a set-of-mark image (``visual/setofmark.py``: the node as index 0
    in blue, its look-alikes 1, 2, ...) and the refinement prompt with its caption; the answer is stored as
    ``unique_caption`` and becomes ``caption``. Every node embedded gets ``similar``: ``[{"id", "score"}]``;
 3. with ``verify``, a judge model answers True or False for each captioned node's final caption, shown the

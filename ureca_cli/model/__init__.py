@@ -4,7 +4,8 @@ Python API (torch and transformers are imported only when a name below is first 
 
 - `UrecaConfig(base=None|"OpenGVLab/InternVL3-1B-hf"|folder, num_mask_tokens=8 (4/8/16),
   mask_projector="linear"|"mlp", dynamic_mask=True, tile_size=448, min_tiles=1, max_tiles=12,
-  question="Describe this region in the image.")`: frozen settings, saved in every checkpoint.
+  question="Describe this region in the image.")`: frozen settings, saved in every checkpoint (`config.py`,
+  which needs no torch; training composes its configuration from it).
 - `build_ureca(internvl, hf_processor, config, seed=0) -> UrecaModel`: wrap an
   `InternVLForConditionalGeneration` and its `InternVLProcessor`; adds `<mask>`, `</mask>`, `<MASK_CONTEXT>` to
   the tokenizer and embeddings and creates the mask encoder. `model.processor` is the `UrecaProcessor`.
