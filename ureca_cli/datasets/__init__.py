@@ -63,6 +63,9 @@ class ReadOptions:
 
 @dataclass(frozen=True)
 class Reader:
+    """One format: its ``--format`` name, a line of help, ``detect(first record) -> bool`` and
+    ``read(items, opts)`` (see the module docstring)."""
+
     name: str
     help: str
     detect: Callable[[Any], bool]

@@ -66,10 +66,14 @@ class DataConfig:
             from ..datasets import reader
 
             reader(self.format)  # an unknown name is one error now
-        for name in ("images_dir", "masks_dir"):
-            d = getattr(self, name)
-            if d is not None and not Path(d).is_dir():
-                raise UrecaError(f"--{name.split('_')[0]} {d}: no such folder")
+        self.read_options()  # --images and --masks are folders
+
+
+    def read_options(self) -> Any:
+        """How ``datasets`` reads training data: image, mask and caption needed, captioned nodes only."""
+        from ..datasets import ReadOptions
+
+        return ReadOptions(need=(R.IMAGE, R.RLE, R.CAPTION), images=self.images_dir, masks=self.masks_dir)
 
 
 # ----------------------------------------------------------------------------------------------- reading
@@ -83,9 +87,9 @@ def load_samples(paths: Iterable[str | Path], cfg: DataConfig = DataConfig()) ->
     Raises ``InputError`` naming ``file:line`` for the first bad line: invalid JSON, no caption, no mask, an
     image that does not exist, a mask id missing from its SA-1B file, a mask whose size differs from its image.
     """
-    from ..datasets import ReadOptions, read
+    from ..datasets import read
 
-    opts = ReadOptions(need=(R.IMAGE, R.RLE, R.CAPTION), images=cfg.images_dir, masks=cfg.masks_dir)
+    opts = cfg.read_options()
     samples: list[Sample] = []
     for path in paths:
         for unit in read(path, cfg.format, opts):
