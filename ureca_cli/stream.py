@@ -235,15 +235,11 @@ class JsonlWriter:
         if end < len(data):  # a torn line from an interrupted run: drop it
             with self.path.open("r+b") as fh:
                 fh.truncate(end)
-        for lineno, line in enumerate(data[:end].splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rec = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                raise UrecaError(f"{self.path}:{lineno}: --resume found a line that is not JSON") from None
+        for item in jsonl_items(data[:end].splitlines(), str(self.path)):
+            if item.error is not None:
+                raise UrecaError(f"{item.where}: --resume found a line that is not JSON")
             if key is not None:
-                self.done.add(key(rec))
+                self.done.add(key(item.value))
 
     def _open(self) -> Any:
         if self.path is None:
