@@ -47,7 +47,7 @@ def _one_line(result, command: str, *needles: str) -> None:
 
 
 def test_every_reading_stage_refuses_a_newer_schema(cli, tmp_path):
-    """refine (image records), score and train (region records) stop at the line, exit 2, one line."""
+    """refine (image records), score, train and caption (region records) stop at the line, exit 2, one line."""
     import numpy as np
     from PIL import Image
 
@@ -69,6 +69,11 @@ def test_every_reading_stage_refuses_a_newer_schema(cli, tmp_path):
     _one_line(cli("train", regions, "--out", tmp_path / "run", "--base", "tiny", "--cpu"), "train",
               "regions.jsonl:2", "schema 3.1")
     assert not (tmp_path / "run").exists()
+    newest = tmp_path / "newest.jsonl"  # caption: the bad line first, so no request is ever sent
+    newest.write_text(json.dumps({**region, "schema": 2}) + "\n" + json.dumps(region) + "\n")
+    _one_line(cli("caption", "--input", newest, "--region-prompt", "contour", "--backend", "openai", "--base-url",
+                  "http://127.0.0.1:9/v1", "--model", "m", "-o", tmp_path / "preds.jsonl"), "caption",
+              "newest.jsonl:1", "schema 2")
 
 
 # ----------------------------------------------------------------------------------------- provenance
