@@ -277,6 +277,8 @@ def _walk_headers(fd: int, size: int, where: str) -> Iterator[Member]:
             raise InputError(f"is truncated: it ends at byte {size} after member {last!r}, without the "
                              "end-of-archive block (an interrupted copy?)", source=where) from None
         except tarfile.TruncatedHeaderError:
+            if pos == 0:
+                raise InputError("is not a tar file (shorter than one tar header)", source=where) from None
             raise InputError(f"is truncated: the file ends inside the header at byte {pos}", source=where) from None
         except tarfile.HeaderError as e:
             if pos == 0:
@@ -396,23 +398,22 @@ def read_member(ref: MemberRef | str, where: str | None = None) -> bytes:
     try:
         with _HANDLES.use(tar, _stat_key(st)) as h:
             if h.key[2] < want:
-                raise _changed(h.fd, ref, where, f"the file has {h.key[2]:,} bytes and the member needs bytes up "
-                               f"to {want:,} (truncated?)")
+                raise _changed(h.fd, ref, where, f"the file has {h.key[2]:,} bytes, the member needs {want:,} "
+                               "(truncated?)")
             buf = _pread(h.fd, BLOCK + ref.size, ref.offset)
             cursor = _Cursor(_Reader(h.fd, ref.offset, buf, ref.offset))
             try:
                 info = tarfile.TarInfo.fromtarfile(cursor)
             except tarfile.HeaderError:
-                raise _changed(h.fd, ref, where, f"no tar header at byte {ref.offset}") from None
+                raise _changed(h.fd, ref, where, "no tar header starts at that byte") from None
             if _norm(info.name) != _norm(ref.member) or info.size != ref.size or not info.isreg():
-                raise _changed(h.fd, ref, where, f"byte {ref.offset} holds {info.name!r} of {info.size:,} bytes, "
-                               f"not {ref.member!r} of {ref.size:,}")
+                raise _changed(h.fd, ref, where, f"that byte now starts {info.name!r} of {info.size:,} bytes")
             lo = info.offset_data - ref.offset
             if lo + ref.size <= len(buf):
                 return buf[lo : lo + ref.size]
             data = _pread(h.fd, ref.size, info.offset_data)  # a long name or pax header: the data lies further
             if len(data) != ref.size:
-                raise _changed(h.fd, ref, where, f"the file ends inside member {ref.member!r} (truncated?)")
+                raise _changed(h.fd, ref, where, "the file ends inside the member (truncated?)")
             return data
     except OSError as e:
         raise InputError(f"tar {tar}: cannot read ({e.strerror or e})", source=where) from None
@@ -422,8 +423,9 @@ def _changed(fd: int, ref: MemberRef, where: str | None, what: str) -> InputErro
     found = _compression(_pread(fd, 8, 0))
     if found is not None:
         what = f"it is {found[0]}-compressed now, and a compressed tar cannot be read in place"
-    return InputError(f"tar {ref.tar} changed since the record was written: {what}; build the records again "
-                      "from this tar (ureca tree)", source=where)
+    return InputError(f"tar {ref.tar} changed since the record was written (member {ref.member!r}, {ref.size:,} "
+                      f"bytes at byte {ref.offset:,}): {what}; build the records again from this tar (ureca tree)",
+                      source=where)
 
 
 def open_image(ref: MemberRef | str, where: str | None = None) -> Any:
