@@ -157,6 +157,7 @@ def test_opening_references_gives_the_extracted_files_pixels(tmp_path, sa1b):
         assert im.format == "JPEG"
         assert np.array_equal(pixels(im), pixels(Image.open(out / ref.member)))
         assert tars.load_image(ref).mode == "RGB"
+        assert tars.image_size(ref) == im.size
     # threads share the cached handle (pread: no shared file position); a forked pool opens its own
     with ThreadPoolExecutor(4) as pool:
         got = list(pool.map(tars.read_member, refs * 8))
@@ -174,6 +175,8 @@ def test_a_member_that_is_not_an_image_is_one_clear_error(tmp_path, sa1b):
     ref = tars.index_tar(path).json_members()[0].image
     with pytest.raises(InputError, match=r"trees.jsonl:3: .*t\.tar#sa_1\.jpg@0:17: the member does not decode"):
         tars.open_image(ref, where="trees.jsonl:3")
+    with pytest.raises(InputError, match=r"t\.tar#sa_1\.jpg@0:17: the member is not an image"):
+        tars.image_size(ref)
 
 
 # ------------------------------------------------------------------------------ moved, truncated, changed
@@ -232,6 +235,22 @@ def test_changed_tar_is_one_clear_error(tmp_path, sa1b):
     with pytest.raises(InputError) as err:
         tars.read_member(refs[0])
     one_line(err, "changed since the record was written", f"x{refs[0].member}")
+
+
+def test_a_corrupt_header_is_one_clear_error(tmp_path, sa1b):
+    path = make_tar(tmp_path / "sa_000000.tar", sa1b_members(sa1b))
+    ref = tars.index_tar(path).json_members()[0].image
+    with open(path, "r+b") as fh:  # one byte of the header's mtime field: name and size still agree
+        fh.seek(ref.offset + 140)
+        byte = fh.read(1)
+        fh.seek(ref.offset + 140)
+        fh.write(b"7" if byte != b"7" else b"6")
+    with pytest.raises(InputError) as err:
+        tars.read_member(ref)
+    one_line(err, "changed since the record was written", "no tar header starts at that byte")
+    with pytest.raises(InputError) as err:
+        tars.index_tar(path)
+    one_line(err, str(path), "is not a tar file" if ref.offset == 0 else "corrupt header")
 
 
 def test_moved_tar_is_one_clear_error(tmp_path, sa1b):

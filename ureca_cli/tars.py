@@ -22,9 +22,9 @@ the last ``@``). A string of this shape is read as a tar reference by every stag
 path. The reference lives in the one ``image`` string, so every stage that copies ``image`` (region records,
 exports, training samples) carries it unchanged.
 
-Opening a reference reads ``512 + size`` bytes at ``offset`` in one ``pread`` (the header block and the data
-behind it), parses the header chain again and checks that it names the same member with the same size and
-a valid checksum: a tar that moved, was cut short or changed since the record was written is one
+Opening a reference reads the header block at ``offset`` and then the ``size`` bytes of data, one ``pread``
+each; the header chain is parsed again and must name the same member with the same size and a valid
+checksum: a tar that moved, was cut short or changed since the record was written is one
 ``InputError`` naming the tar. Open files are kept in a small per-process cache (``pread`` needs no lock, so
 threads share them); a tar replaced on disk is noticed by its ``stat`` and reopened.
 """
@@ -374,12 +374,14 @@ def close_tars() -> None:
 
 
 # ------------------------------------------------------------------------------------------ reading refs
-def read_member(ref: MemberRef | str, where: str | None = None) -> bytes:
-    """The ``size`` bytes of a referenced member, after checking the tar still holds it there.
+def read_member(ref: MemberRef | str, where: str | None = None, *, length: int | None = None) -> bytes:
+    """The ``size`` bytes of a referenced member (its first ``length`` bytes, where given), after checking that
+    the tar still holds that member there.
 
-    ``ref`` is a ``MemberRef`` or its string form; ``where`` names the record that holds it, for messages.
-    Raises ``InputError`` naming the tar when it is missing, shorter than the reference needs, or no longer
-    holds that member at that offset with that size.
+    ``ref`` is a ``MemberRef`` or its string form; ``where`` names the record that holds it, for messages. Two
+    ``pread`` calls: the header block at ``offset`` (checked: checksum, name, size, a regular file), then the
+    data. Raises ``InputError`` naming the tar when it is missing, shorter than the reference needs, or no
+    longer holds that member at that offset with that size.
     """
     if isinstance(ref, str):
         parsed = parse_ref(ref)
@@ -395,28 +397,51 @@ def read_member(ref: MemberRef | str, where: str | None = None) -> bytes:
     except OSError as e:
         raise InputError(f"tar {tar}: cannot open ({e.strerror})", source=where) from None
     want = ref.offset + BLOCK + ref.size
+    n = ref.size if length is None else max(0, min(length, ref.size))
     try:
         with _HANDLES.use(tar, _stat_key(st)) as h:
             if h.key[2] < want:
                 raise _changed(h.fd, ref, where, f"the file has {h.key[2]:,} bytes, the member needs {want:,} "
                                "(truncated?)")
-            buf = _pread(h.fd, BLOCK + ref.size, ref.offset)
-            cursor = _Cursor(_Reader(h.fd, ref.offset, buf, ref.offset))
-            try:
-                info = tarfile.TarInfo.fromtarfile(cursor)
-            except tarfile.HeaderError:
-                raise _changed(h.fd, ref, where, "no tar header starts at that byte") from None
-            if _norm(info.name) != _norm(ref.member) or info.size != ref.size or not info.isreg():
-                raise _changed(h.fd, ref, where, f"that byte now starts {info.name!r} of {info.size:,} bytes")
-            lo = info.offset_data - ref.offset
-            if lo + ref.size <= len(buf):
-                return buf[lo : lo + ref.size]
-            data = _pread(h.fd, ref.size, info.offset_data)  # a long name or pax header: the data lies further
-            if len(data) != ref.size:
+            head = _pread(h.fd, BLOCK, ref.offset)
+            if _plain_header(head) == (ref.member, ref.size):  # the common case, checked without tarfile
+                offset_data = ref.offset + BLOCK
+            else:  # long names and pax headers: tarfile reads the chain on through the file
+                try:
+                    info = tarfile.TarInfo.fromtarfile(_Cursor(_Reader(h.fd, ref.offset, head, ref.offset)))
+                except tarfile.HeaderError:
+                    raise _changed(h.fd, ref, where, "no tar header starts at that byte") from None
+                if _norm(info.name) != _norm(ref.member) or info.size != ref.size or not info.isreg():
+                    raise _changed(h.fd, ref, where, f"that byte now starts {info.name!r} of {info.size:,} bytes")
+                offset_data = info.offset_data
+            data = _pread(h.fd, n, offset_data)
+            if len(data) != n:
                 raise _changed(h.fd, ref, where, "the file ends inside the member (truncated?)")
             return data
     except OSError as e:
         raise InputError(f"tar {tar}: cannot read ({e.strerror or e})", source=where) from None
+
+
+def _plain_header(head: bytes) -> tuple[str, int] | None:
+    """``(name, size)`` of a regular file's header block that stands alone (no long-name or pax header before
+    it) and whose checksum holds, read as ``tarfile`` reads it; ``None`` for anything else (``tarfile`` then
+    decides). Ten times faster than ``TarInfo.frombuf``, which sums the block twice through ``struct``."""
+    if len(head) != BLOCK or head[156] not in (0x30, 0) or head[124] & 0x80:  # not '0'/NUL, or a base-256 size
+        return None
+    try:
+        checksum = int(head[148:156].split(b"\0", 1)[0].strip(), 8)
+        size = int(head[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
+    except ValueError:
+        return None
+    if checksum != sum(head) - sum(head[148:156]) + 8 * 0x20:  # the checksum field counts as eight spaces
+        return None
+    name = head[:100].split(b"\0", 1)[0]
+    prefix = head[345:500].split(b"\0", 1)[0]
+    if prefix:  # a ustar name split in two
+        name = prefix + b"/" + name
+    if head[156] == 0 and name.endswith(b"/"):  # an old-style folder
+        return None
+    return name.decode("utf-8", "surrogateescape"), size
 
 
 def _changed(fd: int, ref: MemberRef, where: str | None, what: str) -> InputError:
@@ -440,6 +465,23 @@ def open_image(ref: MemberRef | str, where: str | None = None) -> Any:
         raise InputError(f"{ref}: the member does not decode as an image ({type(e).__name__}: {e})",
                          source=where) from None
     return im
+
+
+def image_size(ref: MemberRef | str, where: str | None = None) -> tuple[int, int]:
+    """``(W, H)`` of the referenced image from its header, without decoding the pixels (tree's size check):
+    the member's first 64 KiB, or all of it where the header lies further in."""
+    from PIL import Image
+
+    for length in (65536, None):
+        data = read_member(ref, where, length=length)
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                return im.size
+        except Exception as e:  # noqa: BLE001 - Pillow raises many kinds for a bad file
+            if length is None or len(data) < length:
+                raise InputError(f"{ref}: the member is not an image ({type(e).__name__}: {e})",
+                                 source=where) from None
+    raise AssertionError("unreachable")
 
 
 def load_image(ref: MemberRef | str, where: str | None = None) -> Any:
