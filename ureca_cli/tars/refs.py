@@ -71,24 +71,28 @@ def _as_ref(ref: MemberRef | str, where: str | None) -> MemberRef:
 _SEEK_LOCK = threading.Lock()
 
 
-def _pread_once(fd: int, n: int, offset: int) -> bytes:
-    if hasattr(os, "pread"):
-        return os.pread(fd, n, offset)
+def _seek_read(fd: int, n: int, offset: int) -> bytes:
     with _SEEK_LOCK:  # no pread (Windows): seek and read under one lock, so threads need not share a position
         os.lseek(fd, offset, os.SEEK_SET)
         return os.read(fd, n)
 
 
+_pread_once = getattr(os, "pread", _seek_read)
+
+
 def pread(fd: int, n: int, offset: int) -> bytes:
     """Up to ``n`` bytes at ``offset`` (fewer only at the end of the file); no file position is used."""
-    chunks, got = [], 0
-    while got < n:
+    data = _pread_once(fd, n, offset)
+    if len(data) == n or not data:
+        return data
+    chunks, got = [data], len(data)
+    while got < n:  # a read cut short (a signal, a huge size): go on from there
         chunk = _pread_once(fd, n - got, offset + got)
         if not chunk:
             break
         chunks.append(chunk)
         got += len(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    return b"".join(chunks)
 
 
 class Reader:
