@@ -8,11 +8,12 @@
 #
 #   sbatch --array=0-99 scripts/slurm_curate.sh /data/sa1b/sa_*.tar          # 1,000 tars, 10 per task
 #   sbatch --array=0-2 scripts/slurm_curate.sh /data/sa_000000/sa_*.json      # works today on JSON files
-#   sbatch --array=7 scripts/slurm_curate.sh /data/sa1b/sa_*.tar              # rerun task 7 alone (same inputs!)
+#   URECA_TASKS=100 sbatch --array=7,12 scripts/slurm_curate.sh /data/sa1b/sa_*.tar   # rerun two tasks alone
 #
 # Which task takes what: the inputs (the arguments, in the order given: let the shell expand the glob, or
-# give a sorted list) are cut into N contiguous blocks, N = SLURM_ARRAY_TASK_COUNT; task k (counted from the
-# array's first index, SLURM_ARRAY_TASK_MIN) takes inputs floor(k*M/N) .. floor((k+1)*M/N)-1 of the M inputs.
+# give a sorted list) are cut into N contiguous blocks, N = the array's size (SLURM_ARRAY_TASK_COUNT, or
+# URECA_TASKS when only some tasks are submitted again; the array starts at 0). Task k = SLURM_ARRAY_TASK_ID
+# takes inputs floor(k*M/N) .. floor((k+1)*M/N)-1 of the M inputs. A rerun needs the same inputs and N.
 # Each input is passed to `ureca tree` unchanged (a tar, a JSON file, or a folder, which is one unit that is
 # not split). Contiguous blocks, not --shard's round robin, so that the task outputs concatenated in task
 # order are the records of one run over all inputs, in the same order, byte for byte.
@@ -27,6 +28,7 @@
 #
 # Settings (environment variables; sbatch passes the submitting shell's environment on):
 #   URECA_OUT           output folder (default ureca-curate)
+#   URECA_TASKS         the whole array's size, to submit some of its tasks again (default: SLURM_ARRAY_TASK_COUNT)
 #   URECA               the ureca command (default: ureca), e.g. "/opt/venv/bin/ureca" or "python -m ureca_cli"
 #   URECA_STEPS         steps to run, in this order, space-separated: tree annotate refine (default: tree).
 #                       A step reads the previous step's file of the same task, so "annotate refine" goes on
@@ -51,14 +53,17 @@ die() { say "error: $*"; exit 2; }
   || die "SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT are not set: submit with sbatch --array=0-N, or set both by hand"
 first=${SLURM_ARRAY_TASK_MIN:-0}
 step=${SLURM_ARRAY_TASK_STEP:-1}
-for v in "$SLURM_ARRAY_TASK_ID" "$SLURM_ARRAY_TASK_COUNT" "$first" "$step"; do
-  [[ $v =~ ^[0-9]+$ ]] || die "SLURM_ARRAY_TASK_* must be whole numbers, got '$v'"
+n=${URECA_TASKS:-$SLURM_ARRAY_TASK_COUNT}
+k=$SLURM_ARRAY_TASK_ID
+for v in "$k" "$n" "$first" "$step"; do
+  [[ $v =~ ^[0-9]+$ ]] || die "SLURM_ARRAY_TASK_* and URECA_TASKS must be whole numbers, got '$v'"
 done
-[ "$step" = 1 ] || die "the array must be contiguous (--array=0-99, not a step of $step): tasks map to blocks"
-n=$SLURM_ARRAY_TASK_COUNT
-k=$((SLURM_ARRAY_TASK_ID - first))
-[ "$n" -ge 1 ] && [ "$k" -ge 0 ] && [ "$k" -lt "$n" ] \
-  || die "task $SLURM_ARRAY_TASK_ID is outside the array (first $first, $n tasks)"
+if [ -z "${URECA_TASKS:-}" ]; then  # the whole array: it must be 0..N-1, each task a block
+  [ "$first" = 0 ] && [ "$step" = 1 ] || die "submit the whole array as --array=0-$((n - 1)) (this one starts at \
+$first, step $step); to submit some tasks again, set URECA_TASKS to the whole array's size"
+fi
+[ "$n" -ge 1 ] && [ "$k" -lt "$n" ] || die "task $k is outside the array of $n tasks (0..$((n - 1))); to submit \
+some tasks again, set URECA_TASKS to the whole array's size"
 
 inputs=("$@")
 m=${#inputs[@]}

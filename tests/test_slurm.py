@@ -30,7 +30,7 @@ def env(**extra: str) -> dict:
 
 def task(cwd: Path, k: int, n: int, inputs: list, **extra: str) -> subprocess.CompletedProcess:
     """One array task, as sbatch would start it (with SLURM_ARRAY_TASK_ID/COUNT set)."""
-    e = env(SLURM_ARRAY_TASK_ID=str(k), SLURM_ARRAY_TASK_COUNT=str(n), **extra)
+    e = env(**{"SLURM_ARRAY_TASK_ID": str(k), "SLURM_ARRAY_TASK_COUNT": str(n), **extra})
     return subprocess.run(["bash", str(SCRIPT), *map(str, inputs)], cwd=cwd, env=e, capture_output=True, text=True)
 
 
@@ -97,7 +97,9 @@ def test_array_merge_equals_one_run_and_a_rerun_task_changes_nothing(tmp_path, i
 
         before = {p.name: p.read_bytes() for p in out.glob("*.jsonl")}
         served = server.count
-        r = task(tmp_path, 1, 3, inputs, **steps)  # task 1 submitted again: --resume finds it all done
+        # task 1 submitted again alone (sbatch --array=1 sets these), with the whole array's size
+        again = {"SLURM_ARRAY_TASK_COUNT": "1", "SLURM_ARRAY_TASK_MIN": "1", "URECA_TASKS": "3"}
+        r = task(tmp_path, 1, 3, inputs, **steps, **again)  # --resume finds it all done
         assert r.returncode == 0, r.stderr
         assert "0 images written, 2 already done (--resume)" in r.stderr
         assert {p.name: p.read_bytes() for p in out.glob("*.jsonl")} == before
@@ -140,10 +142,10 @@ def test_settings_reach_each_step(tmp_path):
                 "URECA_BASE_URL": "http://a:8000/v1 http://b:8000/v1", "URECA_MODEL": "m1", "URECA_JOBS": "4",
                 "URECA_ON_ERROR": "skip", "URECA_TREE_ARGS": "--parent-rule first",
                 "URECA_REFINE_ARGS": "--features masked-pool --verify"}
-    r = task(tmp_path, 6, 3, ["s0.tar", "s1.tar", "s2.tar", "s3.tar"], SLURM_ARRAY_TASK_MIN="5", **settings)
+    r = task(tmp_path, 1, 3, ["s0.tar", "s1.tar", "s2.tar", "s3.tar"], **settings)
     assert r.returncode == 0, r.stderr
     chat = "--backend openai --base-url http://a:8000/v1 --base-url http://b:8000/v1 --model m1"
-    assert log.read_text().splitlines() == [  # task 1 of 3 (ids 5..7): input 1 of 4, passed on unchanged
+    assert log.read_text().splitlines() == [  # task 1 of 3: input 1 of 4, passed on unchanged
         "tree s1.tar --jobs 4 -o out/tree.000001.jsonl --resume --no-progress --on-error skip "
         "--failed out/tree.000001.failed --parent-rule first",
         f"annotate out/tree.000001.jsonl {chat} -o out/annotate.000001.jsonl --resume --no-progress "
@@ -164,13 +166,17 @@ def test_settings_reach_each_step(tmp_path):
     ({"URECA_STEPS": "tree caption"}, "unknown step 'caption'"),
     ({"URECA_STEPS": "refine"}, "refine reads out/annotate.000000.jsonl, which no earlier run of task 0 wrote: add annotate"),
     ({"URECA_ON_ERROR": "ignore"}, "URECA_ON_ERROR=ignore: choose stop or skip"),
-    ({"SLURM_ARRAY_TASK_STEP": "2"}, "the array must be contiguous"),
-    ({"SLURM_ARRAY_TASK_ID": "3"}, "task 3 is outside the array (first 0, 3 tasks)"),
+    ({"SLURM_ARRAY_TASK_STEP": "2"}, "submit the whole array as --array=0-2 (this one starts at 0, step 2)"),
+    ({"SLURM_ARRAY_TASK_ID": "3"}, "task 3 is outside the array of 3 tasks (0..2)"),
+    ({"SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_MIN": "7", "SLURM_ARRAY_TASK_COUNT": "1"},  # sbatch --array=7
+     "set URECA_TASKS to the whole array's size"),
+    ({"SLURM_ARRAY_TASK_ID": "7", "URECA_TASKS": "5"}, "task 7 is outside the array of 5 tasks"),
 ])
 def test_bad_settings_are_one_line(tmp_path, extra, message):
     e = {"URECA": "false", "URECA_OUT": "out"} | extra
     k = int(e.pop("SLURM_ARRAY_TASK_ID", 0))
     r = task(tmp_path, k, 3, ["a.tar"], **e)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # refused before any work
     assert r.returncode == 2 and r.stderr.startswith("slurm_curate: error: ") and r.stderr.count("\n") == 1
     assert message in r.stderr
 
