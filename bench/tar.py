@@ -5,8 +5,8 @@ files (about 100 masks each, from bench/tree.py's generator; ``--mask-sets`` dis
 because each takes seconds), members in SA-1B's layout (``sa_N.jpg``, ``sa_N.json``), and the same tar
 extracted into a folder. Both are read from the page cache (just written); a cold disk is not measured.
 
-Figures, from one run, folder and tar side by side (every record timed both ways, alternating which goes
-first, so load from other processes falls on both):
+Figures, from one run, folder and tar side by side (every record timed every way, taking turns at going
+first, so load from other processes falls on all of them alike):
 
 - tree records per second: read the JSON bytes (a file / a tar member through ``ureca_cli.tars``), check the
   image's size from its header (the file / the member), build the tree record. ``ureca_cli/tree.py`` takes
@@ -144,10 +144,16 @@ def run(tar: Path, extracted: Path) -> dict:
                                                  "folder_size", "tar_size", "folder_open", "tar_open",
                                                  "folder_bytes", "tar_bytes", "stage")}
     same = 0
-    with tree_from_bytes() as fed:
-        for i, (item, (js, jpg)) in enumerate(zip(items, files, strict=True)):
-            recs = {}
-            for who in (("folder", "tar") if i % 2 == 0 else ("tar", "folder")):
+    rotations = (("folder", "tar", "stage"), ("tar", "stage", "folder"), ("stage", "folder", "tar"))
+    for i, (item, (js, jpg)) in enumerate(zip(items, files, strict=True)):
+        recs = {}
+        for who in rotations[i % 3]:  # each record timed three ways, in turn first, second and last
+            if who == "stage":  # the stage itself, unmodified, on the folder's files
+                a = time.perf_counter()
+                build_tree(js, cfg)
+                t["stage"].append(time.perf_counter() - a)
+                continue
+            with tree_from_bytes() as fed:
                 a = time.perf_counter()
                 data = js.read_bytes() if who == "folder" else tars.read_member(item.json)
                 b = time.perf_counter()
@@ -156,12 +162,12 @@ def run(tar: Path, extracted: Path) -> dict:
                 fed.data, fed.image = data, str(jpg) if who == "folder" else str(item.image)
                 rec = tree_record(load_mask_file(str(js) if who == "folder" else str(item.json), cfg), cfg)
                 d = time.perf_counter()
-                assert size == (rec["width"], rec["height"])
-                t[f"{who}_rec"].append(d - a)
-                t[f"{who}_read"].append(b - a)
-                t[f"{who}_size"].append(c - b)
-                recs[who] = {k: v for k, v in rec.items() if k not in ("image", "source")}
-            same += recs["folder"] == recs["tar"]
+            assert size == (rec["width"], rec["height"])
+            t[f"{who}_rec"].append(d - a)
+            t[f"{who}_read"].append(b - a)
+            t[f"{who}_size"].append(c - b)
+            recs[who] = {k: v for k, v in rec.items() if k not in ("image", "source")}
+        same += recs["folder"] == recs["tar"]
     for i, (item, (_js, jpg)) in enumerate(zip(items, files, strict=True)):
         for who in (("folder", "tar") if i % 2 == 0 else ("tar", "folder")):
             a = time.perf_counter()
@@ -175,10 +181,6 @@ def run(tar: Path, extracted: Path) -> dict:
             c = time.perf_counter()
             t[f"{who}_open"].append(b - a)
             t[f"{who}_bytes"].append(c - b)
-    for js, _ in files:  # the stage itself, unmodified, on the folder's files
-        a = time.perf_counter()
-        build_tree(js, cfg)
-        t["stage"].append(time.perf_counter() - a)
     return {"t": t, "index_s": index_s, "n": len(items), "same": same}
 
 
