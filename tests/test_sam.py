@@ -69,7 +69,7 @@ def test_one_point_is_the_best_of_three_as_transformers_gives_it(tiny, photo):
 def test_box_is_xywh_turned_into_sams_xyxy(tiny, photo):
     [got] = sam.segment_regions(tiny, photo, [sam.Region(box=(100, 50, 300, 200))])
     want, score = _reference(tiny, photo, box=[100, 50, 400, 250], multimask=False)
-    assert got.candidates == 1
+    assert got.candidates == 1 and 0 < got.mask.sum() < got.mask.size
     assert np.array_equal(got.mask, want)
     assert got.score == pytest.approx(score, rel=1e-5, abs=1e-7)
 
@@ -78,6 +78,7 @@ def test_negative_points_reach_sam_with_label_zero(tiny, photo):
     pos, neg = sam.Point(200, 150), sam.Point(450, 320, 0)
     [got] = sam.segment_regions(tiny, photo, [sam.Region((pos, neg))])
     want, score = _reference(tiny, photo, points=[[200, 150], [450, 320]], labels=[1, 0], multimask=False)
+    assert 0 < got.mask.sum() < got.mask.size
     assert np.array_equal(got.mask, want)
     assert got.score == pytest.approx(score, rel=1e-5, abs=1e-7)
     [both_pos] = sam.segment_regions(tiny, photo, [sam.Region((pos, sam.Point(450, 320, 1)))])
