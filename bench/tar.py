@@ -106,7 +106,7 @@ class _Fed:
 def tree_from_bytes() -> Iterator[_Fed]:
     """``ureca_cli.tree.load_mask_file`` reads a path; here it gets the bytes a contender already read, and
     the image reference and size check are the contender's own (timed outside, beside the read)."""
-    from ureca_cli import tree
+    from ureca_cli.curate import tree
 
     fed = _Fed()
     saved = tree.read_json_file, tree._find_image, tree._check_image_size
@@ -130,7 +130,7 @@ def run(tar: Path, extracted: Path) -> dict:
     from PIL import Image
 
     from ureca_cli import tars
-    from ureca_cli.tree import TreeConfig, build_tree, load_mask_file, tree_record
+    from ureca_cli.curate.tree import TreeConfig, build_tree, load_mask_file, tree_record
 
     cfg = TreeConfig()
     t0 = time.perf_counter()

@@ -323,7 +323,7 @@ def test_crop_layout_is_transformers_generate_crop_boxes():
 def test_generated_masks_make_an_sa1b_file_the_tree_stage_reads(tiny, photo, tmp_path):
     from PIL import Image
 
-    from ureca_cli.tree import TreeConfig, build_tree, load_mask_file
+    from ureca_cli.curate.tree import TreeConfig, build_tree, load_mask_file
 
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -352,7 +352,7 @@ def test_generated_masks_make_an_sa1b_file_the_tree_stage_reads(tiny, photo, tmp
 
 
 def test_shared_photos_give_sa1b_files(tiny, shared_data, tmp_path):
-    from ureca_cli.tree import TreeConfig, build_tree
+    from ureca_cli.curate.tree import TreeConfig, build_tree
 
     photo_path = shared_data / "images" / "chelsea.png"
     if not photo_path.is_file():

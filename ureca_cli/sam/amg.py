@@ -148,7 +148,7 @@ class _Masks:
 
 def _encode_rles(masks: np.ndarray, crop: tuple[int, ...], height: int, width: int) -> list[dict]:
     """``N x h x w`` bool masks of a crop -> COCO RLEs (str counts) in the ``height x width`` image."""
-    from ..masks import _mask_utils, to_json_rle
+    from ..masks.rle import _mask_utils, to_json_rle
 
     x0, y0, x1, y1 = crop
     full = np.zeros((height, width, len(masks)), dtype=np.uint8, order="F")
