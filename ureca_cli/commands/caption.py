@@ -178,8 +178,9 @@ def caption(
         with chat:
             run(BaselineCaptioner(chat, bcfg))
         return
-    if not model.is_dir():
-        raise UrecaError(f"--model {model}: checkpoint folder not found")
+    from ..model.released import resolve_source
+
+    model = resolve_source(model, "--model")  # a folder, or a hub id (the paper's model: SammyLim/URECA)
     run(Captioner(CaptionConfig(
         model=model, question=question, max_new_tokens=max_new_tokens, sample=sample, temperature=temperature,
         top_p=top_p, batch_size=batch_size, device=device, dtype=dtype, resize_mask=resize_mask, seed=seed,
