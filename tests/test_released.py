@@ -167,6 +167,28 @@ def test_hand_built_folder_loads_converts_and_trains_on(family, tmp_path, cli):
         assert torch.allclose(again(**again.processor(image, mask)).logits, tuned, atol=1e-5)
 
 
+def test_train_stage2_from_the_released_folder(tmp_path, cli):
+    """`ureca train --stage 2 --init <released folder>`: LoRA on the released model with the released
+    preprocessing; the result keeps the folder as its base and captions."""
+    from ureca_cli.synthetic import SceneConfig, write_dataset
+
+    rel = tmp_path / "rel"
+    F.write_released("qwen2", rel)
+    data = write_dataset(tmp_path / "syn", train=2, test=1, seed=3, cfg=SceneConfig(sizes=((70, 40),), objects=(2, 2)))
+    out = tmp_path / "s2"
+    result = cli("train", data["train"], "--stage", "2", "--init", rel, "--out", out, "--max-steps", "1",
+                 "--global-batch", "2", "--batch-size", "2", "--lora-r", "4", "--lora-alpha", "8", "--cpu",
+                 "--no-validate")
+    assert result.exit_code == 0, result.stderr
+    used = json.loads((out / "train_config.json").read_text())
+    assert used["base"] == str(rel.resolve()) and used["mask_tokens"] == F.K
+    model = load_checkpoint(out, dtype="float32")
+    assert model.has_lora and model.config.preprocessing == "released"
+    image, mask_png, _m = _image_and_mask(tmp_path, 70, 40)
+    result = cli("caption", image, "--mask", mask_png, "--model", out, "--max-new-tokens", "4")
+    assert result.exit_code == 0, result.stderr
+
+
 def test_released_prompt_layout(tmp_path):
     """The released prompt: internvl2_5 with its system message, <img> + n x tiles <IMG_CONTEXT> + </img>, then
     <mask> + K x tiles <MASK_CONTEXT> + </mask> and the question."""

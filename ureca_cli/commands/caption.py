@@ -39,7 +39,7 @@ def caption(
     ] = None,
     model: Annotated[
         Path,
-        typer.Option("--model", "-m", metavar="DIR", help="URECA checkpoint folder (from ureca train).", show_default=False),
+        typer.Option("--model", "-m", metavar="DIR", help="URECA checkpoint folder (from ureca train or ureca convert), or the paper's released model (folder or hub id, e.g. SammyLim/URECA).", show_default=False),
     ] = ...,  # type: ignore[assignment]
     mask: Annotated[
         list[Path] | None,
