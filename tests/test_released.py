@@ -25,7 +25,6 @@ from ureca_cli.model.released import (  # noqa: E402
     map_state_dict,
     plan_tensor,
     read_released,
-    released_tokens,
 )
 from ureca_cli.model.ureca import UrecaModel  # noqa: E402
 
@@ -407,7 +406,6 @@ def test_readme_tiling_equals_ours_on_many_sizes():
     """released_pixel_values / released_mask_tiles against the README's dynamic_preprocess, grid choice and
     tile order included, on many image sizes (8-pixel tiles keep it fast)."""
     from tests import released_ref as R
-
     from ureca_cli.model.tiling import released_mask_tiles, released_pixel_values
 
     R.released_code()
@@ -430,7 +428,6 @@ def test_fast_tokenizer_equals_released_internlm2_tokenizer(tmp_path):
     import random
 
     from tests import released_ref as R
-
     from ureca_cli.model.released_tokenizer import load_released_tokenizer
 
     R.released_code()

@@ -110,6 +110,7 @@ def caption(
     \b
     Examples:
       ureca caption photo.jpg --mask dog.png --model runs/ureca-1b
+      ureca caption photo.jpg --mask dog.png --model SammyLim/URECA   # the paper's released model
       ureca caption photo.jpg --box 40,60,200,120 --box 300,10,80,80 --model runs/ureca-1b
       ureca caption photo.jpg --rle region.json --model runs/ureca-1b --sample --temperature 0.7
       ureca caption --input regions.jsonl --model runs/ureca-1b -o preds.jsonl
