@@ -5,7 +5,7 @@ _ureca() {
     prev="${COMP_WORDS[COMP_CWORD-1]}"
     cmd="${COMP_WORDS[1]}"
     if [ "$COMP_CWORD" -eq 1 ]; then
-        COMPREPLY=( $(compgen -W "tree annotate refine train caption score --help --version" -- "$cur") )
+        COMPREPLY=( $(compgen -W "tree annotate refine train caption score convert --help --version" -- "$cur") )
         return 0
     fi
     case "$cmd" in
@@ -178,6 +178,11 @@ _ureca() {
             --per-item) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
         esac
         if [[ "$cur" == -* ]]; then COMPREPLY=( $(compgen -W "--format --ref-format --metrics --no-bertscore --bertscore-model --bertscore-layers --device --batch-size --no-uniqueness --allow-missing --per-item --help -h" -- "$cur") );
+        else COMPREPLY=( $(compgen -f -- "$cur") ); fi ;;
+    convert)
+        case "$prev" in
+        esac
+        if [[ "$cur" == -* ]]; then COMPREPLY=( $(compgen -W "--quiet -q --help -h" -- "$cur") );
         else COMPREPLY=( $(compgen -f -- "$cur") ); fi ;;
     esac
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from . import __version__
-from .commands import annotate, caption, refine, score, train, tree
+from .commands import annotate, caption, convert, refine, score, train, tree
 
 app = typer.Typer(
     name="ureca",
@@ -30,6 +30,7 @@ app.command("refine")(refine.refine)
 app.command("train")(train.train)
 app.command("caption")(caption.caption)
 app.command("score")(score.score)
+app.command("convert")(convert.convert)
 
 
 def _version(value: bool) -> None:

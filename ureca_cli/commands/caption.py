@@ -37,7 +37,7 @@ def caption(
     *,
     model: Annotated[
         Path,
-        typer.Option("--model", "-m", metavar="DIR", help="URECA checkpoint folder (from ureca train).", show_default=False),
+        typer.Option("--model", "-m", metavar="DIR", help="URECA checkpoint folder (from ureca train or ureca convert), or the paper's released model (folder or hub id, e.g. SammyLim/URECA).", show_default=False),
     ] = ...,  # type: ignore[assignment]
     mask: Annotated[
         list[Path] | None,
@@ -108,6 +108,7 @@ def caption(
     \b
     Examples:
       ureca caption photo.jpg --mask dog.png --model runs/ureca-1b
+      ureca caption photo.jpg --mask dog.png --model SammyLim/URECA   # the paper's released model
       ureca caption photo.jpg --box 40,60,200,120 --box 300,10,80,80 --model runs/ureca-1b
       ureca caption photo.jpg --rle region.json --model runs/ureca-1b --sample --temperature 0.7
       ureca caption --input regions.jsonl --model runs/ureca-1b -o preds.jsonl
@@ -174,8 +175,9 @@ def caption(
         with chat.build() as backend:
             run(BaselineCaptioner(backend, bcfg))
         return
-    if not model.is_dir():
-        raise UrecaError(f"--model {model}: checkpoint folder not found")
+    from ..model.released import resolve_source
+
+    model = resolve_source(model, "--model")  # a folder, or a hub id (the paper's model: SammyLim/URECA)
     run(Captioner(CaptionConfig(
         model=model, question=question, max_new_tokens=max_new_tokens, sample=sample, temperature=temperature,
         top_p=top_p, batch_size=batch_size, device=device, dtype=dtype, resize_mask=resize_mask, seed=seed,

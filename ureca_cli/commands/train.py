@@ -45,7 +45,7 @@ def train(
     base: Annotated[str, typer.Option("--base", help="InternVL -hf checkpoint (hub id or folder) for stage 1; "
                                       "'tiny' builds a tiny random one (tests, demo).")]
     = "OpenGVLab/InternVL3-1B-hf",
-    init: Annotated[Path | None, typer.Option("--init", help="Stage-1 checkpoint folder that stage 2 starts from "
+    init: Annotated[Path | None, typer.Option("--init", help="Stage-1 checkpoint folder (or the paper's released model) that stage 2 starts from "
                                               "(the model stays as it was trained: --base, --mask-tokens, "
                                               "--mask-projector, --dynamic-mask and --max-tiles come from it).",
                                               show_default=False)] = None,

@@ -32,6 +32,11 @@ Python API (torch and transformers are imported only when a name below is first 
   offline and `transformers serve` serves.
 - `packaged_config(name)` -> dict: "internvl3_1b" (the real InternVL3-1B-hf config) or "tiny";
   `random_internvl("internvl3_1b", seed=0)` -> (random-weight model at that size, processor) for benchmarks.
+- The paper's released checkpoint (`SammyLim/URECA`, `model_type: internvl_chat`): `load_checkpoint` takes it as
+  it is (`is_released(folder)`, `load_released(folder, device=, dtype=)`), with its inference
+  (`UrecaConfig.preprocessing == "released"`); `convert_released(src, out)` writes it as a URECA checkpoint,
+  shard by shard; `plan_tensor` / `map_state_dict` are the key mapping (released.py, released_keys.py,
+  released_tokenizer.py, convert.py, shards.py).
 """
 
 from __future__ import annotations
@@ -64,6 +69,11 @@ _EXPORTS = {
     "save_tiny_internvl": "tiny",
     "packaged_config": "tiny",
     "random_internvl": "tiny",
+    "is_released": "released",
+    "load_released": "released",
+    "plan_tensor": "released_keys",
+    "map_state_dict": "released_keys",
+    "convert_released": "convert",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -10,9 +10,14 @@ Layout of a checkpoint folder:
     base/                      only when the base has no id (config.base is None): the InternVL weights,
                                without LoRA, saved with save_pretrained
     tokenizer.json, tokenizer_config.json, processor_config.json, chat_template.jinja
-                               the InternVLProcessor, its tokenizer holding the added tokens
+                               the InternVLProcessor, its tokenizer holding the added tokens (with the released
+                               preprocessing: the tokenizer alone)
 
 Anything missing or not matching (a file, a key, a shape, a token id) is a `UrecaError` naming it.
+
+`load_checkpoint` and `read_checkpoint_config` also take the paper's released checkpoint as it is (a folder
+whose config.json says `internvl_chat`, see released.py), and a checkpoint whose base is such a folder (stage 2
+trained from it keeps only the id).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UrecaError
+from ..loading import quiet_progress as _quiet_progress
+from .shards import load_state_strict
 
 FORMAT = "ureca-checkpoint"
 VERSION = 1
@@ -30,22 +37,6 @@ MASK_ENCODER_FILE = "mask_encoder.safetensors"
 ADDED_TOKENS_FILE = "added_tokens.safetensors"
 ADAPTER_DIR = "adapter"
 BASE_DIR = "base"
-
-
-class _quiet_progress:
-    """Turn transformers' progress bars (loading/writing weights) off inside a `with`; restored after."""
-
-    def __enter__(self):
-        from transformers.utils import logging
-
-        self._was = logging.is_progress_bar_enabled()
-        logging.disable_progress_bar()
-
-    def __exit__(self, *exc):
-        from transformers.utils import logging
-
-        if self._was:
-            logging.enable_progress_bar()
 
 
 def _clean_base_state_dict(internvl) -> dict[str, Any]:
@@ -117,7 +108,10 @@ def read_checkpoint_meta(folder: str | Path) -> dict[str, Any]:
         raise UrecaError(f"{folder}: checkpoint folder not found")
     path = folder / CONFIG_FILE
     if not path.is_file():
-        raise UrecaError(f"{folder}: not a URECA checkpoint (missing {CONFIG_FILE})")
+        from .released import describe_folder
+
+        raise UrecaError(f"{folder}: not a URECA checkpoint (no {CONFIG_FILE}), nor the paper's released "
+                         f"checkpoint (no config.json with model_type internvl_chat); {describe_folder(folder)}")
     try:
         meta = json.loads(path.read_text())
     except (OSError, ValueError) as e:
@@ -133,9 +127,14 @@ def read_checkpoint_meta(folder: str | Path) -> dict[str, Any]:
 
 
 def read_checkpoint_config(folder: str | Path) -> tuple[dict[str, Any], Any]:
-    """(ureca.json, its UrecaConfig) of a checkpoint folder, both checked."""
+    """(ureca.json, its UrecaConfig) of a checkpoint folder, both checked; for the paper's released checkpoint,
+    the same read from its config (its base is the folder itself, base_embedded and adapter false)."""
     from .config import UrecaConfig
+    from .released import is_released, released_meta, resolve_source
 
+    folder = resolve_source(folder, "checkpoint") if not Path(folder).is_dir() else Path(folder)
+    if not (folder / CONFIG_FILE).is_file() and is_released(folder):
+        return released_meta(folder)
     meta = read_checkpoint_meta(folder)
     try:
         return meta, UrecaConfig.from_dict(meta["config"])
@@ -152,25 +151,6 @@ def _load_safetensors(path: Path) -> dict[str, Any]:
         return load_file(str(path))
     except Exception as e:  # safetensors raises its own error types for corrupt files
         raise UrecaError(f"{path}: unreadable safetensors file ({e})") from None
-
-
-def load_state_strict(module, state: dict[str, Any], source: Path) -> None:
-    """`module.load_state_dict(state)` that names missing keys, unexpected keys and shape mismatches."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}"
-              for k in sorted(set(own) & set(state)) if tuple(state[k].shape) != tuple(own[k].shape)]
-    problems = []
-    if missing:
-        problems.append("missing keys: " + ", ".join(missing))
-    if unexpected:
-        problems.append("unexpected keys: " + ", ".join(unexpected))
-    if shapes:
-        problems.append("shape mismatch: " + ", ".join(shapes))
-    if problems:
-        raise UrecaError(f"{source}: does not match the model ({'; '.join(problems)})")
-    module.load_state_dict(state, strict=True)
 
 
 def _check_adapter_keys(peft_model, adapter_dir: Path) -> None:
@@ -193,19 +173,25 @@ def _check_adapter_keys(peft_model, adapter_dir: Path) -> None:
 
 def load_checkpoint(folder: str | Path, *, device: str | None = None, dtype: str | None = None,
                     base: str | None = None, trainable: bool = False):
-    """Load a URECA checkpoint folder -> UrecaModel (eval mode unless `trainable`; `.processor` set).
+    """Load a URECA checkpoint folder, or the paper's released checkpoint (a folder, or a hub id fetched
+    without code or pickles) -> UrecaModel (eval mode unless `trainable`; `.processor` set).
 
     device: "cpu", "cuda", "cuda:1", ... (default: where from_pretrained puts it, the CPU); dtype: "float32",
     "bfloat16", "float16" or None for the dtype it was saved in; base: override the base id/folder (for a
     checkpoint whose base lives elsewhere on this machine); trainable: load the LoRA adapter trainable.
     """
     import torch
-    from transformers import AutoProcessor, InternVLForConditionalGeneration
+    from transformers import AutoProcessor, AutoTokenizer, InternVLForConditionalGeneration
 
     from .processor import UrecaProcessor
+    from .released import is_released, load_internvl, load_released, resolve_source
     from .ureca import ADDED_TOKENS, MaskTokenIds, UrecaModel, _embedding_matrices
 
-    folder = Path(folder)
+    folder = resolve_source(folder, "checkpoint") if not Path(folder).is_dir() else Path(folder)
+    if not (folder / CONFIG_FILE).is_file() and is_released(folder):
+        if base is not None:
+            raise UrecaError(f"{folder}: the paper's released checkpoint holds its own base; leave out base")
+        return load_released(folder, device=device, dtype=dtype, trainable=trainable)
     meta, config = read_checkpoint_config(folder)
     for name in (MASK_ENCODER_FILE, ADDED_TOKENS_FILE, "tokenizer_config.json"):
         if not (folder / name).is_file():
@@ -224,17 +210,22 @@ def load_checkpoint(folder: str | Path, *, device: str | None = None, dtype: str
         source = base or config.base
         if not source:
             raise UrecaError(f"{folder / CONFIG_FILE}: no base model id and no embedded base")
+    released = config.preprocessing == "released"
     try:
-        hf_processor = AutoProcessor.from_pretrained(str(folder))
+        hf_processor = (AutoTokenizer if released else AutoProcessor).from_pretrained(str(folder))
     except Exception as e:
         raise UrecaError(f"{folder}: cannot load the processor/tokenizer ({type(e).__name__}: {e})") from None
-    try:
-        with _quiet_progress():
-            internvl = InternVLForConditionalGeneration.from_pretrained(source, dtype=torch_dtype)
-    except Exception as e:
-        raise UrecaError(f"cannot load base model {source} ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    if is_released(source):  # stage 2 trained from the released checkpoint: its base is that folder
+        internvl = load_internvl(source, dtype=str(torch_dtype).removeprefix("torch."))[0]
+    else:
+        try:
+            with _quiet_progress():
+                internvl = InternVLForConditionalGeneration.from_pretrained(source, dtype=torch_dtype)
+        except Exception as e:
+            raise UrecaError(f"cannot load base model {source} ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0]})") from None
 
-    tok = hf_processor.tokenizer
+    tok = hf_processor if released else hf_processor.tokenizer
     vocab = tok.get_vocab()
     for t, want in meta["added_tokens"].items():
         if vocab.get(t) != want:
@@ -274,7 +265,8 @@ def load_checkpoint(folder: str | Path, *, device: str | None = None, dtype: str
             raise UrecaError(f"{folder / ADAPTER_DIR}: cannot load the LoRA adapter ({type(e).__name__}: "
                              f"{str(e).splitlines()[0]})") from None
         _check_adapter_keys(model.base, folder / ADAPTER_DIR)
-    model.processor = UrecaProcessor(hf_processor, config, token_ids)
+    model.processor = UrecaProcessor(hf_processor, config, token_ids,
+                                     image_seq_length=getattr(internvl.config, "image_seq_length", None))
     if device:
         model.to(device)
     if not trainable:

@@ -17,28 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, UrecaError, check_model_name
+from ..loading import quiet_progress as _quiet_progress
 from .config import DEFAULT_SAM_MODEL
 
 MASK_THRESHOLD = 0.0  # SAM's: a pixel is on the mask where its logit is above 0
 FAMILIES = ("sam", "sam2")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 UPSCALE_CHUNK = 32  # masks upscaled at once: SAM's post-processing goes through a 1024x1024 float map each
-
-
-class _quiet_progress:
-    """transformers' progress bars (loading weights) off inside a ``with``; restored after."""
-
-    def __enter__(self):
-        from transformers.utils import logging
-
-        self._was = logging.is_progress_bar_enabled()
-        logging.disable_progress_bar()
-
-    def __exit__(self, *exc):
-        from transformers.utils import logging
-
-        if self._was:
-            logging.enable_progress_bar()
 
 
 def _offline() -> bool:

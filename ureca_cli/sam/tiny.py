@@ -99,7 +99,7 @@ def tiny_sam(*, seed: int = 0, family: str = "sam", image_size: int = 64, width:
 
 def save_tiny_sam(folder: str | Path, *, seed: int = 0, **kwargs: Any) -> Path:
     """Build ``tiny_sam(seed=seed, **kwargs)`` and save model (safetensors) and processor to ``folder``."""
-    from .model import _quiet_progress
+    from ..loading import quiet_progress as _quiet_progress
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -186,26 +186,9 @@ def encode_sample(processor: Any, sample: Sample, *, use_mask: bool = True, with
     (0, S, S). Returns input_ids (1, L), attention_mask (1, L), pixel_values (T, 3, S, S), mask_tiles and,
     with the answer, labels (1, L) (-100 except on the answer and end-of-turn tokens).
     """
-    import torch
-
     image, mask = load_image_and_mask(sample)
     answer = sample.caption if with_answer else None
-    if use_mask and mask is not None:
-        return processor(image, mask, question=sample.question, answer=answer)
-    question = sample.question or processor.config.question
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
-    text = processor.hf.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    enc = processor.hf(images=[image], text=[text], return_tensors="pt", **processor._image_kwargs())
-    size = processor.config.tile_size
-    out = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
-           "pixel_values": enc["pixel_values"], "mask_tiles": torch.zeros((0, size, size), dtype=torch.uint8)}
-    if answer is not None:
-        ids = processor.tokenizer(answer, add_special_tokens=False)["input_ids"] + [processor.end_of_turn_id]
-        ans = torch.tensor([ids], dtype=out["input_ids"].dtype)
-        out["labels"] = torch.cat([torch.full_like(out["input_ids"], -100), ans], dim=1)
-        out["input_ids"] = torch.cat([out["input_ids"], ans], dim=1)
-        out["attention_mask"] = torch.cat([out["attention_mask"], torch.ones_like(ans)], dim=1)
-    return out
+    return processor(image, mask if use_mask else None, question=sample.question or None, answer=answer)
 
 
 class RegionDataset:
