@@ -1,16 +1,29 @@
 """Readers that turn files into region records, behind one registry: ``train``, ``caption --input`` and
 ``score`` read through it.
 
-A reader is a module here with a ``READER = Reader(name, help, detect, read)``:
+A reader is a module here with a ``READER = Reader(name, help, detect, read, kind)``, of one of three kinds:
 
-- ``detect(first)``: whether a file whose first record (parsed JSON) is ``first`` is in the reader's format;
-- ``read(items, opts)``: the file's records (``stream.Item``: the parsed value, ``where`` = ``"file:line"``, the
-  raw line) in, one ``Item`` per input record out, whose value is the list of region records it holds
-  (``records.check_region_record``'s rules; an image record holds many) or whose ``error`` says why not.
+- ``"lines"`` (JSONL: our records, the released URECA data): ``detect(first)`` says whether a file whose first
+  record (parsed JSON) is ``first`` is in the format; ``read(items, opts)`` takes the file's records
+  (``stream.Item``: the parsed value, ``where`` = ``"file:line"``, the raw line);
+- ``"document"`` (one JSON document: RefCOCOg's and Visual Genome's files): ``detect(doc)`` on the parsed
+  document, ``read(doc, name, opts)``;
+- ``"folder"`` (a benchmark's folder: DLC-Bench): ``detect(path)`` and ``read(path, opts)``.
 
-``read(path, fmt, opts)`` picks the reader (``fmt``, or ``"auto"``: the first reader that recognises the first
-record, else ``records``), runs it, and resolves every region's ``image`` to a file when ``opts.need`` holds
-``image``. To add a reader: ``datasets/<name>.py`` with its ``READER``, and its line in ``READERS``.
+Every ``read`` yields one ``Item`` per unit of work (an input record, an image, a region) whose value is the
+list of region records it holds (``records.check_region_record``'s rules) or whose ``error`` says why not.
+
+``read(path, fmt, opts)`` picks the reader (``fmt``, or ``"auto"``: a folder goes to the folder readers, a file
+that is one JSON document to the document readers, else the first record decides, and ``records`` reads what
+no reader recognises), runs it, resolves every region's ``image`` to a file when ``opts.need`` holds ``image``,
+and makes the mask of every region given by a box when ``opts.need`` holds ``rle`` (``box_mask``: the one place
+where a box becomes a mask). Python pickles (RefCOCO's ``refs(umd).p``) are refused, never unpickled. To add a
+reader: ``datasets/<name>.py`` with its ``READER``, and its line in ``READERS``.
+
+Two region-record fields belong to the benchmark readers: ``region_from`` (``"box"``: the region is its
+``bbox``, XYWH pixels; its ``rle``, when asked for, is made by ``box_mask``) and ``benchmark_id`` (the id the
+benchmark's own tools name the region by: the COCO ``image_id`` of a results file, DLC-Bench's annotation id),
+which ``score`` accepts for predictions in the benchmark's own result formats.
 """
 
 from __future__ import annotations
@@ -23,6 +36,8 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from .. import records as R
 from ..errors import InputError, UrecaError
 from ..stream import Item
@@ -31,7 +46,14 @@ from ..stream import Item
 READERS: dict[str, str] = {
     "records": ".ours",
     "internvl": ".internvl",
+    "refcocog": ".refcocog",
+    "vg": ".vg",
+    "dlc": ".dlc",
 }
+
+REGION_FROM = "region_from"  # "box": the region is its bbox; box_mask makes its mask
+BENCHMARK_ID = "benchmark_id"  # the id the benchmark's own result files name the region by
+KINDS = ("lines", "document", "folder")
 
 #: The ``--format`` choice of the commands that read region records: ``auto`` and the registry's names.
 FormatName = StrEnum("FormatName", {"auto": "auto", **{name: name for name in READERS}})
@@ -63,13 +85,18 @@ class ReadOptions:
 
 @dataclass(frozen=True)
 class Reader:
-    """One format: its ``--format`` name, a line of help, ``detect(first record) -> bool`` and
-    ``read(items, opts)`` (see the module docstring)."""
+    """One format: its ``--format`` name, a line of help, ``detect`` and ``read``, and its ``kind`` (``lines``,
+    ``document`` or ``folder``: what ``detect`` and ``read`` are given; see the module docstring)."""
 
     name: str
     help: str
     detect: Callable[[Any], bool]
-    read: Callable[[Iterable[Item], ReadOptions], Iterator[Item]]
+    read: Callable[..., Iterator[Item]]
+    kind: str = "lines"
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"reader {self.name}: kind {self.kind!r} is not one of {KINDS}")
 
 
 def reader(name: str) -> Reader:
@@ -79,13 +106,30 @@ def reader(name: str) -> Reader:
     return importlib.import_module(module, __name__).READER
 
 
-def detect(first: Any) -> str | None:
-    """The name of the first reader that recognises ``first`` (a file's first record), or ``None``."""
-    return next((name for name in READERS if reader(name).detect(first)), None)
+def detect(first: Any, kind: str = "lines") -> str | None:
+    """The name of the first reader of ``kind`` that recognises ``first`` (a file's first record, a parsed
+    document or a folder's path), or ``None``."""
+    for name in READERS:
+        r = reader(name)
+        if r.kind == kind and r.detect(first):
+            return name
+    return None
+
+
+PICKLE_HINT = ("ureca never unpickles files (a pickle can run code); RefCOCOg's region captions come as JSON: "
+               "Osprey's finetune_refcocog_val_with_mask.json or MDETR/GLaMM's finetune_refcocog_val_captions.json")
+
+
+def refuse_pickle(head: bytes, name: str) -> None:
+    """Refuse a Python pickle (such as RefCOCO's ``refs(umd).p``) by its first bytes or its suffix, before
+    anything else reads it: one ``InputError`` naming the file and the JSON forms to use instead."""
+    suffix = Path(name).suffix.lower()
+    if head[:1] == b"\x80" or head[:3] in (b"(lp", b"(dp") or suffix in (".p", ".pkl", ".pickle"):
+        raise InputError(f"a Python pickle; {PICKLE_HINT}", source=name)
 
 
 def read_items(items: Iterable[Item], fmt: str = "auto", opts: ReadOptions = ReadOptions()) -> Iterator[Item]:
-    """Region records of parsed input ``items``, one ``Item`` per input record (see the module docstring)."""
+    """Region records of parsed JSONL ``items``, one ``Item`` per input record (see the module docstring)."""
     items = iter(items)
     if fmt == "auto":
         head: list[Item] = []
@@ -96,26 +140,177 @@ def read_items(items: Iterable[Item], fmt: str = "auto", opts: ReadOptions = Rea
         first = head[-1].value if head and head[-1].error is None else None
         fmt = detect(first) or "records"
         items = chain(head, items)
+    r = reader(fmt)
+    if r.kind != "lines":
+        raise UrecaError(f"--format {fmt} reads {'a folder' if r.kind == 'folder' else 'one JSON document'}, "
+                         "not JSONL lines")
+    return finish(r.read(items, opts), opts)
+
+
+def read_document(doc: Any, name: str, fmt: str = "auto", opts: ReadOptions = ReadOptions()) -> Iterator[Item]:
+    """Region records of one parsed JSON document ``doc`` (from the file ``name``) in a ``document`` format."""
+    if fmt == "auto":
+        found = detect(doc, "document")
+        if found is None:
+            raise InputError("not a benchmark file this version knows (RefCOCOg: Osprey's or MDETR/GLaMM's COCO-"
+                             "style JSON; Visual Genome: region_descriptions.json or test_caption.json); name its "
+                             "format with --format", source=name)
+        fmt = found
+    r = reader(fmt)
+    if r.kind != "document":
+        raise UrecaError(f"--format {fmt} does not read one JSON document ({name})")
+    return finish(r.read(doc, name, opts), opts)
+
+
+def finish(units: Iterable[Item], opts: ReadOptions) -> Iterator[Item]:
+    """A reader's units with every region's ``image`` resolved to a file (when ``opts.need`` holds ``image``)
+    and the mask of every box region made (``box_mask``, when ``opts.need`` holds ``rle``)."""
     resolved: dict[str, str | None] = {}
-    for unit in reader(fmt).read(items, opts):
-        if unit.error is None and R.IMAGE in opts.need:
+    sizes: dict[str, tuple[int, int]] = {}
+    for unit in units:
+        if unit.error is None and (R.IMAGE in opts.need or R.RLE in opts.need):
             try:
                 for region in unit.value:
-                    region[R.IMAGE] = _resolved(region[R.IMAGE], opts, resolved, unit.where)
+                    if R.IMAGE in opts.need:
+                        region[R.IMAGE] = _resolved(region[R.IMAGE], opts, resolved, unit.where)
+                    if R.RLE in opts.need and region.get(R.RLE) is None and region.get(REGION_FROM) == "box":
+                        region[R.RLE] = box_mask(region, sizes, unit.where)
             except InputError as e:
                 unit = Item(None, unit.where, unit.raw, e)
         yield unit
 
 
+def box_mask(region: dict, sizes: dict[str, tuple[int, int]], where: str) -> dict:
+    """The mask of a region given by its box (``region_from: "box"``): a COCO RLE of the image's size that
+    covers every pixel the box ``bbox`` (XYWH pixels, floats allowed) touches, clipped to the image.
+
+    This is the one place where a box becomes a mask (Visual Genome's regions, MDETR/GLaMM's RefCOCOg): a
+    SAM box prompt (``ureca_cli.sam``) hooks in here. The image's size is the record's ``width``/``height``
+    where it gives them, else the image file's (``sizes`` caches it per file). A box with no pixel inside the
+    image is an ``InputError`` naming ``where``.
+    """
+    import numpy as np
+
+    from .. import masks as M
+    from ..images import image_size
+
+    rid = region.get(R.ID)
+    w, h = region.get(R.WIDTH), region.get(R.HEIGHT)
+    if not (isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0):
+        image = region.get(R.IMAGE)
+        if not image:
+            raise InputError(f"region {rid}: a box region needs its image (or its width and height)", source=where)
+        if image not in sizes:
+            sizes[image] = image_size(image, where)
+        w, h = sizes[image]
+    x, y, bw, bh = region[R.BBOX]
+    x0, y0 = max(0, int(np.floor(x))), max(0, int(np.floor(y)))
+    x1, y1 = min(w, int(np.ceil(x + bw))), min(h, int(np.ceil(y + bh)))
+    if x1 <= x0 or y1 <= y0:
+        raise InputError(f"region {rid}: box {list(region[R.BBOX])} (XYWH) holds no pixel of the {w}x{h} image",
+                         source=where)
+    mask = np.zeros((h, w), np.uint8)
+    mask[y0:y1, x0:x1] = 1
+    return M.encode(mask)
+
+
 def read(path: str | Path, fmt: str = "auto", opts: ReadOptions = ReadOptions()) -> Iterator[Item]:
-    """Region records of a JSONL file (``-``: stdin), one ``Item`` per line; relative image paths are looked
-    for under ``opts.images``, the working directory and the file's own folder."""
+    """Region records of a file (``-``: stdin, JSONL) or a benchmark folder, one ``Item`` per unit; relative
+    image paths are looked for under ``opts.images``, the working directory and the file's own folder."""
     from dataclasses import replace
 
     from ..stream import iter_jsonl
 
+    name = "<stdin>" if str(path) == "-" else str(path)
+    given = reader(fmt) if fmt != "auto" else None
+    if str(path) != "-" and Path(path).is_dir():
+        folder = Path(path)
+        if given is None:
+            found = detect(folder, "folder")
+            if found is None:
+                raise InputError("is a folder, and not a benchmark folder this version knows (DLC-Bench: "
+                                 "annotations.json, class_names.json, qa.json and images/)", source=name)
+            given = reader(found)
+        if given.kind != "folder":
+            raise InputError(f"is a folder; --format {given.name} reads a file", source=name)
+        return finish(given.read(folder, replace(opts, base=opts.base or folder.resolve())), opts)
     base = Path(path).resolve().parent if str(path) != "-" else Path.cwd()
-    return read_items(iter_jsonl(path), fmt, replace(opts, base=opts.base or base))
+    opts = replace(opts, base=opts.base or base)
+    if given is not None and given.kind == "folder":
+        raise InputError(f"--format {given.name} reads a folder (the benchmark's release), not a file", source=name)
+    if str(path) == "-":
+        if given is not None and given.kind == "document":
+            raise UrecaError(f"--format {given.name} reads a file, not stdin")
+        return read_items(iter_jsonl(path), fmt, opts)
+    kind, doc = sniff(path) if given is None or given.kind == "document" else ("lines", None)
+    if given is not None and given.kind == "document":
+        if kind != "document":
+            from ..stream import read_json_file
+
+            doc = read_json_file(path)
+        return read_document(doc, name, given.name, opts)
+    if given is None and kind == "document":
+        if detect(doc, "document") is not None:
+            return read_document(doc, name, "auto", opts)
+        if isinstance(doc, list):  # a JSON array of records
+            return read_items([Item(o, f"{name}: [{i}]", b"") for i, o in enumerate(doc)], fmt, opts)
+        raise InputError("one JSON document, but not a format this version knows (region or image records, the "
+                         "released URECA data, RefCOCOg, Visual Genome, DLC-Bench); name one with --format",
+                         source=name)
+    if kind == "lines" and given is not None:  # a named JSONL format: still never a pickle
+        _check_not_pickle(path)
+    return read_items(iter_jsonl(path), fmt, opts)
+
+
+def _check_not_pickle(path: str | Path) -> None:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        return  # the JSONL reader names what is wrong with the file
+    refuse_pickle(head, str(path))
+
+
+def sniff(path: str | Path) -> tuple[str, Any]:
+    """``("document", parsed)`` when the file is one JSON document that is not a JSONL file of records (its
+    first line alone does not parse, or it parses and a document reader recognises it), else ``("lines",
+    None)``. A pickle is refused first (``refuse_pickle``); a JSONL file is never read whole here."""
+    from ..stream import open_binary
+
+    name = str(path)
+    fh = open_binary(path, "a JSON or JSONL file")
+    try:
+        head = fh.read(4)
+        refuse_pickle(head, name)
+        fh.seek(0)
+        first = b""
+        for line in fh:
+            if line.strip():
+                first = line
+                break
+        if not first:
+            return "lines", None
+        try:
+            value = orjson.loads(first)
+        except orjson.JSONDecodeError:
+            value = _NOT_JSON
+        if value is not _NOT_JSON:
+            if isinstance(value, dict | list) and detect(value, "document") is not None:
+                return "document", value
+            return "lines", None
+        fh.seek(0)
+        data = fh.read()
+    except OSError as e:
+        raise InputError(f"cannot read ({e.strerror})", source=name) from None
+    finally:
+        fh.close()
+    try:
+        return "document", orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return "lines", None  # JSONL whose first line is bad: the line reader names it
+
+
+_NOT_JSON = object()
 
 
 def resolve_image(image: str, opts: ReadOptions) -> Path | None:
