@@ -7,7 +7,9 @@ was read (for messages). Formats, detected from the content or named with ``--fo
 - the region-record formats of ``ureca_cli.datasets`` (``records``: our region records, JSONL or a JSON array,
   ``{"id", "caption"}`` or ``{"id", "captions": [...]}``, and image records from ``ureca annotate`` / ``ureca
   refine``, one region per captioned node, ids ``"<image_id>/<node id>"``; ``internvl``: the released dataset's
-  chat JSONL); ``regions`` and ``images`` name ``records``;
+  chat JSONL; ``refcocog`` and ``vg``: the benchmarks' JSON files); ``regions`` and ``images`` name ``records``.
+  A benchmark's region also answers to the id its own result files use (``benchmark_id``: the COCO
+  ``image_id`` of a results file, Osprey's annotation id), so COCO results written by other tools match it;
 - ``coco``: COCO caption annotations (``{"annotations": [{"image_id", "caption"}, ...]}``) or COCO results
   (``[{"image_id", "caption"}, ...]``, also as JSONL); the id is ``str(image_id)``. Osprey's RefCOCOg script
   writes the same list with one region per ``image_id`` (``osprey`` is an alias);
@@ -29,7 +31,16 @@ from typing import Any
 import orjson
 
 from .. import records as R
-from ..datasets import READERS, ReadOptions, detect, read_items
+from ..datasets import (
+    BENCHMARK_ID,
+    READERS,
+    ReadOptions,
+    detect,
+    read_document,
+    read_items,
+    reader,
+    refuse_pickle,
+)
 from ..errors import InputError, UrecaError
 from ..stream import Item, jsonl_items
 
@@ -49,6 +60,7 @@ class Entry:
     image_id: str | None
     where: str
     extra_where: list[str] = field(default_factory=list)
+    alias: str | None = None  # the id the benchmark's own result files name this region by (references)
 
 
 def group_of(region_id: str, image_id: str | None) -> str:
@@ -71,7 +83,9 @@ def _read_bytes(path: str | Path) -> tuple[bytes, str]:
     name = "<stdin>" if str(path) == "-" else str(Path(path))
     fh = open_binary(path, "a JSON or JSONL file of captions")
     try:
-        return fh.read(), name
+        data = fh.read()
+        refuse_pickle(data[:4], name)
+        return data, name
     except OSError as e:
         raise UrecaError(f"{name}: cannot read ({e.strerror})") from None
     finally:
@@ -92,10 +106,10 @@ class _Collector:
         self.role = role
         self.out: dict[str, Entry] = {}
 
-    def add(self, rid: str, caps: list[str], image_id: str | None, where: str) -> None:
+    def add(self, rid: str, caps: list[str], image_id: str | None, where: str, alias: str | None = None) -> None:
         old = self.out.get(rid)
         if old is None:
-            self.out[rid] = Entry(caps, image_id, where)
+            self.out[rid] = Entry(caps, image_id, where, alias=alias)
             return
         if self.role == "predictions":
             raise InputError(f"id {rid!r} appears twice (first at {old.where}); a prediction needs one caption",
@@ -174,6 +188,9 @@ def _detect(data: bytes, name: str) -> tuple[str, Any]:
         if fmt is None:
             raise InputError(unknown, source=name)
         return fmt, items
+    bench = detect(doc, "document") if isinstance(doc, dict | list) else None
+    if bench is not None:
+        return bench, doc
     if isinstance(doc, list):
         first = doc[0] if doc else None
         if isinstance(first, dict) and R.ID in first:
@@ -193,15 +210,22 @@ def _detect(data: bytes, name: str) -> tuple[str, Any]:
     raise InputError(unknown, source=name)
 
 
-def _region_items(items: list[Item], fmt: str, col: _Collector) -> None:
-    """Entries of region records, read by the ``datasets`` reader ``fmt``: captions needed, nothing else."""
-    opts = ReadOptions(need=(R.CAPTION,), captioned_only=True)
-    for unit in read_items(items, fmt, opts):
+CAPTIONS_ONLY = ReadOptions(need=(R.CAPTION,), captioned_only=True)  # what score asks the datasets readers for
+
+
+def _region_items(units: Any, col: _Collector) -> None:
+    """Entries of the region records a ``datasets`` reader yields (``units``): captions needed, nothing else."""
+    for unit in units:
         if unit.error is not None:
             raise unit.error
         for region in unit.value:
+            caps = R.captions_of(region)
+            if not caps:
+                raise InputError(f"region {region[R.ID]} has no caption to score against", source=unit.where)
             has_image = region.get(R.IMAGE_ID) is not None or bool(region.get(R.IMAGE))
-            col.add(region[R.ID], R.captions_of(region), R.image_key(region) if has_image else None, unit.where)
+            alias = region.get(BENCHMARK_ID)
+            col.add(region[R.ID], caps, R.image_key(region) if has_image else None, unit.where,
+                    None if alias is None else str(alias))
 
 
 def read_captions(path: str | Path, role: str = "references", fmt: str = "auto") -> dict[str, Entry]:
@@ -212,8 +236,15 @@ def read_captions(path: str | Path, role: str = "references", fmt: str = "auto")
     """
     if fmt not in FORMATS:
         raise UrecaError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    data, name = _read_bytes(path)
     col = _Collector(role)
+    if str(path) != "-" and Path(path).is_dir():  # a benchmark's folder
+        from ..datasets import read
+
+        _region_items(read(path, fmt if fmt in READERS else "auto", CAPTIONS_ONLY), col)
+        if not col.out:
+            raise InputError(f"holds no {role}", source=str(path))
+        return col.out
+    data, name = _read_bytes(path)
     named = fmt
     if fmt == "auto":
         fmt, parsed = _detect(data, name)
@@ -222,17 +253,27 @@ def read_captions(path: str | Path, role: str = "references", fmt: str = "auto")
             parsed = orjson.loads(data)
         except orjson.JSONDecodeError as e:
             raise InputError(f"not valid JSON ({e}); --format {fmt} reads one JSON document", source=name) from None
+    elif reader(ALIASES.get(fmt, fmt)).kind == "document":
+        try:
+            parsed = orjson.loads(data)
+        except orjson.JSONDecodeError as e:
+            raise InputError(f"not valid JSON ({e}); --format {fmt} reads one JSON document", source=name) from None
+    elif reader(ALIASES.get(fmt, fmt)).kind == "folder":
+        raise InputError(f"--format {fmt} reads a benchmark folder, not a file", source=name)
     else:
         fmt = ALIASES.get(fmt, fmt)
         parsed = _record_items(data, name)
-    if fmt in READERS:
+    records_in: list[Any] = []
+    if fmt in READERS and reader(fmt).kind == "document":
+        _region_items(read_document(parsed, name, fmt, CAPTIONS_ONLY), col)
+    elif fmt in READERS:
         records_in = [it.value if it.error is None else None for it in parsed]
         if fmt == "records":  # a COCO results line among region records: the image id is the region id
             for it in parsed:
                 if isinstance(it.value, dict) and R.ID not in it.value and R.NODES not in it.value \
                         and R.IMAGE_ID in it.value:
                     it.value = {**it.value, R.ID: it.value[R.IMAGE_ID]}
-        _region_items(parsed, fmt, col)
+        _region_items(read_items(parsed, fmt, CAPTIONS_ONLY), col)
     elif fmt in ("coco", "osprey"):
         _coco_items(parsed, name, col)
     else:
@@ -271,8 +312,27 @@ def _examples(ids: list[str], k: int = 3) -> str:
     return shown + (", ..." if len(ids) > k else "")
 
 
+def by_alias(preds: dict[str, Entry], refs: dict[str, Entry]) -> dict[str, Entry]:
+    """``preds`` with ids renamed to the references' own where a prediction names a benchmark region by the id
+    the benchmark's result files use (its ``alias``: a COCO results file's ``image_id``, DAM's annotation key)
+    and no reference has that id itself. Two predictions for one region are an error."""
+    aliases = {e.alias: rid for rid, e in refs.items() if e.alias is not None and e.alias != rid}
+    if not aliases:
+        return preds
+    out: dict[str, Entry] = {}
+    for pid, entry in preds.items():
+        rid = pid if pid in refs else aliases.get(pid, pid)
+        if rid in out:
+            raise InputError(f"predictions {pid!r} and {rid!r} name the same region (benchmark id "
+                             f"{refs[rid].alias!r}); keep one", source=entry.where)
+        out[rid] = entry
+    return out
+
+
 def match(preds: dict[str, Entry], refs: dict[str, Entry], *, allow_missing: bool = False) -> Matched:
-    """Align predictions with references by id; ids on one side only are an error unless ``allow_missing``."""
+    """Align predictions with references by id (or by the benchmark's own id: ``by_alias``); ids on one side only
+    are an error unless ``allow_missing``."""
+    preds = by_alias(preds, refs)
     only_p = [i for i in preds if i not in refs]
     only_r = [i for i in refs if i not in preds]
     both = [i for i in preds if i in refs]
