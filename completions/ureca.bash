@@ -101,7 +101,7 @@ _ureca() {
             --stage) COMPREPLY=( $(compgen -W "1 2 both" -- "$cur") ); return 0 ;;
             --base) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --init) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
-            --format) COMPREPLY=( $(compgen -W "auto records internvl" -- "$cur") ); return 0 ;;
+            --format) COMPREPLY=( $(compgen -W "auto records internvl refcocog vg dlc" -- "$cur") ); return 0 ;;
             --images) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --masks) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --val-fraction) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
@@ -140,7 +140,7 @@ _ureca() {
             --rle) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --box) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --input|-i) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
-            --format) COMPREPLY=( $(compgen -W "auto records internvl" -- "$cur") ); return 0 ;;
+            --format) COMPREPLY=( $(compgen -W "auto records internvl refcocog vg dlc" -- "$cur") ); return 0 ;;
             --images) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --masks) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --question) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
@@ -168,16 +168,24 @@ _ureca() {
         else COMPREPLY=( $(compgen -f -- "$cur") ); fi ;;
     score)
         case "$prev" in
-            --format) COMPREPLY=( $(compgen -W "auto records internvl regions images coco osprey dam" -- "$cur") ); return 0 ;;
-            --ref-format) COMPREPLY=( $(compgen -W "auto records internvl regions images coco osprey dam" -- "$cur") ); return 0 ;;
+            --format) COMPREPLY=( $(compgen -W "auto records internvl refcocog vg dlc regions images coco osprey dam" -- "$cur") ); return 0 ;;
+            --ref-format) COMPREPLY=( $(compgen -W "auto records internvl refcocog vg dlc regions images coco osprey dam" -- "$cur") ); return 0 ;;
             --metrics) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --bertscore-model) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --bertscore-layers) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --device) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --batch-size) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --per-item) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --judge-base-url) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --judge-model) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --judge-api-key-env) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --judge-concurrency) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --judge-timeout) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --judge-retries) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --judge-cache) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --judge-prompts) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
         esac
-        if [[ "$cur" == -* ]]; then COMPREPLY=( $(compgen -W "--format --ref-format --metrics --no-bertscore --bertscore-model --bertscore-layers --device --batch-size --no-uniqueness --allow-missing --per-item --help -h" -- "$cur") );
+        if [[ "$cur" == -* ]]; then COMPREPLY=( $(compgen -W "--format --ref-format --metrics --no-bertscore --bertscore-model --bertscore-layers --device --batch-size --no-uniqueness --allow-missing --per-item --judge-base-url --judge-model --judge-api-key-env --judge-concurrency --judge-timeout --judge-retries --judge-cache --judge-prompts --help -h" -- "$cur") );
         else COMPREPLY=( $(compgen -f -- "$cur") ); fi ;;
     convert)
         case "$prev" in

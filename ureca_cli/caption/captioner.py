@@ -267,9 +267,18 @@ def write_image_regions(image: Path, picture: Any, bitmaps: list[np.ndarray], ca
 
 
 def check_input(input: Path) -> None:
-    """Fail on a missing or unreadable --input before any model loads (``-`` is stdin)."""
+    """Fail on a missing or unreadable --input before any model loads (``-`` is stdin; a folder must be a benchmark
+    folder ``datasets`` reads, such as DLC-Bench's)."""
     from ..stream import open_binary
 
+    if str(input) != "-" and Path(input).is_dir():
+        from ..datasets import detect
+        from ..errors import InputError
+
+        if detect(Path(input), "folder") is None:
+            raise InputError("is a folder, and not a benchmark folder this version knows (DLC-Bench: "
+                             "annotations.json, class_names.json, qa.json and images/)", source=str(input))
+        return
     fh = open_binary(input)  # stdin: refused when closed or a terminal
     if str(input) != "-":
         fh.close()

@@ -55,8 +55,9 @@ def caption(
     ] = None,
     input: Annotated[
         Path | None,
-        typer.Option("--input", "-i", metavar="JSONL", help="JSONL of region records (id, image, rle) or image/tree records "
-                     "(every node is captioned), or another format of --format; - for stdin.", show_default=False),
+        typer.Option("--input", "-i", metavar="FILE", help="JSONL of region records (id, image, rle) or image/tree records "
+                     "(every node is captioned), or a benchmark's files (--format: the released URECA JSONL, "
+                     "RefCOCOg or Visual Genome JSON, DLC-Bench's folder); - for stdin.", show_default=False),
     ] = None,
     fmt: Annotated[FormatName, typer.Option("--format", help="Format of --input (ureca_cli.datasets); auto: "
                                             "detected from its first record.")] = FormatName.auto,
@@ -113,6 +114,8 @@ def caption(
       ureca caption photo.jpg --rle region.json --model runs/ureca-1b --sample --temperature 0.7
       ureca caption --input regions.jsonl --model runs/ureca-1b -o preds.jsonl
       ureca caption --input trees.jsonl --model runs/ureca-1b -o preds.jsonl && ureca score preds.jsonl regions.jsonl
+      ureca caption --input finetune_refcocog_val_captions.json --images coco/train2014 --model runs/ureca-1b -o preds.jsonl
+      ureca caption --input DLC-bench/ --model runs/ureca-1b -o dlc_preds.jsonl
       ureca caption --input regions.jsonl --region-prompt contour --backend openai --base-url http://gpu1:8000/v1 --model m -o base.jsonl
     """
     from ..caption.captioner import (

@@ -68,8 +68,30 @@ def score(
                                                 "unique@1.")] = False,
     allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Score the ids present on both "
                                                 "sides and report how many were left out.")] = False,
-    per_item: Annotated[Path | None, typer.Option("--per-item", help="Write per-region scores here (JSONL).",
+    per_item: Annotated[Path | None, typer.Option("--per-item", help="Write per-region scores here (JSONL); "
+                                                  "DLC-Bench: the judge's answer to every question.",
                                                   show_default=False)] = None,
+    judge_base_url: Annotated[list[str] | None, typer.Option("--judge-base-url", help="DLC-Bench: the judge's "
+                                                             "OpenAI-compatible server, ending in /v1 (repeat to "
+                                                             "spread requests).", show_default=False)] = None,
+    judge_model: Annotated[str | None, typer.Option("--judge-model", help="DLC-Bench: the judge model's served "
+                                                    "name (default: the first the server lists; the benchmark "
+                                                    "uses Llama-3.1-8B-Instruct).", show_default=False)] = None,
+    judge_api_key_env: Annotated[str | None, typer.Option("--judge-api-key-env", help="DLC-Bench: environment "
+                                                          "variable holding the judge server's API key.",
+                                                          show_default=False)] = None,
+    judge_concurrency: Annotated[int, typer.Option("--judge-concurrency", help="DLC-Bench: judge requests in "
+                                                   "flight at once.")] = 8,
+    judge_timeout: Annotated[float, typer.Option("--judge-timeout", help="DLC-Bench: seconds to wait for one "
+                                                 "answer.")] = 120.0,
+    judge_retries: Annotated[int, typer.Option("--judge-retries", help="DLC-Bench: retries of a failed judge "
+                                               "request (backoff + jitter).")] = 6,
+    judge_cache: Annotated[Path | None, typer.Option("--judge-cache", help="DLC-Bench: folder of the judge's "
+                                                     "answers, cached by content so a rerun asks nothing twice "
+                                                     "(default ~/.cache/ureca/judge).", show_default=False)] = None,
+    judge_prompts: Annotated[Path | None, typer.Option("--judge-prompts", help="DLC-Bench: folder whose "
+                                                       "dlc_judge.txt replaces the packaged judge instruction "
+                                                       "($description, $question).", show_default=False)] = None,
 ) -> None:
     """Score predicted region captions against references, matched by id.
 
@@ -80,23 +102,53 @@ def score(
 
     Inputs: region records ({"id", "caption"} or "captions": [...]), image records from annotate/refine,
     COCO results + COCO caption annotations, Osprey's [{"image_id", "caption"}], Describe Anything's
-    {id: caption}; several references per id are fine. Regions are grouped into images by image_id, or,
-    where a format has none, by the id before its last "/".
+    {id: caption}, and the benchmarks' own files as references (RefCOCOg's and Visual Genome's JSON); several
+    references per id are fine. Regions are grouped into images by image_id, or, where a format has none, by
+    the id before its last "/".
+
+    DLC-Bench: give its folder as REFERENCES and a judge server; each region's caption is judged by the
+    benchmark's protocol (recognition first, then its positive and negative questions) and Pos, Neg and
+    their average are reported.
 
     \b
     Examples:
       ureca score preds.jsonl refs.jsonl
       ureca score results.json captions_val2014.json --format coco --no-bertscore
+      ureca score preds.jsonl finetune_refcocog_val_captions.json --no-bertscore
       ureca score preds.jsonl refs.jsonl --per-item items.jsonl \\
           --bertscore-model ./all-MiniLM-L6-v2 --bertscore-layers 6
+      ureca score preds.jsonl DLC-bench/ --judge-base-url http://gpu1:8000/v1 \\
+          --judge-model meta-llama/Llama-3.1-8B-Instruct --per-item judged.jsonl
     """
+    judge = dict(base_url=judge_base_url, model=judge_model, api_key_env=judge_api_key_env,
+                 concurrency=judge_concurrency, timeout=judge_timeout, retries=judge_retries, cache=judge_cache,
+                 prompts=judge_prompts)
+    metric_flags = [flag for flag, given in (
+        ("--metrics", metrics != "bleu,meteor,rouge,cider,bertscore"), ("--no-bertscore", no_bertscore),
+        ("--bertscore-model", bertscore_model != "roberta-large"), ("--bertscore-layers", bertscore_layers is not None),
+        ("--device", device is not None), ("--batch-size", batch_size != 256), ("--no-uniqueness", no_uniqueness))
+        if given]
     _run(predictions, references, fmt, ref_format, metrics, no_bertscore, bertscore_model, bertscore_layers,
-         device, batch_size, no_uniqueness, allow_missing, per_item)
+         device, batch_size, no_uniqueness, allow_missing, per_item, judge, metric_flags)
+
+
+JUDGE_DEFAULTS = {"base_url": None, "model": None, "api_key_env": None, "concurrency": 8, "timeout": 120.0,
+                  "retries": 6, "cache": None, "prompts": None}
+
+
+def _is_dlc(references: Path, fmt: str, ref_format: str | None) -> bool:
+    from ..datasets import detect
+
+    named = ref_format or fmt
+    if named == "dlc":
+        return True
+    return named == "auto" and str(references) != "-" and Path(references).is_dir() \
+        and detect(Path(references), "folder") == "dlc"
 
 
 @cli_errors("score")
 def _run(predictions, references, fmt, ref_format, metrics, no_bertscore, bertscore_model, bertscore_layers,
-         device, batch_size, no_uniqueness, allow_missing, per_item) -> None:
+         device, batch_size, no_uniqueness, allow_missing, per_item, judge, metric_flags) -> None:
     import time
 
     from ..errors import UrecaError
@@ -108,6 +160,15 @@ def _run(predictions, references, fmt, ref_format, metrics, no_bertscore, bertsc
     t0 = time.perf_counter()
     if str(predictions) == "-" and str(references) == "-":
         raise UrecaError("predictions and references cannot both be - (stdin is read once)")
+    fmt, ref_format = ScoreFormat(fmt).value, ScoreFormat(ref_format).value if ref_format else None
+    dlc = _is_dlc(references, fmt, ref_format)
+    judge_given = [f"--judge-{k.replace('_', '-')}" for k, v in judge.items() if v not in (JUDGE_DEFAULTS[k], [])]
+    if not dlc and judge_given:
+        raise UrecaError(f"{', '.join(judge_given)}: the judge scores DLC-Bench; give the benchmark's folder as "
+                         "REFERENCES")
+    if dlc and metric_flags:
+        raise UrecaError(f"{', '.join(metric_flags)}: caption metrics, not used on DLC-Bench (an LLM judge "
+                         "scores it)")
     stdout = stdout_binary("redirect it to a file")  # a closed stdout is one error now, not after the metrics ran
     wanted = tuple(m.strip().lower() for m in metrics.split(",") if m.strip())
     if no_bertscore:
@@ -118,10 +179,12 @@ def _run(predictions, references, fmt, ref_format, metrics, no_bertscore, bertsc
             if str(given) != "-" and Path(given).exists() and Path(per_item).exists() \
                     and Path(given).samefile(per_item):
                 raise UrecaError(f"--per-item {per_item} is the input file {given}: write to another file")
+    if dlc:
+        _run_dlc(predictions, references, fmt, allow_missing, per_item, judge, stdout, t0)
+        return
     cfg = ScoreConfig(metrics=wanted, bertscore_model=bertscore_model, bertscore_layers=bertscore_layers,
                       device=device, batch_size=batch_size, uniqueness=not no_uniqueness)
-    matched = read_pair(predictions, references, ScoreFormat(fmt).value,
-                        ScoreFormat(ref_format).value if ref_format else None, allow_missing=allow_missing)
+    matched = read_pair(predictions, references, fmt, ref_format, allow_missing=allow_missing)
     if matched.left_out_predictions or matched.left_out_references:
         typer.echo(f"ureca score: --allow-missing: scoring {len(matched.ids)} ids on both sides; left out "
                    f"{matched.left_out_predictions} prediction(s) without a reference and "
@@ -137,3 +200,52 @@ def _run(predictions, references, fmt, ref_format, metrics, no_bertscore, bertsc
     stdout.write(dumps(result.summary))
     stdout.flush()
     _table(result.summary, time.perf_counter() - t0)
+
+
+def _run_dlc(predictions, references, fmt, allow_missing, per_item, judge, stdout, t0) -> None:
+    """DLC-Bench: predictions judged by an LLM against the benchmark's questions (``evaluate/dlc.py``)."""
+    import time
+
+    from ..errors import UrecaError
+    from ..evaluate.dlc import JudgeConfig, score_dlc
+    from ..evaluate.readers import read_captions
+    from ..stream import Reporter, dumps, want_progress
+
+    cfg = JudgeConfig(base_urls=tuple(judge["base_url"] or ()), model=judge["model"],
+                      api_key_env=judge["api_key_env"], concurrency=judge["concurrency"], timeout=judge["timeout"],
+                      retries=judge["retries"], cache=judge["cache"], prompts=judge["prompts"])
+    preds = read_captions(predictions, "predictions", "auto" if fmt == "dlc" else fmt)
+    reporter = Reporter("score", show=want_progress(None), unit="questions")
+    try:
+        result = score_dlc(preds, Path(references), cfg, allow_missing=allow_missing, progress=reporter.advance)
+    finally:
+        reporter.close()
+    if per_item is not None:
+        try:
+            with open(per_item, "wb") as fh:
+                for item in result.items:
+                    fh.write(dumps(item))
+        except OSError as e:
+            raise UrecaError(f"--per-item {per_item}: cannot write ({e.strerror})") from None
+    stdout.write(dumps(result.summary))
+    stdout.flush()
+    _dlc_table(result.summary, time.perf_counter() - t0)
+
+
+def _dlc_table(summary: dict, elapsed: float) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    meta = summary["meta"]
+    table = Table(title=f"ureca score: DLC-Bench, {summary['count']} regions", title_justify="left")
+    table.add_column("figure")
+    table.add_column("score (0-100)", justify="right")
+    for name in ("Pos", "Neg", "Avg"):
+        value = summary[name]
+        table.add_row(name, "n/a" if value is None else f"{value:.1f}")
+    console = Console(stderr=True)
+    console.print(table)
+    console.print(f"judge {meta['judge']['model']}: {meta['questions']} questions, {meta['asked']} asked, "
+                  f"{meta['cached']} from the cache ({meta['cache']}); {summary['recognised']} of "
+                  f"{summary['count']} regions recognised; {meta['unparsed']} answer(s) matched no choice; "
+                  f"{elapsed:.1f} s", highlight=False, soft_wrap=True)
