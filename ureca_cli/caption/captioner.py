@@ -281,7 +281,12 @@ def check_input(input: Path) -> None:
         return
     fh = open_binary(input)  # stdin: refused when closed or a terminal
     if str(input) != "-":
-        fh.close()
+        from ..datasets import refuse_pickle
+
+        try:
+            refuse_pickle(fh.read(4), str(input))  # a pickle is refused before any model loads, never read
+        finally:
+            fh.close()
 
 
 def caption_input(input: Path, captioner: RegionCaptioner, scfg: Any, fmt: str = "auto",

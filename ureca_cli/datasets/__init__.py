@@ -262,6 +262,23 @@ def read(path: str | Path, fmt: str = "auto", opts: ReadOptions = ReadOptions())
     return read_items(iter_jsonl(path), fmt, opts)
 
 
+def format_of(path: str | Path) -> str:
+    """The format ``read(path, "auto", ...)`` reads ``path`` in: a folder reader's name, a document reader's, or
+    the lines reader its first record picks (``records`` when none does). Pickles are refused."""
+    if Path(path).is_dir():
+        found = detect(Path(path), "folder")
+        if found is None:
+            raise InputError("is a folder, and not a benchmark folder this version knows", source=str(path))
+        return found
+    kind, doc = sniff(path)
+    if kind == "document":
+        return detect(doc, "document") or "records"
+    from ..stream import iter_jsonl
+
+    first = next((it.value for it in iter_jsonl(path) if it.error is None), None)
+    return detect(first) or "records"
+
+
 def _check_not_pickle(path: str | Path) -> None:
     try:
         with open(path, "rb") as fh:

@@ -119,12 +119,13 @@ def parse_choice(answer: str, choices: Sequence[str]) -> int | None:
     return None
 
 
-def score_region(questions: list[dict], answers: list[str], *, cap: bool = CAP) -> dict:
+def score_region(questions: list[dict], answers: list[str], *, cap: bool | None = None) -> dict:
     """One region's figures from its questions (the recognition question first) and the judge's answers:
     ``recognised``, ``pos`` (mean of positive values), ``neg`` (mean of negative values, ``None`` without
     negatives), ``score`` (mean of all of them), ``unparsed`` and one detail per question (0-1 scale)."""
     if len(questions) != len(answers) or not questions or questions[0]["type"] != RECOGNITION:
         raise ValueError("the recognition question comes first, and every question needs an answer")
+    cap = CAP if cap is None else cap
     details, pos, neg, unparsed = [], [], [], 0
     recognised = None
     for q, answer in zip(questions, answers, strict=True):

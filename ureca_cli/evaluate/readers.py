@@ -182,9 +182,11 @@ def _detect(data: bytes, name: str) -> tuple[str, Any]:
         if items and items[0].error is not None:
             raise items[0].error
         first = items[0].value if items else None
+        fmt = detect(first)
+        if fmt is not None and fmt != "records":  # the released URECA JSONL has an "id" too
+            return fmt, items
         if isinstance(first, dict) and (R.is_image_record(first) or R.ID in first or R.IMAGE_ID in first):
             return "records", items  # region or image records, or COCO results one a line
-        fmt = detect(first)
         if fmt is None:
             raise InputError(unknown, source=name)
         return fmt, items

@@ -89,7 +89,7 @@ def vg() -> None:
         official.append({"regions": [{"region_id": rid, "width": b[2], "height": b[3], "image_id": vid,
                                       "phrase": phrase, "y": b[1], "x": b[0]} for rid, b, phrase in regs],
                          "id": vid})
-        for rid, b, phrase in regs:  # GRiT/GLaMM's test_caption.json: one entry per region
+        for _rid, b, phrase in regs:  # GRiT/GLaMM's test_caption.json: one entry per region
             k = len(images)
             images.append({"id": k, "file_name": f"{vid}.jpg", "height": h, "width": w})
             anns.append({"id": k, "image_id": k, "bbox": b, "area": b[2] * b[3], "iscrowd": 0, "category_id": 1,
