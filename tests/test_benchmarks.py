@@ -122,6 +122,20 @@ def test_a_box_outside_its_image_is_one_error(tmp_path):
     assert "[0].regions[1]" in str(errors[0]) and "holds no pixel of the 60x40 image" in str(errors[0])
 
 
+def test_a_pipe_is_read_once_as_jsonl():
+    """`--input <(cmd)`: a stream is never sniffed (which would read it twice), it is read as JSONL."""
+    import os
+
+    r, w = os.pipe()
+    os.write(w, (DATA / "score" / "refs_regions.jsonl").read_bytes())
+    os.close(w)
+    try:
+        units = list(read(f"/dev/fd/{r}", "auto", ReadOptions()))
+    finally:
+        os.close(r)
+    assert [u.error for u in units] == [None] * 3 and units[0].value[0][R.ID]
+
+
 # ------------------------------------------------------------------------------------------- bad files
 def _spoil(tmp_path: Path, name: str, change) -> Path:
     src = FIXTURES[name][0]
@@ -326,7 +340,7 @@ def test_eval_benchmarks_script_runs_all_four(ckpt, tmp_path):
     out = tmp_path / "out"
     with ScriptedServer(lambda body: "A") as judge:
         env = {**os.environ, "URECA": f"{sys.executable} -m ureca_cli", "PYTHONPATH": str(ROOT), "OUT": str(out),
-               "CAPTION_ARGS": "--max-new-tokens 4", "SCORE_ARGS": "--no-bertscore --metrics bleu,meteor,rouge",
+               "CAPTION_ARGS": "--max-new-tokens 4", "SCORE_ARGS": "--metrics bleu --no-uniqueness",
                "JUDGE_URL": judge.url, "JUDGE_ARGS": f"--judge-cache {tmp_path / 'cache'}"}
         run = subprocess.run(["bash", str(ROOT / "scripts" / "eval_benchmarks.sh"), str(ckpt), str(data)],
                              capture_output=True, text=True, env=env, timeout=900)

@@ -276,7 +276,7 @@ def check_input(input: Path) -> None:
         from ..errors import InputError
 
         if detect(Path(input), "folder") is None:
-            raise InputError("is a folder, and not a benchmark folder this version knows (DLC-Bench: "
+            raise InputError("is a directory, and not a benchmark folder this version knows (DLC-Bench: "
                              "annotations.json, class_names.json, qa.json and images/)", source=str(input))
         return
     fh = open_binary(input)  # stdin: refused when closed or a terminal
@@ -284,7 +284,8 @@ def check_input(input: Path) -> None:
         from ..datasets import refuse_pickle
 
         try:
-            refuse_pickle(fh.read(4), str(input))  # a pickle is refused before any model loads, never read
+            if Path(input).is_file():  # a pipe is read once, later
+                refuse_pickle(fh.read(4), str(input))  # a pickle is refused before any model loads, never read
         finally:
             fh.close()
 

@@ -228,19 +228,19 @@ def read(path: str | Path, fmt: str = "auto", opts: ReadOptions = ReadOptions())
         if given is None:
             found = detect(folder, "folder")
             if found is None:
-                raise InputError("is a folder, and not a benchmark folder this version knows (DLC-Bench: "
+                raise InputError("is a directory, and not a benchmark folder this version knows (DLC-Bench: "
                                  "annotations.json, class_names.json, qa.json and images/)", source=name)
             given = reader(found)
         if given.kind != "folder":
-            raise InputError(f"is a folder; --format {given.name} reads a file", source=name)
+            raise InputError(f"is a directory; --format {given.name} reads a file", source=name)
         return finish(given.read(folder, replace(opts, base=opts.base or folder.resolve())), opts)
     base = Path(path).resolve().parent if str(path) != "-" else Path.cwd()
     opts = replace(opts, base=opts.base or base)
     if given is not None and given.kind == "folder":
         raise InputError(f"--format {given.name} reads a folder (the benchmark's release), not a file", source=name)
-    if str(path) == "-":
+    if str(path) == "-" or (Path(path).exists() and not Path(path).is_file()):  # stdin, a pipe: JSONL, read once
         if given is not None and given.kind == "document":
-            raise UrecaError(f"--format {given.name} reads a file, not stdin")
+            raise UrecaError(f"--format {given.name} reads a file, not a stream ({name})")
         return read_items(iter_jsonl(path), fmt, opts)
     kind, doc = sniff(path) if given is None or given.kind == "document" else ("lines", None)
     if given is not None and given.kind == "document":
@@ -268,7 +268,7 @@ def format_of(path: str | Path) -> str:
     if Path(path).is_dir():
         found = detect(Path(path), "folder")
         if found is None:
-            raise InputError("is a folder, and not a benchmark folder this version knows", source=str(path))
+            raise InputError("is a directory, and not a benchmark folder this version knows", source=str(path))
         return found
     kind, doc = sniff(path)
     if kind == "document":
@@ -280,6 +280,8 @@ def format_of(path: str | Path) -> str:
 
 
 def _check_not_pickle(path: str | Path) -> None:
+    if not Path(path).is_file():
+        return  # a stream is read once, by the JSONL reader
     try:
         with open(path, "rb") as fh:
             head = fh.read(4)
