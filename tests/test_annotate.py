@@ -252,3 +252,20 @@ def test_end_to_end_tiny_internvl_in_process(cli, tmp_path):
         assert rec["annotate"]["visual"]["max_side"] == 64
         for n in captioned(rec):
             assert n["short_caption"].strip() and n["caption"] == n["long_caption"]
+
+
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"], ids=["kill-9", "kill"])
+def test_prepare_workers_exit_when_annotate_is_killed(tmp_path, sig):
+    """`kill -9` (or plain `kill`) of `ureca annotate` left its prepare workers alive under init."""
+    import os
+    import signal
+    import sys
+
+    from tests.procs import workers_gone_after_kill
+
+    trees = write_trees(tmp_path, n=8)
+    with ScriptedServer(Scripted(), delay=0.3) as s:
+        args = [sys.executable, "-m", "ureca_cli", "annotate", str(trees), "--backend", "openai", "--base-url",
+                s.url, "--prepare-workers", "2", "--concurrency", "2", "-o", str(tmp_path / "out.jsonl")]
+        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+        workers_gone_after_kill(args, getattr(signal, sig), lambda: len(s.requests) >= 1, env=env)

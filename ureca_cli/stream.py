@@ -16,7 +16,6 @@ turns one item (one image) into output records; this module does the rest the sa
 from __future__ import annotations
 
 import os
-import signal
 import stat
 import sys
 import time
@@ -30,6 +29,7 @@ from typing import Any, Literal
 import orjson
 
 from .errors import InputError, UrecaError
+from .workers import worker_init
 
 OnError = Literal["stop", "skip"]
 
@@ -386,10 +386,6 @@ class Reporter:
 Outcome = tuple[bool, Any]  # (True, result) or (False, error message)
 
 
-def _ignore_sigint() -> None:  # worker processes leave Ctrl-C to the parent
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def call_safely(fn: Callable[[Any], Any], arg: Any) -> Outcome:
     """Run ``fn(arg)``; an exception becomes ``(False, one-line message)`` instead of crossing a process."""
     try:
@@ -432,7 +428,7 @@ def ordered_map(
             pickle.dumps(fn)
         except Exception as e:  # noqa: BLE001
             raise TypeError(f"ordered_map(kind='process') needs a picklable function, got {fn!r} ({e})") from None
-        pool = ProcessPoolExecutor(jobs, initializer=_ignore_sigint)
+        pool = ProcessPoolExecutor(jobs, initializer=worker_init, initargs=(os.getpid(),))
     else:
         pool = ThreadPoolExecutor(jobs)
     pending: deque = deque()
