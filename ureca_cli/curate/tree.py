@@ -31,7 +31,6 @@ file's own XYWH box (SA-1B convention, one pixel short of the pixels' box); boxe
 
 from __future__ import annotations
 
-import glob as globmod
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,7 +43,7 @@ from ..errors import InputError, UrecaError
 from ..images import image_size
 from ..masks.rle import segmentation_counts
 from ..masks.runs import BadCounts, RunSet
-from ..stream import Item, check_output_folder, read_json_file, stdin_binary
+from ..stream import check_output_folder, read_json_file
 
 PARENT_RULES = ("tightest", "first")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
@@ -363,63 +362,14 @@ def source_key(path: str | Path) -> str:
     return os.path.abspath(path)
 
 
-# ------------------------------------------------------------------------------------------------ inputs
-def _glob_chars(spec: str) -> bool:
-    return any(ch in spec for ch in "*?[")
-
-
-def input_items(specs: list[str]) -> list[Item]:
-    """Input files for the stage, in order: each spec is a file, a directory (its ``*.json``, sorted), a glob
-    (sorted matches) or ``-`` (paths read from stdin, one a line). A spec that yields nothing becomes an item
-    that fails with a message naming it, so ``--on-error skip`` counts it and ``stop`` stops there.
-    """
-    items: list[Item] = []
-
-    def bad(spec: str, message: str) -> None:
-        items.append(Item(None, spec, spec.encode(), InputError(message, source=spec)))
-
-    def add(path: str) -> None:
-        items.append(Item(path, path, path.encode()))
-
-    for spec in specs:
-        if spec == "-":
-            listed = [os.fsdecode(line).strip() for line in stdin_binary().read().splitlines()]
-            paths = [p for p in listed if p and not p.startswith("#")]
-            if not paths:
-                bad("<stdin>", "no paths on stdin (expected one SA-1B JSON path a line)")
-            for p in paths:
-                if Path(p).is_dir():
-                    items.extend(input_items([p]))
-                else:
-                    add(p)
-            continue
-        path = Path(spec)
-        if path.is_dir():
-            found = sorted(str(p) for p in path.glob("*.json"))
-            if not found:
-                bad(spec, "directory holds no .json files")
-            for p in found:
-                add(p)
-        elif path.exists() or path.is_symlink():
-            add(spec)
-        elif _glob_chars(spec):
-            found = sorted(globmod.glob(spec, recursive=True))
-            if not found:
-                bad(spec, "no file matches this pattern")
-            for p in found:
-                add(p)
-        else:
-            bad(spec, "no such file or directory")
-    return items
-
-
 def run(specs: list[str], cfg: TreeConfig, scfg: Any) -> Any:
-    """Build the trees of every input ``specs`` names (``input_items``) under the stream contract
-    (``stream.run_stage``; ``scfg`` is the ``StreamConfig``, its ``jobs`` worker processes). Returns run_stage's
-    summary."""
+    """Build the trees of every input ``specs`` names (``tree_inputs.input_items``: each file once) under the
+    stream contract (``stream.run_stage``; ``scfg`` is the ``StreamConfig``, its ``jobs`` worker processes).
+    Returns run_stage's summary."""
     from functools import partial
 
     from ..stream import run_stage
+    from .tree_inputs import input_items
 
     items = input_items(specs)
     return run_stage("tree", items, partial(build_tree, cfg=cfg), scfg, input_key=source_key,
