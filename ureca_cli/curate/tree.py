@@ -165,7 +165,7 @@ def load_mask_file(path: str | Path, cfg: TreeConfig) -> MaskFile:
 
     ids: list[Any] = []
     counts: list[bytes] = []
-    seen: set = set()
+    seen: dict[str, int] = {}  # id as text (the region id's part) -> its annotation
     for i, ann in enumerate(anns):
         at = f"{where}: annotations[{i}]"
         if not isinstance(ann, dict):
@@ -173,9 +173,10 @@ def load_mask_file(path: str | Path, cfg: TreeConfig) -> MaskFile:
         node_id = ann.get("id", i)
         if not isinstance(node_id, int | str) or isinstance(node_id, bool):
             raise InputError(f"annotations[{i}].id should be a number or a string, got {node_id!r}", source=where)
-        if node_id in seen:
-            raise InputError(f"annotations[{i}]: id {node_id} appears twice", source=where)
-        seen.add(node_id)
+        first = seen.setdefault(str(node_id), i)
+        if first != i:  # 1 and "1" too: both would be the region <image_id>/1
+            raise InputError(f"annotations[{i}]: id {node_id!r} is also the id of annotations[{first}] "
+                             f"({ids[first]!r}); region ids (<image_id>/<id>) must differ", source=where)
         if "segmentation" not in ann:
             raise InputError(f"annotations[{i}] has no 'segmentation'", source=where)
         ids.append(node_id)
