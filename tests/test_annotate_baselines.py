@@ -86,3 +86,20 @@ def test_contour_baseline_through_tiny_internvl(cli, tmp_path):
     assert r.exit_code == 0, r.stderr
     out = [json.loads(x) for x in r.stdout.splitlines()]
     assert len(out) == 4 and all(o["caption"] and o["backend"] == "hf" for o in out)
+
+
+def test_caption_input_refuses_a_repeated_region_id(cli, tmp_path):
+    """A region id given twice in `caption --input` (a region record, and the image record that holds it too):
+    a resumed run wrote fewer lines than one without a stop. Refused at the second, naming the first."""
+    trees = write_trees(tmp_path, n=2, mains=1, fanout=(2,))
+    im0, im1 = [json.loads(x) for x in trees.read_text().splitlines()]
+    node = im1["nodes"][1]
+    region = {"id": f"im1/{node['id']}", "image_id": "im1", "image": im1["image"], "rle": node["rle"]}
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in (im0, region, im1)))
+    r, _, requests = _run(cli, tmp_path, "crop", path, args=("-o", tmp_path / "out.jsonl"))
+    assert r.exit_code == 2
+    lines = [x for x in r.stderr.splitlines() if "error" in x]
+    assert lines == [f"ureca caption: error: {path}:3: region id 'im1/{node['id']}' appears twice (first at "
+                     f"{path}:2); an input may hold each region id once, so that --resume can tell them apart"], r.stderr
+    assert len(requests) == len(im0["nodes"]) + 1  # the third line was refused before any request

@@ -374,4 +374,4 @@ def run(specs: list[str], cfg: TreeConfig, scfg: Any) -> Any:
 
     items = input_items(specs)
     return run_stage("tree", items, partial(build_tree, cfg=cfg), scfg, input_key=source_key,
-                     output_key=lambda rec: rec.get(R.SOURCE), total=len(items), kind="process")
+                     output_key=lambda rec: rec.get(R.SOURCE), total=len(items), kind="process", key_name="file")
