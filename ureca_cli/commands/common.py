@@ -27,7 +27,8 @@ OnErrorOpt = Annotated[
     OnErrorChoice,
     typer.Option(
         "--on-error",
-        help="stop: stop at the first bad image (exit 2). skip: report it, go on, and count it.",
+        help="stop: stop at the first bad image (exit 2). skip: report it, go on, and count it (exit 2 when "
+             "every image failed).",
     ),
 ]
 Failed = Annotated[
@@ -36,7 +37,7 @@ Failed = Annotated[
 ]
 Resume = Annotated[
     bool,
-    typer.Option("--resume", help="Keep what -o FILE already holds and skip those images."),
+    typer.Option("--resume", help="Keep the whole images -o FILE already holds and skip them."),
 ]
 Shard = Annotated[
     str | None,
