@@ -103,3 +103,20 @@ def test_caption_input_refuses_a_repeated_region_id(cli, tmp_path):
     assert lines == [f"ureca caption: error: {path}:3: region id 'im1/{node['id']}' appears twice (first at "
                      f"{path}:2); an input may hold each region id once, so that --resume can tell them apart"], r.stderr
     assert len(requests) == len(im0["nodes"]) + 1  # the third line was refused before any request
+
+
+def test_caption_resume_after_a_torn_image_writes_each_region_once(cli, tmp_path):
+    """`caption --input` of image records killed in the middle of one image's region lines: --resume kept that
+    image's complete lines and wrote the image again, so its first regions came out twice."""
+    trees = write_trees(tmp_path, n=2, mains=1, fanout=(2,))
+    out = tmp_path / "out.jsonl"
+    r, _, _ = _run(cli, tmp_path, "crop", trees, args=("-o", out))
+    assert r.exit_code == 0, r.stderr
+    lines = out.read_bytes().splitlines(keepends=True)
+    ids = [json.loads(x)["id"] for x in lines]
+    assert len(ids) == 8 and ids[:4] == [f"im0/{i}" for i in (1, 2, 3, 4)]
+    out.write_bytes(b"".join(lines[:6]) + lines[6][:20])  # im1: two whole lines and a torn one
+    r, _, requests = _run(cli, tmp_path, "crop", trees, args=("-o", out, "--resume"))
+    assert r.exit_code == 0, r.stderr
+    assert [json.loads(x)["id"] for x in out.read_bytes().splitlines()] == ids
+    assert len(requests) == 4  # im1 again, whole; im0 not asked again

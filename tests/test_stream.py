@@ -370,6 +370,10 @@ def test_a_full_disk_names_the_output_file(tmp_path):
     res = _ureca("tree", sa, "-o", "/dev/full")
     assert res.returncode == 2
     assert _err_lines(res.stderr) == ["ureca tree: error: -o /dev/full: cannot write (No space left on device)"]
+    res = _ureca("tree", tmp_path / "nope.json", sa, "--on-error", "skip", "--failed", "/dev/full")
+    assert res.returncode == 2
+    assert _err_lines(res.stderr)[-1] == "ureca tree: error: --failed /dev/full: cannot write (No space left on " \
+                                         "device)"
 
 
 def _flat_input(tmp_path, images: int = 3, nodes: int = 4):

@@ -9,10 +9,10 @@ bytes and counts the item with them:
 - a Ctrl-C cannot land between an item's bytes reaching the file and its count (the summary says what the
   file holds);
 - with ``resume=True`` the file is kept; a torn last line (a run killed in the middle of a write) is cut off,
-  and where an item is several lines (``multiline``) the lines before it that belong to the same item go too,
-  so the item is written again whole rather than left in part (when the cut fell just where an item starts,
-  the item before it is written again: it is never lost nor doubled); ``done`` holds the keys of the items
-  left in the file.
+  and where an item is several lines (``group(line)`` names the image a line belongs to) the lines before it
+  of the same image go too, so the image is written again whole rather than left in part (when the cut fell
+  just where an image starts, the image before it is written again: nothing is lost nor doubled); ``done``
+  holds the keys of the lines left in the file.
 
 ``ReaderWatch`` tells whether the process reading stdout (the next stage in a pipe) has gone away, with one
 ``poll`` of the pipe, so a stage can stop before it starts more work whose output would go nowhere.
@@ -92,7 +92,7 @@ class JsonlWriter:
     """
 
     def __init__(self, path: Path | None, *, resume: bool = False, key: Callable[[dict], Any] | None = None,
-                 multiline: bool = False):
+                 group: Callable[[dict], Any] | None = None):
         self.path = Path(path) if path is not None else None
         self.resume = resume
         self.done: set = set()
@@ -102,14 +102,14 @@ class JsonlWriter:
         self._regular = False
         self._end = 0  # where the last whole item ends, in a regular file
         if resume and self.path is not None and self.path.exists():
-            self._load_done(key, multiline)
+            self._load_done(key, group)
 
-    def _load_done(self, key: Callable[[dict], Any] | None, multiline: bool) -> None:
+    def _load_done(self, key: Callable[[dict], Any] | None, group: Callable[[dict], Any] | None) -> None:
         assert self.path is not None
         data = self.path.read_bytes()
         end = data.rfind(b"\n") + 1
         keep = end
-        lines: list[tuple[int, Any]] = []  # (where the line starts, its item's key)
+        lines: list[tuple[int, Any, Any]] = []  # (where the line starts, its key, its image)
         start = 0
         for lineno, line in enumerate(data[:end].split(b"\n")[:-1], 1):
             at, start = start, start + len(line) + 1
@@ -122,15 +122,15 @@ class JsonlWriter:
             if not isinstance(value, dict):
                 raise UrecaError(f"{self.path}:{lineno}: --resume found a line that is not a JSON object; -o names "
                                  f"another file than this stage's output?")
-            lines.append((at, key(value) if key is not None else None))
-        if end < len(data) and multiline and lines:  # a torn write: the item it cut goes whole
-            last = lines[-1][1]
-            while lines and lines[-1][1] == last:
+            lines.append((at, key(value) if key is not None else None, group(value) if group else None))
+        if end < len(data) and group is not None and lines:  # a torn write: the image it cut goes whole
+            last = lines[-1][2]
+            while lines and lines[-1][2] == last:
                 keep = lines.pop()[0]
         if keep < len(data):
             with self.path.open("r+b") as fh:
                 fh.truncate(keep)
-        self.done = {k for _, k in lines}
+        self.done = {k for _, k, _ in lines}
 
     def _open(self) -> Any:
         if self.path is None:

@@ -432,7 +432,7 @@ def run_stage(
     shard_key: Callable[[Any], Any] | None = None,
     key_name: str = "key",
     unique_keys: Callable[[Any], Iterable[Any]] | None = None,
-    multiline: bool = False,
+    group_key: Callable[[dict], Any] | None = None,
     watch: ReaderWatch | None = None,
 ) -> Summary:
     """Run ``work`` over ``items`` under the stream contract and write its records.
@@ -445,13 +445,14 @@ def run_stage(
     ``mapper``, when given, replaces the built-in process/thread pool (it must yield in input order, as
     ``ordered_map`` does). ``shard_key(value)``, when given, names the image an item belongs to, so that
     ``--shard`` splits by image (the order in which images first appear) rather than by item: all regions of
-    one image land on one shard. ``multiline``: an item may write several lines (``JsonlWriter``). ``watch``:
+    one image land on one shard. ``group_key(record)``: for a stage that writes several lines per image, the
+    image a written line belongs to (``JsonlWriter``: a torn image is written again whole). ``watch``:
     the ``ReaderWatch`` on stdout (made here when not given); when the reader is gone the run stops before
     the next item starts, says so in one line and raises ``ReaderGone``.
     """
     start = time.monotonic()
     summary = Summary()
-    writer = JsonlWriter(cfg.output, resume=cfg.resume, key=output_key, multiline=multiline)
+    writer = JsonlWriter(cfg.output, resume=cfg.resume, key=output_key, group=group_key)
     failed_sink = LineSink(cfg.failed)
     reporter = Reporter(name, show=want_progress(cfg.output, cfg.progress), total=total, unit=unit)
     watch = watch if watch is not None else ReaderWatch.of(cfg.output)

@@ -73,9 +73,9 @@ class InFlight:
 
     def run(self, name: str, items: Iterable[Any], work: Callable[[Any], Any], scfg: Any, *,
             input_key: Callable[[Any], Any], output_key: Callable[[dict], Any], in_flight: bool = True,
-            multiline: bool = False) -> Any:
+            group_key: Callable[[dict], Any] | None = None) -> Any:
         """``work`` over ``items`` under the stream contract (``stream.run_stage``; an image is one ``image_id``,
-        ``multiline`` when it writes several lines), ``images_in_flight`` images at once (one at a time when
+        ``group_key`` when it writes several lines each), ``images_in_flight`` images at once (one at a time when
         ``in_flight`` is false: the stage sends no request); closes the stage after. Returns run_stage's
         summary."""
         from ..stream import ReaderWatch, run_stage
@@ -84,7 +84,7 @@ class InFlight:
         try:
             return run_stage(name, items, work, scfg, input_key=input_key, output_key=output_key,
                              mapper=self.mapper if in_flight else None, unit="images", key_name="image_id",
-                             multiline=multiline, watch=self._watch)
+                             group_key=group_key, watch=self._watch)
         finally:
             self._watch = None
             self.close()
