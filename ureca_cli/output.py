@@ -99,7 +99,8 @@ class JsonlWriter:
         self.count = 0  # records written by this run
         self.items = 0  # items (images) written by this run
         self._fh: Any = None
-        self._regular = False
+        self._regular = False  # -o FILE is a regular file: a failed write is cut back
+        self._hold = False  # hold Ctrl-C back between an item's write and its count (not where a write may wait)
         self._end = 0  # where the last whole item ends, in a regular file
         if resume and self.path is not None and self.path.exists():
             self._load_done(key, group)
@@ -134,9 +135,11 @@ class JsonlWriter:
 
     def _open(self) -> Any:
         if self.path is None:
-            return stdout_binary()
+            fh = stdout_binary()
+            self._hold = _is_regular(fh)  # `> file`: a write there never waits on a reader
+            return fh
         fh = _open_for_append(self.path, "-o", truncate=not self.resume)
-        self._regular = _is_regular(fh)
+        self._regular = self._hold = _is_regular(fh)
         if self._regular:
             self._end = os.fstat(fh.fileno()).st_size
         return fh
@@ -150,7 +153,7 @@ class JsonlWriter:
         data = b"".join(dumps(r) for r in recs)
         if data and self._fh is None:
             self._fh = self._open()
-        with _no_interrupt(self._regular):
+        with _no_interrupt(self._hold):
             if data and self.path is None:
                 self._write_stdout(data)
             elif data:
