@@ -65,16 +65,21 @@ def silence_stdout() -> None:
 
 @contextmanager
 def _no_interrupt(hold: bool) -> Iterator[None]:
-    """Hold Ctrl-C (SIGINT) back while the block runs, when ``hold``: it is raised as the block ends."""
-    mask = getattr(signal, "pthread_sigmask", None)
-    if not hold or mask is None or threading.current_thread() is not threading.main_thread():
+    """Hold Ctrl-C back while the block runs, when ``hold``: it is raised as the block ends. (Python runs signal
+    handlers in the main thread whichever thread the kernel hands the signal to, so the handler is swapped
+    for one that only notes the signal; blocking the signal in this thread would not stop the others.)"""
+    old = signal.getsignal(signal.SIGINT)
+    if not hold or old is None or threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = mask(signal.SIG_BLOCK, {signal.SIGINT})
+    pending: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
     try:
         yield
     finally:
-        mask(signal.SIG_SETMASK, old)
+        signal.signal(signal.SIGINT, old)
+        if pending and callable(old):
+            old(signal.SIGINT, None)  # default_int_handler: KeyboardInterrupt, now that the item is counted
 
 
 def _is_regular(fh: Any) -> bool:
