@@ -14,7 +14,7 @@ complete -c ureca -n '__fish_seen_subcommand_from tree' -l jobs -s j -r -F -d 'W
 complete -c ureca -n '__fish_seen_subcommand_from tree' -l output -s o -r -F -d 'Write records to this file instead of stdout.'
 complete -c ureca -n '__fish_seen_subcommand_from tree' -l on-error -x -a 'stop skip' -d 'stop - stop at the first bad image (exit 2). skip - report it, go on, and count '
 complete -c ureca -n '__fish_seen_subcommand_from tree' -l failed -r -F -d 'Append the input line of every failed image to this file.'
-complete -c ureca -n '__fish_seen_subcommand_from tree' -l resume -d 'Keep what -o FILE already holds and skip those images.'
+complete -c ureca -n '__fish_seen_subcommand_from tree' -l resume -d 'Keep the whole images -o FILE already holds and skip them.'
 complete -c ureca -n '__fish_seen_subcommand_from tree' -l shard -r -F -d 'I/N - take images I, I+N, I+2N, ... (0-based), to split work over N machines.'
 complete -c ureca -n '__fish_seen_subcommand_from tree' -l progress -l no-progress -d 'Draw a progress bar on stderr. Default - only when stderr is a terminal and stdo'
 complete -c ureca -n '__fish_seen_subcommand_from tree' -F
@@ -42,7 +42,7 @@ complete -c ureca -n '__fish_seen_subcommand_from annotate' -l prepare-workers -
 complete -c ureca -n '__fish_seen_subcommand_from annotate' -l output -s o -r -F -d 'Write records to this file instead of stdout.'
 complete -c ureca -n '__fish_seen_subcommand_from annotate' -l on-error -x -a 'stop skip' -d 'stop - stop at the first bad image (exit 2). skip - report it, go on, and count '
 complete -c ureca -n '__fish_seen_subcommand_from annotate' -l failed -r -F -d 'Append the input line of every failed image to this file.'
-complete -c ureca -n '__fish_seen_subcommand_from annotate' -l resume -d 'Keep what -o FILE already holds and skip those images.'
+complete -c ureca -n '__fish_seen_subcommand_from annotate' -l resume -d 'Keep the whole images -o FILE already holds and skip them.'
 complete -c ureca -n '__fish_seen_subcommand_from annotate' -l shard -r -F -d 'I/N - take images I, I+N, I+2N, ... (0-based), to split work over N machines.'
 complete -c ureca -n '__fish_seen_subcommand_from annotate' -l progress -l no-progress -d 'Draw a progress bar on stderr. Default - only when stderr is a terminal and stdo'
 complete -c ureca -n '__fish_seen_subcommand_from annotate' -F
@@ -84,12 +84,12 @@ complete -c ureca -n '__fish_seen_subcommand_from refine' -l format -x -a 'recor
 complete -c ureca -n '__fish_seen_subcommand_from refine' -l question -r -F -d 'The human turn of --format internvl.'
 complete -c ureca -n '__fish_seen_subcommand_from refine' -l on-error -x -a 'stop skip' -d 'stop - stop at the first bad image (exit 2). skip - report it, go on, and count '
 complete -c ureca -n '__fish_seen_subcommand_from refine' -l failed -r -F -d 'Append the input line of every failed image to this file.'
-complete -c ureca -n '__fish_seen_subcommand_from refine' -l resume -d 'Keep what -o FILE already holds and skip those images.'
+complete -c ureca -n '__fish_seen_subcommand_from refine' -l resume -d 'Keep the whole images -o FILE already holds and skip them.'
 complete -c ureca -n '__fish_seen_subcommand_from refine' -l shard -r -F -d 'I/N - take images I, I+N, I+2N, ... (0-based), to split work over N machines.'
 complete -c ureca -n '__fish_seen_subcommand_from refine' -l progress -l no-progress -d 'Draw a progress bar on stderr. Default - only when stderr is a terminal and stdo'
 complete -c ureca -n '__fish_seen_subcommand_from refine' -F
 complete -c ureca -n '__fish_use_subcommand' -a train -d 'Train URECA - stage 1 (mask encoder) and/or stage 2 (LoRA on the...'
-complete -c ureca -n '__fish_seen_subcommand_from train' -l out -s o -r -F -d 'Folder for the checkpoint(s), logs and the validation scores. Must not hold a fi'
+complete -c ureca -n '__fish_seen_subcommand_from train' -l out -s o -r -F -d 'Folder for the checkpoint(s), logs and the validation scores - a new or empty on'
 complete -c ureca -n '__fish_seen_subcommand_from train' -l stage -x -a '1 2 both' -d '1 - mask encoder, its projection and the added tokens embeddings. 2 - LoRA on th'
 complete -c ureca -n '__fish_seen_subcommand_from train' -l base -r -F -d 'InternVL -hf checkpoint (hub id or folder) for stage 1; tiny builds a tiny rando'
 complete -c ureca -n '__fish_seen_subcommand_from train' -l init -r -F -d 'Stage-1 checkpoint folder (or the papers released model) that stage 2 starts fro'
@@ -159,7 +159,7 @@ complete -c ureca -n '__fish_seen_subcommand_from caption' -l max-side -r -F -d 
 complete -c ureca -n '__fish_seen_subcommand_from caption' -l output -s o -r -F -d 'Write records to this file instead of stdout.'
 complete -c ureca -n '__fish_seen_subcommand_from caption' -l on-error -x -a 'stop skip' -d 'stop - stop at the first bad image (exit 2). skip - report it, go on, and count '
 complete -c ureca -n '__fish_seen_subcommand_from caption' -l failed -r -F -d 'Append the input line of every failed image to this file.'
-complete -c ureca -n '__fish_seen_subcommand_from caption' -l resume -d 'Keep what -o FILE already holds and skip those images.'
+complete -c ureca -n '__fish_seen_subcommand_from caption' -l resume -d 'Keep the whole images -o FILE already holds and skip them.'
 complete -c ureca -n '__fish_seen_subcommand_from caption' -l shard -r -F -d 'I/N - take images I, I+N, I+2N, ... (0-based), to split work over N machines.'
 complete -c ureca -n '__fish_seen_subcommand_from caption' -l progress -l no-progress -d 'Draw a progress bar on stderr. Default - only when stderr is a terminal and stdo'
 complete -c ureca -n '__fish_seen_subcommand_from caption' -F

@@ -185,12 +185,13 @@ def test_bad_input_one_line_each(cli, tmp_path):
         assert len(lines) == 1 and why in lines[0] and "bad.jsonl:1" in lines[0], r.stderr
         assert r.stdout == ""
     mixed = tmp_path / "mixed.jsonl"
-    mixed.write_text("".join(json.dumps(x) + "\n" for x in [cases["not found"], trees, "just a string"]))
+    missing = {**cases["not found"], "image_id": "gone"}  # its own image: a repeated image_id is refused
+    mixed.write_text("".join(json.dumps(x) + "\n" for x in [missing, trees, "just a string"]))
     with ScriptedServer(Scripted()) as s:
         r = cli("annotate", mixed, "--backend", "openai", "--base-url", s.url, "--on-error", "skip")
     assert r.exit_code == 0
     assert [json.loads(x)["image_id"] for x in r.stdout.splitlines()] == ["im0"]
-    assert "1 images written, 2 failed and skipped" in r.stderr
+    assert "1 image written, 2 failed and skipped" in r.stderr
 
 
 def test_templates_are_our_own_words():
@@ -252,3 +253,87 @@ def test_end_to_end_tiny_internvl_in_process(cli, tmp_path):
         assert rec["annotate"]["visual"]["max_side"] == 64
         for n in captioned(rec):
             assert n["short_caption"].strip() and n["caption"] == n["long_caption"]
+
+
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"], ids=["kill-9", "kill"])
+def test_prepare_workers_exit_when_annotate_is_killed(tmp_path, sig):
+    """`kill -9` (or plain `kill`) of `ureca annotate` left its prepare workers alive under init."""
+    import os
+    import signal
+    import sys
+
+    from tests.procs import workers_gone_after_kill
+
+    trees = write_trees(tmp_path, n=8)
+    with ScriptedServer(Scripted(), delay=0.3) as s:
+        args = [sys.executable, "-m", "ureca_cli", "annotate", str(trees), "--backend", "openai", "--base-url",
+                s.url, "--prepare-workers", "2", "--concurrency", "2", "-o", str(tmp_path / "out.jsonl")]
+        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+        workers_gone_after_kill(args, getattr(signal, sig), lambda: len(s.requests) >= 1, env=env)
+
+
+
+def _annotate_into(downstream: list[str], trees: Path, url: str, *, on_exit=None,
+                   wait_first: bool = False) -> tuple[int, list[str]]:
+    """`ureca annotate TREES --backend openai ... | DOWNSTREAM`, the two processes joined by a pipe;
+    ``on_exit()`` is called the moment the downstream exits (with ``wait_first``, before annotate starts).
+    Returns annotate's exit status and stderr lines."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    read_end, write_end = os.pipe()
+    down = subprocess.Popen(downstream, stdin=read_end, stdout=subprocess.DEVNULL)
+    os.close(read_end)
+
+    def watch() -> None:
+        down.wait(timeout=120)
+        if on_exit is not None:
+            on_exit()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    if wait_first:
+        watcher.join(timeout=30)
+    up = subprocess.Popen([sys.executable, "-m", "ureca_cli", "annotate", str(trees), "--backend", "openai",
+                           "--base-url", url, "--concurrency", "2", "--images-in-flight", "4"],
+                          stdout=write_end, stderr=subprocess.PIPE, env=env)
+    os.close(write_end)
+    try:
+        err = up.communicate(timeout=120)[1].decode()
+    finally:
+        up.kill()
+        down.kill()
+        watcher.join(timeout=30)
+    return up.returncode, [x for x in err.splitlines() if x.strip()]
+
+
+def test_a_dead_downstream_stops_annotate_at_once(tmp_path):
+    """`ureca annotate ... | true` made every request, wrote nothing anywhere and exited 0 with no word."""
+    trees = write_trees(tmp_path, n=12, mains=1, fanout=(2,))
+    with ScriptedServer(Scripted(), delay=0.2) as s:
+        code, err = _annotate_into(["true"], trees, s.url, wait_first=True)
+    assert code == 141 and s.count == 0, (code, s.count)
+    assert err == ["ureca annotate: error: stdout's reader is gone (did the next stage in the pipe stop?): stopped "
+                   "with 0 images written, 0 in flight lost"], err
+
+
+def test_a_downstream_that_exits_part_way_stops_annotate(tmp_path):
+    """A next stage that dies part way: annotate makes no more requests than were in flight when it died (at
+    most --concurrency), says how many images were written and lost, and exits 141."""
+    import sys
+    import time
+
+    trees = write_trees(tmp_path, n=12, mains=1, fanout=(2,))
+    total = sum(count_requests(plan_record(x, "x"))[0] for x in read(trees))
+    at_exit = []
+    with ScriptedServer(Scripted(), delay=0.2) as s:
+        reader = [sys.executable, "-c", "import sys; sys.stdin.buffer.readline()"]  # one image, then it exits
+        code, err = _annotate_into(reader, trees, s.url, on_exit=lambda: at_exit.append(s.count))
+        time.sleep(0.3)  # a request sent late would have arrived by now
+        final = s.count
+    assert code == 141, err
+    assert len(err) == 1 and err[0].startswith("ureca annotate: error: stdout's reader is gone (did the next stage "
+                                               "in the pipe stop?): stopped with "), err
+    assert final <= at_exit[0] + 2 < total, (final, at_exit, total)

@@ -86,3 +86,37 @@ def test_contour_baseline_through_tiny_internvl(cli, tmp_path):
     assert r.exit_code == 0, r.stderr
     out = [json.loads(x) for x in r.stdout.splitlines()]
     assert len(out) == 4 and all(o["caption"] and o["backend"] == "hf" for o in out)
+
+
+def test_caption_input_refuses_a_repeated_region_id(cli, tmp_path):
+    """A region id given twice in `caption --input` (a region record, and the image record that holds it too):
+    a resumed run wrote fewer lines than one without a stop. Refused at the second, naming the first."""
+    trees = write_trees(tmp_path, n=2, mains=1, fanout=(2,))
+    im0, im1 = [json.loads(x) for x in trees.read_text().splitlines()]
+    node = im1["nodes"][1]
+    region = {"id": f"im1/{node['id']}", "image_id": "im1", "image": im1["image"], "rle": node["rle"]}
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in (im0, region, im1)))
+    r, _, requests = _run(cli, tmp_path, "crop", path, args=("-o", tmp_path / "out.jsonl"))
+    assert r.exit_code == 2
+    lines = [x for x in r.stderr.splitlines() if "error" in x]
+    assert lines == [f"ureca caption: error: {path}:3: region id 'im1/{node['id']}' appears twice (first at "
+                     f"{path}:2); an input may hold each region id once, so that --resume can tell them apart"], r.stderr
+    assert len(requests) == len(im0["nodes"]) + 1  # the third line was refused before any request
+
+
+def test_caption_resume_after_a_torn_image_writes_each_region_once(cli, tmp_path):
+    """`caption --input` of image records killed in the middle of one image's region lines: --resume kept that
+    image's complete lines and wrote the image again, so its first regions came out twice."""
+    trees = write_trees(tmp_path, n=2, mains=1, fanout=(2,))
+    out = tmp_path / "out.jsonl"
+    r, _, _ = _run(cli, tmp_path, "crop", trees, args=("-o", out))
+    assert r.exit_code == 0, r.stderr
+    lines = out.read_bytes().splitlines(keepends=True)
+    ids = [json.loads(x)["id"] for x in lines]
+    assert len(ids) == 8 and ids[:4] == [f"im0/{i}" for i in (1, 2, 3, 4)]
+    out.write_bytes(b"".join(lines[:6]) + lines[6][:20])  # im1: two whole lines and a torn one
+    r, _, requests = _run(cli, tmp_path, "crop", trees, args=("-o", out, "--resume"))
+    assert r.exit_code == 0, r.stderr
+    assert [json.loads(x)["id"] for x in out.read_bytes().splitlines()] == ids
+    assert len(requests) == 4  # im1 again, whole; im0 not asked again

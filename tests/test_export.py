@@ -124,3 +124,35 @@ def test_tree_records_without_captions_are_refused(cli, tmp_path):
     # a record with nothing to caption (no main object) passes, as annotate passes it
     result = cli("refine", path, "--no-refine", "--on-error", "skip")
     assert result.exit_code == 0 and [json.loads(x)["image_id"] for x in result.stdout.splitlines()] == ["t2"]
+
+
+def _images(ids: list[str], node_ids: list, path) -> None:
+    rle = {"size": [4, 4], "counts": "04"}
+    recs = [{"image_id": im, "image": f"/data/{im}.jpg", "width": 4, "height": 4,
+             "nodes": [{"id": n, "rle": rle, "role": "main", "parent": None, "caption": f"{im} {n}"}
+                       for n in node_ids]} for im in ids]
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+
+@pytest.mark.parametrize("fmt", [["--flat"], ["--format", "internvl"]], ids=["flat", "internvl"])
+def test_resume_with_slashes_in_node_ids_neither_loses_nor_repeats(cli, tmp_path, fmt):
+    """`refine --flat` and `--format internvl` with --resume wrote an image's lines again when its node ids
+    held a '/' (the image key was read as the part of the region id before the last '/')."""
+    path = tmp_path / "refined.jsonl"
+    _images(["a", "b/c"], ["x/1", "x/2"], path)
+    whole, part = tmp_path / "whole.jsonl", tmp_path / "part.jsonl"
+    assert cli("refine", path, "--no-refine", *fmt, "-o", whole).exit_code == 0
+    lines = whole.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 4
+    for done in (2, 4):  # the first image written, then both
+        part.write_bytes(b"".join(lines[:done]))
+        r = cli("refine", path, "--no-refine", *fmt, "-o", part, "--resume")
+        assert r.exit_code == 0, r.stderr
+        assert part.read_bytes() == whole.read_bytes()
+        assert f"{done // 2} already done" in r.stderr
+
+
+def test_output_image_key_reads_the_image_of_a_line():
+    assert output_image_key({"id": "a/b/x/1", "image_id": "a/b", "rle": {}}) == "a/b"
+    assert output_image_key({"id": "a/b/x/1", "image": "b", "mask_id": "x/1", "conversations": []}) == "a/b"
+    assert output_image_key({"image_id": "a/b", "nodes": []}) == "a/b"

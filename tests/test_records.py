@@ -107,3 +107,28 @@ def test_flat_region_records_carry_how_they_were_made(cli, tmp_path):
     assert result.exit_code == 0, result.stderr
     (line,) = [json.loads(x) for x in out.read_text().splitlines()]
     assert {k: line[k] for k in blocks} == blocks and line["id"] == "a/1"
+
+
+# ----------------------------------------------------------------------------------------- node ids
+def test_node_ids_that_give_one_region_id_are_refused():
+    """Node ids 1 and "1" (or 1 twice) both became the region `<image_id>/1`: refused, naming both nodes."""
+    rle = {"size": [2, 2], "counts": "04"}
+    image = {"image_id": "900000", "image": "a.jpg", "width": 2, "height": 2}
+    for ids in ([1, "1"], [1, 1], ["a/b", "a/b"]):
+        nodes = [{"id": 7, "rle": rle}] + [{"id": i, "rle": rle} for i in ids]
+        with pytest.raises(InputError, match=rf"^f.jsonl:2: nodes\[2\]: id {ids[1]!r} gives the region id "
+                                             rf"'900000/{ids[1]}' of nodes\[1\] \(id {ids[0]!r}\)"):
+            R.check_image_record({**image, "nodes": nodes}, "f.jsonl:2")
+    R.check_image_record({**image, "nodes": [{"id": 1, "rle": rle}, {"id": "01", "rle": rle}]}, "x")
+
+
+def test_refine_flat_refuses_node_ids_that_give_one_region_id(cli, tmp_path):
+    """`refine --flat` wrote two records with id 900000/1 for node ids 1 and "1"."""
+    rle = {"size": [2, 2], "counts": "04"}
+    nodes = [{"id": 1, "parent": None, "role": "main", "rle": rle, "caption": "a cup"},
+             {"id": "1", "parent": None, "role": "main", "rle": rle, "caption": "a mug"}]
+    path = tmp_path / "refined.jsonl"
+    path.write_text(json.dumps({"image_id": "900000", "image": "a.jpg", "width": 2, "height": 2, "nodes": nodes})
+                    + "\n")
+    _one_line(cli("refine", path, "--no-refine", "--flat"), "refine", "refined.jsonl:1",
+              "nodes[1]: id '1' gives the region id '900000/1' of nodes[0] (id 1)")

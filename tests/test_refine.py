@@ -181,7 +181,8 @@ def test_judge_answer_neither_true_nor_false_fails(cli, records, tmp_path, answe
         assert "Traceback" not in r.stderr
         r = _run(cli, records, "--backend", "openai", "--base-url", server.url, "--no-refine", "--verify",
                  "--on-error", "skip", "--failed", tmp_path / "failed.jsonl", "-o", out)
-    assert r.exit_code == 0 and "2 failed and skipped" in r.stderr
+    assert r.exit_code == 2 and "0 images written, 2 failed and skipped" in r.stderr  # nothing succeeded
+    assert r.stderr.strip().endswith(": every image failed")
     assert len((tmp_path / "failed.jsonl").read_text().splitlines()) == 2
 
 

@@ -247,6 +247,27 @@ def test_abortable_map_clears_then_sets_its_event():
     assert abort.is_set()
 
 
+def test_abortable_map_aborts_before_it_waits_for_running_items():
+    """Stopped early, the map set its event only after it had waited for the items still running, so their
+    requests all ran (a dead downstream or --on-error stop still sent every request of the images in flight)."""
+    import threading
+
+    from ureca_cli.stream import abortable_map
+
+    abort = threading.Event()
+    saw = []
+
+    def work(x):
+        if x:
+            saw.append(abort.wait(10))  # a running item's next request: given up once the run stops
+        return x
+
+    gen = abortable_map(work, range(3), jobs=3, abort=abort)
+    assert next(gen)[0] == 0
+    gen.close()
+    assert saw == [True, True]
+
+
 def test_closed_stderr_still_writes_the_data(tmp_path):
     """`ureca tree x 2>&-` failed with exit 1 and wrote nothing (the reporter needed a stderr)."""
     import os
@@ -275,3 +296,215 @@ def test_shard_key_keeps_an_image_on_one_shard(tmp_path):
                   shard_key=lambda r: r["image_id"])
         seen.append([orjson.loads(x)["image_id"] for x in out.read_bytes().splitlines()])
     assert seen == [["a", "a", "c", "a"], ["b", "b", "b"]]
+
+
+# ------------------------------------------------------------------------------ nothing lost (issue 11)
+def _ureca(*args, **kw):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "ureca_cli", *map(str, args)], capture_output=True, timeout=120,
+                          **kw)
+
+
+def _err_lines(text: str | bytes) -> list[str]:
+    text = text.decode() if isinstance(text, bytes) else text
+    return [x for x in text.splitlines() if x.strip()]
+
+
+def test_repeated_keys_are_refused_naming_both_lines(tmp_path):
+    """An input that repeats a resume key (an image_id) resumed to fewer lines than a run without a stop."""
+    values = [{"image_id": im, "v": i} for i, im in enumerate("abca")]
+    items = [Item(v, f"in:{i + 1}", orjson.dumps(v)) for i, v in enumerate(values)]
+    out = tmp_path / "o.jsonl"
+    cfg = StreamConfig(output=out)
+    with pytest.raises(StopRun, match=r"^in:4: image_id 'a' appears twice \(first at in:1\)"):
+        run_stage("t", items, lambda r: r, cfg, input_key=lambda r: r["image_id"], key_name="image_id")
+    assert [orjson.loads(x)["v"] for x in out.read_bytes().splitlines()] == [0, 1, 2]
+    # resumed after "a": the same refusal, and the lines an uninterrupted run wrote
+    out.write_bytes(out.read_bytes().splitlines(keepends=True)[0])
+    with pytest.raises(StopRun, match=r"^in:4: image_id 'a' appears twice \(first at in:1\)"):
+        run_stage("t", items, lambda r: r, StreamConfig(output=out, resume=True), input_key=lambda r: r["image_id"],
+                  output_key=lambda r: r["image_id"], key_name="image_id")
+    assert [orjson.loads(x)["v"] for x in out.read_bytes().splitlines()] == [0, 1, 2]
+    s = run_stage("t", items, lambda r: r, StreamConfig(output=out, on_error="skip"),
+                  input_key=lambda r: r["image_id"], key_name="image_id")
+    assert (s.written_items, s.failed) == (3, 1)
+
+
+def test_refine_refuses_a_repeated_image_id(cli, tmp_path):
+    rec = {"image_id": "a", "image": "a.jpg", "width": 4, "height": 4, "nodes": []}
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(orjson.dumps({**rec, "image_id": i}).decode() + "\n" for i in "aba"))
+    res = cli("refine", path, "--no-refine", "-o", tmp_path / "o.jsonl")
+    assert res.exit_code == 2
+    assert _err_lines(res.stderr) == [f"ureca refine: error: {path}:3: image_id 'a' appears twice (first at {path}:1); "
+                                      "an input may hold each image_id once, so that --resume can tell them apart"]
+
+
+@pytest.mark.parametrize("line", [b"[1, 2]", b'"text"', b"3", b"null"])
+def test_resume_over_a_line_that_is_not_an_object(cli, tmp_path, line):
+    """--resume over an output file holding a JSON line that is not an object: `unexpected AttributeError`."""
+    from tests.tree_fixtures import rect, write_sa1b
+
+    sa = write_sa1b(tmp_path, "sa_1", [rect(8, 8, 0, 4, 0, 4)])
+    rec = {"image_id": "a", "image": "a.jpg", "width": 4, "height": 4, "nodes": []}
+    records = tmp_path / "in.jsonl"
+    records.write_text(orjson.dumps(rec).decode() + "\n")
+    out = tmp_path / "out.jsonl"
+    for args in (["tree", sa], ["refine", records, "--no-refine"], ["refine", records, "--no-refine", "--flat"],
+                 ["annotate", records, "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1"],
+                 ["caption", "--input", records, "--region-prompt", "contour", "--backend", "openai", "--base-url",
+                  "http://127.0.0.1:9/v1", "--model", "m"]):
+        out.write_bytes(orjson.dumps(rec) + b"\n" + line + b"\n")
+        res = cli(*args, "-o", out, "--resume")
+        assert res.exit_code == 2, (args, res.stderr)
+        assert _err_lines(res.stderr) == [f"ureca {args[0]}: error: {out}:2: --resume found a line that is not a "
+                                          f"JSON object; -o names another file than this stage's output?"], args
+
+
+def test_a_full_disk_names_the_output_file(tmp_path):
+    from tests.tree_fixtures import rect, write_sa1b
+
+    sa = write_sa1b(tmp_path, "sa_1", [rect(8, 8, 0, 4, 0, 4)])
+    res = _ureca("tree", sa, "-o", "/dev/full")
+    assert res.returncode == 2
+    assert _err_lines(res.stderr) == ["ureca tree: error: -o /dev/full: cannot write (No space left on device)"]
+    res = _ureca("tree", tmp_path / "nope.json", sa, "--on-error", "skip", "--failed", "/dev/full")
+    assert res.returncode == 2
+    assert _err_lines(res.stderr)[-1] == "ureca tree: error: --failed /dev/full: cannot write (No space left on " \
+                                         "device)"
+
+
+def _flat_input(tmp_path, images: int = 3, nodes: int = 4):
+    rle = {"size": [4, 4], "counts": "04"}
+    recs = [{"image_id": f"im{i}", "image": "a.jpg", "width": 4, "height": 4,
+             "nodes": [{"id": k, "rle": rle, "role": "main", "parent": None, "caption": f"region {k} of {i} " * 20}
+                       for k in range(nodes)]} for i in range(images)]
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(orjson.dumps(r).decode() + "\n" for r in recs))
+    return path
+
+
+def test_a_short_write_keeps_whole_images_and_resume_finishes(tmp_path):
+    """Past a file-size limit part of one image's region lines stayed on disk (the write was short, and the rest
+    then failed with EFBIG), and --resume took the image as done: its other lines were lost."""
+    import os
+    import resource
+
+    path = _flat_input(tmp_path)
+    whole = tmp_path / "whole.jsonl"
+    assert _ureca("refine", path, "--no-refine", "--flat", "-o", whole).returncode == 0
+    lines = whole.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 12
+    first = len(b"".join(lines[:4]))  # the first image's four lines
+    for limit in (first + len(lines[4]), first + len(lines[4]) + 7):  # on a line boundary, and inside a line
+        out = tmp_path / "out.jsonl"
+        out.unlink(missing_ok=True)
+
+        def cap(limit=limit):
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+        res = _ureca("refine", path, "--no-refine", "--flat", "-o", out, preexec_fn=cap,
+                     env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+        assert res.returncode == 2
+        assert _err_lines(res.stderr) == [f"ureca refine: error: -o {out}: cannot write (File too large); it keeps "
+                                          f"the 1 image written whole: run again with --resume to go on"]
+        assert out.read_bytes() == b"".join(lines[:4])  # image 0 whole, nothing of image 1
+        res = _ureca("refine", path, "--no-refine", "--flat", "-o", out, "--resume")
+        assert res.returncode == 0, res.stderr
+        assert out.read_bytes() == whole.read_bytes()
+
+
+def test_resume_after_a_torn_write_redoes_the_whole_image(tmp_path):
+    """A run killed in the middle of writing one image's region lines: --resume drops that image's lines, not
+    only the torn last one, and writes it again whole."""
+    path = _flat_input(tmp_path)
+    whole = tmp_path / "whole.jsonl"
+    assert _ureca("refine", path, "--no-refine", "--flat", "-o", whole).returncode == 0
+    data = whole.read_bytes()
+    lines = data.splitlines(keepends=True)
+    out = tmp_path / "out.jsonl"
+    # cut inside image 1's third line: image 1 goes; cut inside its first line: image 0, whole, goes with it
+    # (the torn bytes cannot say which image they began), and is written again
+    for cut, rewritten in ((len(b"".join(lines[:6])) + 5, 2), (len(b"".join(lines[:4])) + 5, 3)):
+        out.write_bytes(data[:cut])
+        res = _ureca("refine", path, "--no-refine", "--flat", "-o", out, "--resume")
+        assert res.returncode == 0, res.stderr
+        assert out.read_bytes() == data
+        assert f"refine: {rewritten} images written ({rewritten * 4} records)".encode() in res.stderr
+
+
+def test_skip_exits_non_zero_when_nothing_succeeded(cli, tmp_path):
+    """`--on-error skip` exited 0 when every image failed."""
+    res = cli("tree", tmp_path / "nope1.json", tmp_path / "nope2.json", "--on-error", "skip")
+    assert res.exit_code == 2
+    assert _err_lines(res.stderr)[-1].startswith("ureca tree: 0 images written, 2 failed and skipped in ")
+    assert _err_lines(res.stderr)[-1].endswith(": every image failed")
+
+
+def test_summary_counts_in_words(tmp_path, capsys):
+    one = [Item({"image_id": "a", "v": 1}, "in:1", b"{}")]
+    run_stage("t", one, lambda r: [r] * 11, StreamConfig(output=tmp_path / "a.jsonl"), unit="inputs")
+    run_stage("t", one, lambda r: r, StreamConfig(output=tmp_path / "b.jsonl"))
+    run_stage("t", _items(2), lambda r: [r], StreamConfig(output=tmp_path / "c.jsonl"))
+    err = [x.split(" in ")[0] for x in _err_lines(capsys.readouterr().err)]
+    assert err == ["ureca t: 1 input written (11 records)", "ureca t: 1 image written", "ureca t: 2 images written"]
+
+
+def test_interrupt_counts_what_the_file_holds(tmp_path, monkeypatch, capsys):
+    """A Ctrl-C that lands just after an image's write counted one image fewer than the file held."""
+    import os
+    import signal
+    import threading
+
+    from ureca_cli import output as O
+
+    real = O._open_for_append
+
+    class Interrupting:
+        def __init__(self, fh):
+            self.fh, self.n = fh, 0
+
+        def write(self, data):
+            n = self.fh.write(data)
+            self.n += 1
+            if self.n == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+            return n
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+    monkeypatch.setattr(O, "_open_for_append", lambda *a, **k: Interrupting(real(*a, **k)))
+    out = tmp_path / "o.jsonl"
+    idle = threading.Event()  # a second thread, as every real run has: the kernel may hand it the signal
+    other = threading.Thread(target=idle.wait, daemon=True)
+    other.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_stage("t", _items(8), lambda r: {"image_id": r["image_id"]}, StreamConfig(output=out))
+    finally:
+        idle.set()
+    held = len(out.read_bytes().splitlines())
+    assert held == 3
+    assert f"interrupted after {held} images written" in capsys.readouterr().err
+
+
+def test_a_dead_downstream_stops_tree_with_one_line(tmp_path):
+    """`ureca tree d/ | true`: the reader of stdout is gone; one line, exit 141, no traceback."""
+    import subprocess
+    import sys
+
+    from tests.tree_fixtures import rect, write_sa1b
+
+    for k in range(4):
+        write_sa1b(tmp_path / "d", f"sa_{k}", [rect(8, 8, 0, 4, 0, 4)])
+    down = subprocess.Popen(["true"], stdin=subprocess.PIPE)
+    down.wait()
+    res = subprocess.run([sys.executable, "-m", "ureca_cli", "tree", tmp_path / "d"], stdout=down.stdin,
+                         stderr=subprocess.PIPE, timeout=60)
+    down.stdin.close()
+    assert res.returncode == 141
+    assert _err_lines(res.stderr) == ["ureca tree: error: stdout's reader is gone (did the next stage in the pipe "
+                                      "stop?): stopped with 0 images written, 0 in flight lost"], res.stderr

@@ -365,3 +365,67 @@ def test_config_checks(syn, tmp_path, cli, monkeypatch):
     assert not (tmp_path / "out").exists()
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert T._weights_dtype(_cfg(tmp_path)) == "float32"
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_out_that_another_run_or_model_owns_is_refused(syn, tmp_path, cli):
+    """`train --out` pointed at a URECA checkpoint without train_config.json, or at a Hugging Face model folder,
+    replaced its ureca.json, safetensors and tokenizer.json. Refused, with or without --resume; nothing written."""
+    ckpt = tmp_path / "ckpt"  # as `ureca convert` or the released model leaves it: no train_config.json
+    ckpt.mkdir()
+    for name in ("ureca.json", "mask_encoder.safetensors", "tokenizer.json"):
+        (ckpt / name).write_text(f"keep {name}")
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        (hf / name).write_text(f"keep {name}")
+    for folder, why in ((ckpt, "holds a URECA checkpoint that no ureca train run left here (no train_config.json)"),
+                        (hf, "is not empty and holds no ureca train run (config.json, model.safetensors, "
+                             "tokenizer.json)")):
+        before = _files(folder)
+        for stage in ("1", "both"):
+            for resume in ([], ["--resume"]):
+                _one_error_line(cli("train", syn["train"], "--out", folder, "--stage", stage, *TINY, *resume,
+                                    "--no-validate"), f"--out {folder}: {why}", "choose a new or empty folder")
+        assert _files(folder) == before
+
+
+def test_resume_with_nothing_to_resume_is_refused(syn, tmp_path, cli):
+    """`train --resume` where OUT holds no checkpoint started a fresh run without a word."""
+    for out in (tmp_path / "none", tmp_path / "empty", tmp_path / "nostep"):
+        if out.name != "none":
+            out.mkdir()
+        if out.name == "nostep":  # an interrupted `--stage both` that saved no step yet
+            (out / "stage1" / "checkpoint-2").mkdir(parents=True)
+        for stage in ("1", "both"):
+            _one_error_line(cli("train", syn["train"], "--out", out, "--stage", stage, *TINY, "--resume",
+                                "--no-validate"),
+                            f"--resume: {out} holds no checkpoint to go on from",
+                            "a fresh run is the same command without --resume")
+    assert not (tmp_path / "none").exists() and not any((tmp_path / "empty").iterdir())
+
+
+def test_out_states(tmp_path):
+    """Which folders a run may write into: new or empty ones, its own interrupted one (with --resume), and
+    its finished one (with --resume: nothing to do)."""
+    from ureca_cli.train.trainer import _check_out
+
+    root = tmp_path
+    assert _check_out(root / "new", False, "x") == "new"
+    (root / "empty").mkdir()
+    (root / "empty" / ".nfs0001").write_text("")  # hidden files do not count
+    assert _check_out(root / "empty", False, "x") == "new"
+    run = root / "run"
+    (run / "checkpoint-4").mkdir(parents=True)
+    (run / "checkpoint-4" / "trainer_state.json").write_text("{}")
+    (run / "checkpoint-4" / "trainable.safetensors").write_text("")
+    assert _check_out(run, True, "x") == "resume"
+    both = root / "both"
+    (both / "stage1" / "checkpoint-2").mkdir(parents=True)  # --stage both, stopped in stage 1: OUT is its run
+    assert _check_out(both, True, "x") == "new"
+    (run / "ureca.json").write_text("{}")
+    (run / "train_config.json").write_text("{}")
+    assert _check_out(run, True, "x") == "done"

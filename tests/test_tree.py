@@ -228,6 +228,66 @@ def test_cli_inputs_paths_dirs_globs_stdin_and_sam_output(cli, tmp_path):
     assert res.exit_code == 0 and orjson.loads(res.stdout)["image"] == str(d / "sa_1.png")
 
 
+def _tree_ids(*args, cwd: Path | None = None) -> tuple[list[str], list[str]]:
+    """Image ids and sources of `ureca tree ARGS`, run in a subprocess (a glob that never ends fails the test
+    instead of hanging it)."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "ureca_cli", "tree", *map(str, args)], capture_output=True,
+                         timeout=120, cwd=cwd)
+    assert res.returncode == 0, res.stderr.decode()
+    recs = [orjson.loads(line) for line in res.stdout.splitlines()]
+    return [r["image_id"] for r in recs], [r["source"] for r in recs]
+
+
+def test_each_file_once_through_symlink_loops_folders_and_repeats(tmp_path):
+    """`tree 'd/**/*.json'` over a symlink loop never ended, and with one loop level wrote 41 copies of one
+    image; a folder or a file named twice was read twice."""
+    d = tmp_path / "d"
+    a = blob_file(d, "sa_a", objects=1, seed=1, image_id="a")
+    b = blob_file(d / "sub", "sa_b", objects=1, seed=2, image_id="b")
+    (d / "loop").symlink_to(d)  # one level: d/loop/loop/... is d
+    (d / "sub" / "up").symlink_to(tmp_path)  # a longer loop, through the folder above d
+    (tmp_path / "same").symlink_to(d)
+    ids, sources = _tree_ids(d / "**" / "*.json")
+    assert ids == ["a", "b"] and sources == [str(a), str(b)]
+    assert _tree_ids("d/**/*.json", cwd=tmp_path)[0] == ["a", "b"]
+    assert _tree_ids(d, d, d / "loop", tmp_path / "same")[0] == ["a"]
+    assert _tree_ids(a, b, a, d / "loop" / "sa_a.json", str(d / "*.json"))[0] == ["a", "b"]
+    # where the inputs name a file twice, the first place it is named is the one the record keeps
+    assert _tree_ids(tmp_path / "same" / "sa_a.json", a)[1] == [str(tmp_path / "same" / "sa_a.json")]
+
+
+def test_recursive_glob_matches_glob_where_there_is_no_loop(tmp_path, monkeypatch):
+    import glob
+
+    from ureca_cli.curate.tree_inputs import recursive_glob
+
+    for rel in ("a.json", "x/b.json", "x/y/c.json", "x/y/c.txt", ".h/d.json", "x/.e.json", "z.json/f.json"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("{}")
+    (tmp_path / "x" / "link").symlink_to(tmp_path / "x" / "y")  # followed, as glob follows it
+    monkeypatch.chdir(tmp_path)
+    for pattern in ("**/*.json", "x/**/*.json", "**", "x/**/*", "**/y/*", "**/.e.json", ".*/**/*.json", "x/**/c.*",
+                    str(tmp_path / "**" / "*.json")):
+        assert recursive_glob(pattern) == sorted(glob.glob(pattern, recursive=True)), pattern
+
+
+def test_repeated_inputs_resume_to_what_an_uninterrupted_run_writes(cli, tmp_path):
+    """`ureca tree A B A -o out --resume` after A was written wrote fewer lines than a run without a stop."""
+    d = tmp_path / "d"
+    a = blob_file(d, "sa_a", objects=1, seed=1, image_id="a")
+    b = blob_file(d, "sa_b", objects=1, seed=2, image_id="b")
+    whole, part = tmp_path / "whole.jsonl", tmp_path / "part.jsonl"
+    assert cli("tree", a, b, a, "-o", whole).exit_code == 0
+    part.write_bytes(whole.read_bytes().splitlines(keepends=True)[0])
+    res = cli("tree", a, b, a, "-o", part, "--resume")
+    assert res.exit_code == 0, res.stderr
+    assert part.read_bytes() == whole.read_bytes()
+    assert [orjson.loads(x)["image_id"] for x in whole.read_bytes().splitlines()] == ["a", "b"]
+
+
 def test_shards_split_the_inputs(cli, tmp_path):
     d = tmp_path / "sa"
     for k in range(5):

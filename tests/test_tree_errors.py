@@ -131,3 +131,17 @@ def test_render_and_images_must_be_folders(cli, tmp_path):
         "exists and is not a folder"
     res = cli("tree", tmp_path / "x.json", "--images", tmp_path / "nowhere")
     assert res.exit_code == 2 and "--images" in res.stderr and "not a folder" in res.stderr
+
+
+def test_annotation_ids_that_give_one_region_id_are_refused(cli, tmp_path):
+    """Annotation ids 1 and "1" in one SA-1B file became two records with id 900000/1 after tree, annotate and
+    refine --flat: tree, the first stage that sees them, refuses the file."""
+    from tests.tree_fixtures import rect, write_sa1b
+
+    masks = [rect(40, 40, 0, 30, 0, 30), rect(40, 40, 0, 10, 0, 10)]
+    path = write_sa1b(tmp_path, "sa_900000", masks, ids=[1, "1"], image_id=900000)
+    res = cli("tree", path)
+    assert res.exit_code == 2 and res.stdout == ""
+    lines = _lines(res.stderr)
+    assert lines == [f"ureca tree: error: {path}: annotations[1]: id '1' is also the id of annotations[0] (1); "
+                     "region ids (<image_id>/<id>) must differ"], lines

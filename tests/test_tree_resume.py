@@ -13,6 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from tests.procs import workers_gone_after_kill
 from tests.tree_fixtures import blob_file
 
 N_IMAGES = 80
@@ -91,3 +92,11 @@ def test_interrupted_then_resumed_equals_uninterrupted(dataset, reference, tmp_p
     assert res.returncode == 0, res.stderr
     assert "already done (--resume)" in res.stderr
     assert _lines(out) == reference
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "kill"])
+def test_workers_exit_when_the_run_is_killed(dataset, tmp_path, sig):
+    """`kill -9` (or plain `kill`) of `ureca tree -j 2` left its two workers alive under init."""
+    out = tmp_path / "out.jsonl"
+    args = _ureca(str(dataset), "-o", str(out), "--jobs", "2", "--render", str(tmp_path / "png"))
+    workers_gone_after_kill(args, sig, lambda: len(_lines(out)) >= 1)

@@ -153,7 +153,21 @@ def check_image_record(rec: Any, where: str, *, need_nodes: bool = True) -> dict
         if ID not in node:
             raise InputError(f"nodes[{i}] has no '{ID}'", source=where)
         check_rle(node.get(RLE), f"{where} nodes[{i}]")
+    check_node_ids(rec, where)
     return rec
+
+
+def check_node_ids(rec: dict, where: str) -> None:
+    """Refuse two nodes of an image record whose ids give one region id (``1`` and ``"1"``, or an id twice):
+    their region records could not be told apart, nor matched with references, nor resumed."""
+    seen: dict[str, int] = {}
+    nodes = rec[NODES]
+    for i, node in enumerate(nodes):
+        first = seen.setdefault(str(node[ID]), i)
+        if first != i:
+            raise InputError(f"nodes[{i}]: id {node[ID]!r} gives the region id "
+                             f"{region_id(rec[IMAGE_ID], node[ID])!r} of nodes[{first}] (id {nodes[first][ID]!r})",
+                             source=where)
 
 
 def is_image_record(obj: Any) -> bool:

@@ -3,20 +3,26 @@
 Every stage is "records in, records out". A stage hands ``run_stage`` its input items and a function that
 turns one item (one image) into output records; this module does the rest the same way for every stage:
 
-- output is one JSON object per line (orjson), flushed per line, to stdout or ``-o FILE``; an interrupted
-  run leaves only whole lines (each line is one ``write`` of its bytes, and ``--resume`` drops a torn tail);
-- results come out in input order, also when ``jobs > 1`` runs the work in processes or threads;
+- output is one JSON object per line (orjson), flushed per item, to stdout or ``-o FILE``; an item's lines
+  are all there or none (``output.JsonlWriter``: one ``write`` of their bytes, a short write finished or cut
+  back, a full disk one error naming the file), so an interrupted run leaves only whole images;
+- results come out in input order, also when ``jobs > 1`` runs the work in processes or threads (processes
+  that exit when the run dies: ``workers.py``);
 - ``--on-error stop`` (default) stops at the first bad item with exit status 2; ``skip`` reports it, goes
-  on and counts it; ``--failed FILE`` receives the input line of every failed item, to be run again;
-- ``--resume`` reads the output file, keeps its whole lines and skips the items already there;
+  on and counts it, and exits 2 when nothing succeeded; ``--failed FILE`` receives the input line of every
+  failed item, to be run again;
+- ``--resume`` reads the output file, keeps its whole images and skips the items already there; an input
+  that names an image (its resume key) twice is refused at the second line, since resuming could not tell
+  the two apart;
 - ``--shard I/N`` keeps items ``I, I+N, I+2N, ...`` (0-based), so N machines split a dataset;
+- when stdout is a pipe whose reader went away (the next stage stopped), no further item starts: one line
+  says how many were written and lost, exit status 141 (``ReaderGone``);
 - progress is drawn on stderr only where it cannot garble a pipe of stages (see ``want_progress``).
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import stat
 import sys
 import time
@@ -30,6 +36,10 @@ from typing import Any, Literal
 import orjson
 
 from .errors import InputError, UrecaError
+from .output import JsonlWriter, LineSink, ReaderWatch, counted, silence_stdout
+from .output import dumps as dumps  # noqa: PLC0414 - the stages' one JSONL line, as before output.py
+from .output import stdout_binary as stdout_binary  # noqa: PLC0414
+from .workers import worker_init
 
 OnError = Literal["stop", "skip"]
 
@@ -132,13 +142,6 @@ def stdin_binary(terminal_ok: bool = True) -> Any:
     return sys.stdin.buffer
 
 
-def stdout_binary(hint: str = "give -o FILE") -> Any:
-    """``sys.stdout.buffer``, or one clear error when the process was started with stdout closed."""
-    if sys.stdout is None or getattr(sys.stdout, "buffer", None) is None:
-        raise UrecaError(f"stdout is closed: {hint}")
-    return sys.stdout.buffer
-
-
 def open_binary(path: str | Path, expected: str = "a JSONL file") -> Any:
     """A binary file object for ``path``; ``-`` is stdin. Errors name the file and say ``expected``."""
     if str(path) == "-":
@@ -203,98 +206,6 @@ def read_json_file(path: str | Path) -> Any:
         return orjson.loads(data)
     except orjson.JSONDecodeError as e:
         raise InputError(f"not valid JSON ({e})", source=str(p)) from None
-
-
-def dumps(obj: Any) -> bytes:
-    """One JSONL line (with its newline) for ``obj``; numpy values are written as JSON numbers."""
-    return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
-
-
-# ---------------------------------------------------------------------------------------------- output
-class JsonlWriter:
-    """Writes records one whole line at a time, to stdout or a file, flushing each line.
-
-    The file is opened on the first write, so a run that fails before producing anything leaves an existing
-    file alone. With ``resume=True`` the file is kept: a torn last line (an interrupted write) is cut off and
-    ``done`` holds the keys of the records already there.
-    """
-
-    def __init__(self, path: Path | None, *, resume: bool = False, key: Callable[[dict], Any] | None = None):
-        self.path = Path(path) if path is not None else None
-        self.resume = resume
-        self.done: set = set()
-        self.count = 0
-        self._fh: Any = None
-        if resume and self.path is not None and self.path.exists():
-            self._load_done(key)
-
-    def _load_done(self, key: Callable[[dict], Any] | None) -> None:
-        assert self.path is not None
-        data = self.path.read_bytes()
-        end = data.rfind(b"\n") + 1
-        if end < len(data):  # a torn line from an interrupted run: drop it
-            with self.path.open("r+b") as fh:
-                fh.truncate(end)
-        for item in jsonl_items(data[:end].splitlines(), str(self.path)):
-            if item.error is not None:
-                raise UrecaError(f"{item.where}: --resume found a line that is not JSON")
-            if key is not None:
-                self.done.add(key(item.value))
-
-    def _open(self) -> Any:
-        if self.path is None:
-            return stdout_binary()
-        return _open_for_append(self.path, "-o", truncate=not self.resume)
-
-    def write(self, rec: Any) -> None:
-        self.write_many([rec])
-
-    def write_many(self, recs: list[Any]) -> None:
-        """Write several records (one item's, such as an image's region lines) in one ``write``, so that an
-        interrupted run never leaves part of an item behind for ``--resume`` to take as done."""
-        if not recs:
-            return
-        if self._fh is None:
-            self._fh = self._open()
-        self._fh.write(b"".join(dumps(r) for r in recs))
-        if self.path is None:
-            self._fh.flush()
-        self.count += len(recs)
-
-    def close(self) -> None:
-        if self._fh is not None and self.path is not None:
-            self._fh.close()
-        self._fh = None
-
-
-def _open_for_append(path: Path, flag: str, *, truncate: bool = False) -> Any:
-    """``path`` opened unbuffered (each line is one write(2) of its bytes), its folder made when missing;
-    an OS error is one line naming ``flag`` and the file."""
-    try:
-        if path.parent and not path.parent.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-        return path.open("wb" if truncate else "ab", buffering=0)
-    except OSError as e:
-        raise UrecaError(f"{flag} {path}: cannot write ({e.strerror or e})") from None
-
-
-class LineSink:
-    """Appends raw lines (such as failed inputs) to a file opened on first use."""
-
-    def __init__(self, path: Path | None):
-        self.path = path
-        self._fh: Any = None
-
-    def add(self, raw: bytes) -> None:
-        if self.path is None:
-            return
-        if self._fh is None:
-            self._fh = _open_for_append(Path(self.path), "--failed")
-        self._fh.write(raw.rstrip(b"\n") + b"\n")
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
 
 
 # -------------------------------------------------------------------------------------------- progress
@@ -386,10 +297,6 @@ class Reporter:
 Outcome = tuple[bool, Any]  # (True, result) or (False, error message)
 
 
-def _ignore_sigint() -> None:  # worker processes leave Ctrl-C to the parent
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def call_safely(fn: Callable[[Any], Any], arg: Any) -> Outcome:
     """Run ``fn(arg)``; an exception becomes ``(False, one-line message)`` instead of crossing a process."""
     try:
@@ -413,11 +320,14 @@ def ordered_map(
     jobs: int = 1,
     kind: Literal["process", "thread"] = "process",
     window: int | None = None,
+    on_exit: Callable[[], None] | None = None,
 ) -> Iterator[tuple[Any, Outcome]]:
     """Yield ``(arg, outcome)`` in the order of ``args``, running up to ``jobs`` calls at once.
 
     At most ``window`` (default ``4 * jobs``) calls are queued ahead of the one being yielded, so memory
-    stays bounded on long streams. ``kind="process"`` needs ``fn`` and ``args`` to pickle.
+    stays bounded on long streams. ``kind="process"`` needs ``fn`` and ``args`` to pickle; its worker processes
+    leave Ctrl-C to this one and exit when it dies (``workers.worker_init``). ``on_exit`` is called as the map
+    ends, early or not, before it waits for the calls still running (so it can tell them to give up).
     """
     if jobs <= 1:
         for arg in args:
@@ -432,7 +342,7 @@ def ordered_map(
             pickle.dumps(fn)
         except Exception as e:  # noqa: BLE001
             raise TypeError(f"ordered_map(kind='process') needs a picklable function, got {fn!r} ({e})") from None
-        pool = ProcessPoolExecutor(jobs, initializer=_ignore_sigint)
+        pool = ProcessPoolExecutor(jobs, initializer=worker_init, initargs=(os.getpid(),))
     else:
         pool = ThreadPoolExecutor(jobs)
     pending: deque = deque()
@@ -446,6 +356,8 @@ def ordered_map(
             a, fut = pending.popleft()
             yield a, fut.result()
     finally:
+        if on_exit is not None:
+            on_exit()
         for _, fut in pending:
             fut.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
@@ -454,11 +366,11 @@ def ordered_map(
 def abortable_map(fn: Callable[[Any], Any], items: Iterable[Any], *, jobs: int,
                   abort: Any) -> Iterator[tuple[Any, Outcome]]:
     """``ordered_map`` over ``jobs`` threads for stages whose items share a pool of requests: ``abort`` (a
-    ``threading.Event``) is cleared as the run starts and set when it ends, early or not, so that requests
-    still queued for items that will never be written give up."""
+    ``threading.Event``) is cleared as the run starts and set when it ends, early or not (before the items
+    still running are waited for), so that requests queued for items that will never be written give up."""
     abort.clear()
     try:
-        yield from ordered_map(fn, items, jobs=jobs, kind="thread")
+        yield from ordered_map(fn, items, jobs=jobs, kind="thread", on_exit=abort.set)
     finally:
         abort.set()
 
@@ -487,7 +399,22 @@ class _RunOne:
 
 
 class StopRun(UrecaError):
-    """Raised when ``--on-error stop`` meets a failed item; the message was already printed."""
+    """Raised when ``--on-error stop`` meets a failed item (or nothing succeeded under ``skip``); the message
+    was already printed."""
+
+
+class ReaderGone(StopRun):
+    """Raised when the reader of stdout went away (the next stage in a pipe stopped); the message was already
+    printed. Exit status 141, as a process killed by SIGPIPE shows in a shell."""
+
+    exit_code = 141
+
+
+def _key_or_none(key: Callable[[Any], Any], value: Any) -> Any:
+    try:
+        return key(value)
+    except Exception:  # noqa: BLE001 - an unkeyable item is processed, and fails there
+        return None
 
 
 def run_stage(
@@ -503,21 +430,35 @@ def run_stage(
     mapper: Callable[[Callable[[Any], Any], Iterable[Any]], Iterator[tuple[Any, Outcome]]] | None = None,
     unit: str = "images",
     shard_key: Callable[[Any], Any] | None = None,
+    key_name: str = "key",
+    unique_keys: Callable[[Any], Iterable[Any]] | None = None,
+    group_key: Callable[[dict], Any] | None = None,
+    watch: ReaderWatch | None = None,
 ) -> Summary:
     """Run ``work`` over ``items`` under the stream contract and write its records.
 
     ``work(value)`` returns one record (a dict) or a list of records for one item; it raises ``UrecaError``
     (``InputError`` for bad input) to fail that item. ``input_key(value)`` and ``output_key(record)`` give
-    the key ``--resume`` matches on (an image id, or the source file for ``tree``). ``mapper``, when given,
-    replaces the built-in process/thread pool (it must yield in input order, as ``ordered_map`` does).
-    ``shard_key(value)``, when given, names the image an item belongs to, so that ``--shard`` splits by image
-    (the order in which images first appear) rather than by item: all regions of one image land on one shard.
+    the key ``--resume`` matches on (an image id, or the source file for ``tree``); an item whose key
+    (``key_name`` in messages) an earlier item had fails, naming both lines, since ``--resume`` could not tell
+    them apart (``unique_keys(value)``, when given, lists every key an item writes, such as each region id).
+    ``mapper``, when given, replaces the built-in process/thread pool (it must yield in input order, as
+    ``ordered_map`` does). ``shard_key(value)``, when given, names the image an item belongs to, so that
+    ``--shard`` splits by image (the order in which images first appear) rather than by item: all regions of
+    one image land on one shard. ``group_key(record)``: for a stage that writes several lines per image, the
+    image a written line belongs to (``JsonlWriter``: a torn image is written again whole). ``watch``:
+    the ``ReaderWatch`` on stdout (made here when not given); when the reader is gone the run stops before
+    the next item starts, says so in one line and raises ``ReaderGone``.
     """
     start = time.monotonic()
     summary = Summary()
-    writer = JsonlWriter(cfg.output, resume=cfg.resume, key=output_key)
+    writer = JsonlWriter(cfg.output, resume=cfg.resume, key=output_key, group=group_key)
     failed_sink = LineSink(cfg.failed)
     reporter = Reporter(name, show=want_progress(cfg.output, cfg.progress), total=total, unit=unit)
+    watch = watch if watch is not None else ReaderWatch.of(cfg.output)
+    keys_of = unique_keys or (None if input_key is None else lambda value: [input_key(value)])
+    first_at: dict[Any, str] = {}  # every key met, and the item it came with
+    started = 0  # items handed to the work
 
     groups: dict[Any, int] = {}
 
@@ -530,19 +471,43 @@ def run_stage(
             return index
         return groups.setdefault(key, len(groups))
 
+    def repeated(item: Item) -> Item:
+        """``item``, or an item failing with a message when one of its keys came before."""
+        keys = _key_or_none(keys_of, item.value) if keys_of is not None else None
+        for key in keys or ():
+            if key is None:
+                continue
+            first = first_at.setdefault(key, item.where)
+            if first != item.where:
+                why = (f"{key_name} {key!r} appears twice (first at {first}); an input may hold each {key_name} "
+                       f"once, so that --resume can tell them apart")
+                return Item(item.value, item.where, item.raw, InputError(why, source=item.where))
+        return item
+
+    def gone() -> ReaderGone:
+        lost = started - summary.written_items - summary.failed
+        message = (f"stdout's reader is gone (did the next stage in the pipe stop?): stopped with "
+                   f"{counted(summary.written_items, unit)} written, {lost} in flight lost")
+        silence_stdout()
+        reporter.error(message)
+        return ReaderGone(message)
+
     def selected() -> Iterator[Item]:
+        nonlocal started
         for index, item in enumerate(items):
             if cfg.shard is not None and shard_index(index, item) % cfg.shard[1] != cfg.shard[0]:
                 continue
+            if item.error is None:
+                item = repeated(item)
             if item.error is None and writer.done and input_key is not None:
-                try:
-                    key = input_key(item.value)
-                except Exception:  # noqa: BLE001 - an unkeyable item is processed, and fails there
-                    key = None
+                key = _key_or_none(input_key, item.value)
                 if key is not None and key in writer.done:
                     summary.resumed += 1
                     reporter.advance()
                     continue
+            if watch is not None and watch.gone():  # no more work for output that would go nowhere
+                raise gone()
+            started += 1
             yield item
 
     run_one = _RunOne(work)  # a module-level callable, so kind="process" can pickle it
@@ -554,11 +519,14 @@ def run_stage(
     try:
         for item, (ok, result) in run(run_one, selected()):
             reporter.advance()
+            if watch is not None and watch.gone():
+                raise gone()
             if ok:
-                records = result if isinstance(result, list) else [result]
-                writer.write_many(records)
-                summary.written_items += 1
-                summary.written_records += len(records)
+                try:
+                    writer.write_many(result if isinstance(result, list) else [result])
+                except BrokenPipeError:
+                    raise gone() from None
+                summary.written_items, summary.written_records = writer.items, writer.count
                 continue
             summary.failed += 1
             message = result if str(result).startswith(item.where) else f"{item.where}: {result}"
@@ -568,10 +536,9 @@ def run_stage(
                 raise StopRun(message)
     except KeyboardInterrupt:
         reporter.close()
-        reporter.say(
-            f"interrupted after {summary.written_items} {unit}; run again with --resume -o FILE to go on",
-            style="yellow",
-        )
+        held = f" ({cfg.output} holds {writer.items + len(writer.done)})" if writer.done else ""
+        reporter.say(f"interrupted after {counted(writer.items, unit)} written{held}; run again with --resume -o "
+                     f"FILE to go on", style="yellow")
         raise
     finally:
         reporter.close()
@@ -579,12 +546,17 @@ def run_stage(
         failed_sink.close()
         summary.seconds = time.monotonic() - start
 
-    parts = [f"{summary.written_items} {unit} written"]
+    parts = [f"{counted(summary.written_items, unit)} written"]
     if summary.written_records != summary.written_items:
-        parts[0] += f" ({summary.written_records} records)"
+        parts[0] += f" ({counted(summary.written_records, 'records')})"
     if summary.resumed:
         parts.append(f"{summary.resumed} already done (--resume)")
     if summary.failed:
         parts.append(f"{summary.failed} failed and skipped" + (f" (inputs in {cfg.failed})" if cfg.failed else ""))
-    reporter.say(", ".join(parts) + f" in {summary.seconds:.1f} s")
+    line = ", ".join(parts) + f" in {summary.seconds:.1f} s"
+    if summary.failed and not summary.written_items and not summary.resumed:
+        line += f": every {unit[:-1] if unit.endswith('s') else unit} failed"
+        reporter.say(line, style="red")
+        raise StopRun(line)
+    reporter.say(line)
     return summary

@@ -301,4 +301,5 @@ def caption_input(input: Path, captioner: RegionCaptioner, scfg: Any, fmt: str =
     opts = replace(opts, need=(R.IMAGE, R.RLE), captioned_only=False)
     return run_stage("caption", read(input, fmt, opts), captioner.work, scfg, input_key=_input_key,
                      output_key=lambda rec: rec.get(R.ID), mapper=grouping_mapper(captioner), unit="inputs",
-                     shard_key=lambda regions: R.image_key(regions[0]))
+                     shard_key=lambda regions: R.image_key(regions[0]), key_name="region id",
+                     unique_keys=lambda regions: [r[R.ID] for r in regions], group_key=R.image_key)

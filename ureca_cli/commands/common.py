@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -28,7 +27,8 @@ OnErrorOpt = Annotated[
     OnErrorChoice,
     typer.Option(
         "--on-error",
-        help="stop: stop at the first bad image (exit 2). skip: report it, go on, and count it.",
+        help="stop: stop at the first bad image (exit 2). skip: report it, go on, and count it (exit 2 when "
+             "every image failed).",
     ),
 ]
 Failed = Annotated[
@@ -37,7 +37,7 @@ Failed = Annotated[
 ]
 Resume = Annotated[
     bool,
-    typer.Option("--resume", help="Keep what -o FILE already holds and skip those images."),
+    typer.Option("--resume", help="Keep the whole images -o FILE already holds and skip them."),
 ]
 Shard = Annotated[
     str | None,
@@ -81,7 +81,8 @@ def fail(command: str, message: str, code: int = 2) -> typer.Exit:
 
 
 def cli_errors(command: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorate a command: ``UrecaError`` -> one line on stderr and exit 2; Ctrl-C -> exit 130.
+    """Decorate a command: ``UrecaError`` -> one line on stderr and exit 2; Ctrl-C -> exit 130; stdout's reader
+    gone (a broken pipe) -> one line and exit 141, as a shell shows a process that SIGPIPE killed.
 
     Set ``URECA_DEBUG=1`` to see the traceback of an unexpected error instead of its one-line summary.
     """
@@ -93,18 +94,17 @@ def cli_errors(command: str) -> Callable[[Callable[..., Any]], Callable[..., Any
 
             try:
                 return fn(*args, **kwargs)
-            except StopRun:  # the stage already printed the message
-                raise typer.Exit(2) from None
+            except StopRun as e:  # the stage already printed the message
+                raise typer.Exit(e.exit_code) from None
             except UrecaError as e:
                 raise fail(command, str(e), e.exit_code) from None
             except KeyboardInterrupt:
                 raise typer.Exit(130) from None
-            except BrokenPipeError:  # `ureca tree x | head`: the reader went away
-                try:
-                    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
-                except OSError:
-                    pass
-                raise typer.Exit(0) from None
+            except BrokenPipeError:  # `ureca score ... | head`: the reader went away (streams: run_stage says so)
+                from ..output import silence_stdout
+
+                silence_stdout()  # the flush at exit would fail again
+                raise fail(command, "stdout's reader is gone (did the next command in the pipe stop?)", 141) from None
             except typer.Exit:
                 raise
             except Exception as e:  # noqa: BLE001

@@ -38,7 +38,8 @@ def train(
              "URECA dataset's InternVL chat lines (with --images and --masks). Several files are concatenated.",
         show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the checkpoint(s), logs and the validation "
-                                      "scores. Must not hold a finished run unless --resume.", show_default=False)],
+                                      "scores: a new or empty one, or with --resume this run's own.",
+                                      show_default=False)],
     stage: Annotated[StageChoice, typer.Option("--stage", help="1: mask encoder, its projection and the added "
                                                "tokens' embeddings. 2: LoRA on the language model, from --init. "
                                                "both: 1 then 2 (stage 1 goes to OUT/stage1).")] = StageChoice.both,
@@ -98,7 +99,8 @@ def train(
     logging_steps: Annotated[int, typer.Option("--logging-steps", help="Print loss and throughput every N "
                                                "steps.")] = 10,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in OUT from its last "
-                                         "complete checkpoint (optimizer, scheduler, RNG and data order).")] = False,
+                                         "complete checkpoint (optimizer, scheduler, RNG and data order); "
+                                         "refused when OUT holds none.")] = False,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     workers: Annotated[int, typer.Option("--workers", help="Data-loader worker processes.")] = 0,
     cpu: Annotated[bool, typer.Option("--cpu", help="Train on the CPU even where a GPU is present.")] = False,

@@ -34,7 +34,7 @@ def tree(
         list[str] | None,
         typer.Argument(
             help="SA-1B per-image JSON files (or SAM automatic-mask-generator output), directories of them, "
-            "globs, or - to read a list of paths from stdin.",
+            "globs, or - to read a list of paths from stdin. Each file is read once.",
             show_default=False,
         ),
     ] = None,

@@ -96,10 +96,11 @@ class Annotator(InFlight):
                 import multiprocessing
                 from concurrent.futures import ProcessPoolExecutor
 
-                from ..stream import _ignore_sigint
+                from ..workers import worker_init
 
                 ctx = multiprocessing.get_context("spawn")  # never fork a process that runs threads
-                self._prep = ProcessPoolExecutor(self.prepare_workers, mp_context=ctx, initializer=_ignore_sigint)
+                self._prep = ProcessPoolExecutor(self.prepare_workers, mp_context=ctx, initializer=worker_init,
+                                                 initargs=(os.getpid(),))
             return self._prep
 
     def provenance(self) -> dict[str, Any]:

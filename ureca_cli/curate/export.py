@@ -72,11 +72,12 @@ def export(rec: dict, fmt: str, *, question: str = DEFAULT_QUESTION) -> dict | l
 
 
 def output_image_key(line: dict) -> Any:
-    """The image a written line belongs to, for ``--resume``: an image record's ``image_id``, or the
-    ``<image_id>`` part of a region line's ``"<image_id>/<node id>"``."""
-    if R.NODES in line:
-        return str(line.get(R.IMAGE_ID))
-    rid = line.get(R.ID)
-    if isinstance(rid, str) and "/" in rid:
-        return rid.rsplit("/", 1)[0]
-    return line.get(R.IMAGE_ID)
+    """The image a written line belongs to, for ``--resume``: an image record's or a region record's
+    ``image_id``, or for an ``internvl`` line its id ``"<image_id>/<node id>"`` less ``"/<mask_id>"`` (node ids,
+    like image ids, may hold a '/', so the id alone cannot be split)."""
+    if line.get(R.IMAGE_ID) is not None:
+        return str(line[R.IMAGE_ID])
+    rid, mask_id = line.get(R.ID), line.get("mask_id")
+    if isinstance(rid, str) and isinstance(mask_id, str) and rid.endswith("/" + mask_id):
+        return rid[: -len(mask_id) - 1]
+    return None

@@ -3,9 +3,13 @@
 ``InFlight`` is the base of ``annotate.Annotator`` and ``refine.Refiner``: how many images are worked on at once
 (``images_in_flight``: twice the backends' concurrency, at least 2, at most 64, unless given), the
 ``stream.run_stage`` mapper that runs them and stops the requests still queued when the run ends early,
-``ask`` (one chat request: stopped when the run stops, counted, and with ``--save-prompts`` every image it
-sends written to ``DIR/<image_id>/<node id>_<kind>.<ext>``), ``run`` (a stream of records through the stage),
-and ``close``.
+``ask`` (one chat request: stopped when the run stops or when stdout's reader is gone, counted, and with
+``--save-prompts`` every image it sends written to ``DIR/<image_id>/<node id>_<kind>.<ext>``), ``run`` (a
+stream of records through the stage), and ``close``.
+
+When the stage writes to a pipe whose reader went away (the next stage stopped), no request is sent after
+it is noticed: each request first looks at the pipe (``output.ReaderWatch``), so only those already in flight
+finish, and ``run_stage`` says how many images were written and lost.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class InFlight:
         self.save_prompts = save_prompts
         self._abort = threading.Event()
         self._lock = threading.Lock()
+        self._watch: Any = None  # output.ReaderWatch on stdout while a run writes to a pipe
         self.requests = 0  # chat calls made, for summaries and tests
 
     @property
@@ -43,6 +48,8 @@ class InFlight:
         images are saved first under ``names`` with ``--save-prompts``. Raises when the run has stopped."""
         from ..mllm import EncodedImage, user
 
+        if self._watch is not None and self._watch.gone():
+            self._abort.set()  # the output would go nowhere: the run stops (run_stage says so)
         if self._abort.is_set():
             raise UrecaError("stopped")
         if self.save_prompts is not None:
@@ -65,16 +72,21 @@ class InFlight:
         return abortable_map(fn, items, jobs=self.images_in_flight, abort=self._abort)
 
     def run(self, name: str, items: Iterable[Any], work: Callable[[Any], Any], scfg: Any, *,
-            input_key: Callable[[Any], Any], output_key: Callable[[dict], Any], in_flight: bool = True) -> Any:
-        """``work`` over ``items`` under the stream contract (``stream.run_stage``), ``images_in_flight`` images
-        at once (one at a time when ``in_flight`` is false: the stage sends no request); closes the stage after.
-        Returns run_stage's summary."""
-        from ..stream import run_stage
+            input_key: Callable[[Any], Any], output_key: Callable[[dict], Any], in_flight: bool = True,
+            group_key: Callable[[dict], Any] | None = None) -> Any:
+        """``work`` over ``items`` under the stream contract (``stream.run_stage``; an image is one ``image_id``,
+        ``group_key`` when it writes several lines each), ``images_in_flight`` images at once (one at a time when
+        ``in_flight`` is false: the stage sends no request); closes the stage after. Returns run_stage's
+        summary."""
+        from ..stream import ReaderWatch, run_stage
 
+        self._watch = ReaderWatch.of(scfg.output)
         try:
             return run_stage(name, items, work, scfg, input_key=input_key, output_key=output_key,
-                             mapper=self.mapper if in_flight else None, unit="images")
+                             mapper=self.mapper if in_flight else None, unit="images", key_name="image_id",
+                             group_key=group_key, watch=self._watch)
         finally:
+            self._watch = None
             self.close()
 
     def close(self) -> None:

@@ -332,4 +332,5 @@ def run(inputs: list[str] | None, refiner: Refiner, scfg: Any) -> Any:
 
     items = (item for path in (inputs or ["-"]) for item in iter_jsonl(path))
     return refiner.run("refine", items, refiner, scfg, input_key=input_key, output_key=output_image_key,
-                       in_flight=refiner.cfg.needs_model)
+                       in_flight=refiner.cfg.needs_model,
+                       group_key=output_image_key if refiner.cfg.format != "records" else None)

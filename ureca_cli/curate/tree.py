@@ -31,7 +31,6 @@ file's own XYWH box (SA-1B convention, one pixel short of the pixels' box); boxe
 
 from __future__ import annotations
 
-import glob as globmod
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,7 +43,7 @@ from ..errors import InputError, UrecaError
 from ..images import image_size
 from ..masks.rle import segmentation_counts
 from ..masks.runs import BadCounts, RunSet
-from ..stream import Item, check_output_folder, read_json_file, stdin_binary
+from ..stream import check_output_folder, read_json_file
 
 PARENT_RULES = ("tightest", "first")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
@@ -166,7 +165,7 @@ def load_mask_file(path: str | Path, cfg: TreeConfig) -> MaskFile:
 
     ids: list[Any] = []
     counts: list[bytes] = []
-    seen: set = set()
+    seen: dict[str, int] = {}  # id as text (the region id's part) -> its annotation
     for i, ann in enumerate(anns):
         at = f"{where}: annotations[{i}]"
         if not isinstance(ann, dict):
@@ -174,9 +173,10 @@ def load_mask_file(path: str | Path, cfg: TreeConfig) -> MaskFile:
         node_id = ann.get("id", i)
         if not isinstance(node_id, int | str) or isinstance(node_id, bool):
             raise InputError(f"annotations[{i}].id should be a number or a string, got {node_id!r}", source=where)
-        if node_id in seen:
-            raise InputError(f"annotations[{i}]: id {node_id} appears twice", source=where)
-        seen.add(node_id)
+        first = seen.setdefault(str(node_id), i)
+        if first != i:  # 1 and "1" too: both would be the region <image_id>/1
+            raise InputError(f"annotations[{i}]: id {node_id!r} is also the id of annotations[{first}] "
+                             f"({ids[first]!r}); region ids (<image_id>/<id>) must differ", source=where)
         if "segmentation" not in ann:
             raise InputError(f"annotations[{i}] has no 'segmentation'", source=where)
         ids.append(node_id)
@@ -363,64 +363,15 @@ def source_key(path: str | Path) -> str:
     return os.path.abspath(path)
 
 
-# ------------------------------------------------------------------------------------------------ inputs
-def _glob_chars(spec: str) -> bool:
-    return any(ch in spec for ch in "*?[")
-
-
-def input_items(specs: list[str]) -> list[Item]:
-    """Input files for the stage, in order: each spec is a file, a directory (its ``*.json``, sorted), a glob
-    (sorted matches) or ``-`` (paths read from stdin, one a line). A spec that yields nothing becomes an item
-    that fails with a message naming it, so ``--on-error skip`` counts it and ``stop`` stops there.
-    """
-    items: list[Item] = []
-
-    def bad(spec: str, message: str) -> None:
-        items.append(Item(None, spec, spec.encode(), InputError(message, source=spec)))
-
-    def add(path: str) -> None:
-        items.append(Item(path, path, path.encode()))
-
-    for spec in specs:
-        if spec == "-":
-            listed = [os.fsdecode(line).strip() for line in stdin_binary().read().splitlines()]
-            paths = [p for p in listed if p and not p.startswith("#")]
-            if not paths:
-                bad("<stdin>", "no paths on stdin (expected one SA-1B JSON path a line)")
-            for p in paths:
-                if Path(p).is_dir():
-                    items.extend(input_items([p]))
-                else:
-                    add(p)
-            continue
-        path = Path(spec)
-        if path.is_dir():
-            found = sorted(str(p) for p in path.glob("*.json"))
-            if not found:
-                bad(spec, "directory holds no .json files")
-            for p in found:
-                add(p)
-        elif path.exists() or path.is_symlink():
-            add(spec)
-        elif _glob_chars(spec):
-            found = sorted(globmod.glob(spec, recursive=True))
-            if not found:
-                bad(spec, "no file matches this pattern")
-            for p in found:
-                add(p)
-        else:
-            bad(spec, "no such file or directory")
-    return items
-
-
 def run(specs: list[str], cfg: TreeConfig, scfg: Any) -> Any:
-    """Build the trees of every input ``specs`` names (``input_items``) under the stream contract
-    (``stream.run_stage``; ``scfg`` is the ``StreamConfig``, its ``jobs`` worker processes). Returns run_stage's
-    summary."""
+    """Build the trees of every input ``specs`` names (``tree_inputs.input_items``: each file once) under the
+    stream contract (``stream.run_stage``; ``scfg`` is the ``StreamConfig``, its ``jobs`` worker processes).
+    Returns run_stage's summary."""
     from functools import partial
 
     from ..stream import run_stage
+    from .tree_inputs import input_items
 
     items = input_items(specs)
     return run_stage("tree", items, partial(build_tree, cfg=cfg), scfg, input_key=source_key,
-                     output_key=lambda rec: rec.get(R.SOURCE), total=len(items), kind="process")
+                     output_key=lambda rec: rec.get(R.SOURCE), total=len(items), kind="process", key_name="file")

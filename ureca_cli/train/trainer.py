@@ -325,8 +325,32 @@ def _config_json(cfg: TrainConfig, stage: str) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ entry
+def _entries(folder: Path) -> list[Path]:
+    """The entries of a folder that count (hidden files, such as .nfs or .DS_Store, do not)."""
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
+
+
+def _run_folder(folder: Path) -> bool:
+    """Whether ``folder`` is empty or holds a ``ureca train`` run: its ``train_config.json`` (written as a
+    stage ends), a ``checkpoint-N`` (written as it goes), or the ``stage1`` folder of ``--stage both``."""
+    entries = _entries(folder)
+    return not entries or (folder / "train_config.json").is_file() or any(
+        p.is_dir() and p.name.startswith("checkpoint-") for p in entries) or (
+        (folder / "stage1").is_dir() and _run_folder(folder / "stage1"))
+
+
 def _check_out(out: Path, resume: bool, what: str) -> str:
-    """'new', 'resume' or 'done' for a stage output folder; refuses to write over a run without --resume."""
+    """'new', 'resume' or 'done' for a stage output folder. Refuses a file, a folder that holds anything but
+    a run of ``ureca train`` (a converted or released checkpoint, a Hugging Face model: training would write
+    over its files), and a run that is not to be resumed."""
+    if out.exists() and not out.is_dir():
+        raise UrecaError(f"--out {out}: exists and is not a folder")
+    if not _run_folder(out):
+        names = [p.name for p in _entries(out)]
+        listed = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        why = ("holds a URECA checkpoint that no ureca train run left here (no train_config.json)"
+               if (out / FINAL_MARK).is_file() else f"is not empty and holds no ureca train run ({listed})")
+        raise UrecaError(f"--out {out}: {why}; choose a new or empty folder (nothing written)")
     finished = (out / FINAL_MARK).is_file() and (out / "train_config.json").is_file()
     if finished:
         if resume:
@@ -335,8 +359,6 @@ def _check_out(out: Path, resume: bool, what: str) -> str:
     if any(out.glob("checkpoint-*")) and not resume:
         raise UrecaError(f"--out {out}: holds an interrupted run; pass --resume to continue it, or choose another "
                          f"folder (nothing written)")
-    if out.exists() and not out.is_dir():
-        raise UrecaError(f"--out {out}: exists and is not a folder")
     return "resume" if resume and last_complete_checkpoint(out) else "new"
 
 
@@ -379,6 +401,9 @@ def train_main(paths: list[str], cfg: TrainConfig, validation: Validation | None
         states["1"] = _check_out(s1_out, cfg.resume, "stage-1 checkpoint")
     if cfg.stage in ("2", "both"):
         states["2"] = _check_out(final, cfg.resume, "stage-2 checkpoint")
+    if cfg.resume and set(states.values()) == {"new"}:
+        raise UrecaError(f"--resume: {cfg.out} holds no checkpoint to go on from; a fresh run is the same command "
+                         f"without --resume")
     if cfg.stage == "2":
         _check_init(cfg)
     validate = validation is not None and cfg.val.enabled and bool(val)
