@@ -252,3 +252,34 @@ def test_end_to_end_tiny_internvl_in_process(cli, tmp_path):
         assert rec["annotate"]["visual"]["max_side"] == 64
         for n in captioned(rec):
             assert n["short_caption"].strip() and n["caption"] == n["long_caption"]
+
+
+def test_the_api_key_and_url_password_are_never_shown(cli, tmp_path, monkeypatch):
+    """A server that echoes the credentials it gets (in its answers and model name, or in a 401 message): no line
+    on stderr, record, --failed file or saved prompt holds the key (read from OPENAI_API_KEY by default) or the
+    password of --base-url."""
+    import base64
+
+    from tests.servers.chat import leaks, with_credentials
+
+    key = "sk-annotate-secret-4242"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    trees = write_trees(tmp_path, n=2)
+    out, failed, saved = tmp_path / "out.jsonl", tmp_path / "failed.jsonl", tmp_path / "prompts"
+    with ScriptedServer(Scripted(), echo_auth="answer") as s:
+        r = cli("annotate", trees, "--backend", "openai", "--base-url", s.url, "--save-prompts", saved, "-o", out)
+        assert r.exit_code == 0, r.stderr
+        assert s.headers[0]["Authorization"] == f"Bearer {key}"
+    assert "(sent with Bearer ***)" in read(out)[0]["nodes"][0]["caption"]
+    assert any(saved.rglob("*.jpg"))
+    assert leaks([key], r.stderr, r.stdout, out, saved) == []
+    with ScriptedServer(Scripted(), echo_auth="401") as s:
+        r = cli("annotate", trees, "--backend", "openai", "--base-url", s.url, "--on-error", "skip",
+                "--failed", failed, "-o", tmp_path / "none.jsonl")
+    assert "HTTP 401" in r.stderr and "Bearer ***" in r.stderr and len(read(failed)) == 2
+    assert leaks([key], r.stderr, r.stdout, failed) == []
+    basic = base64.b64encode(b"alice:pa55word").decode()
+    with ScriptedServer(Scripted(), echo_auth="401") as s:
+        r = cli("annotate", trees, "--backend", "openai", "--base-url", with_credentials(s.url, "alice", "pa55word"))
+    assert r.exit_code == 2 and "alice:***@127.0.0.1" in r.stderr and f"Basic {basic}" not in r.stderr
+    assert leaks([key, "pa55word", basic], r.stderr) == []

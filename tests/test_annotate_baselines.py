@@ -86,3 +86,31 @@ def test_contour_baseline_through_tiny_internvl(cli, tmp_path):
     assert r.exit_code == 0, r.stderr
     out = [json.loads(x) for x in r.stdout.splitlines()]
     assert len(out) == 4 and all(o["caption"] and o["backend"] == "hf" for o in out)
+
+
+def test_the_api_key_and_url_password_are_never_shown(cli, tmp_path, monkeypatch):
+    """caption --region-prompt against a server that echoes the credentials it gets: no line on stderr, record or
+    --failed file holds the key (OPENAI_API_KEY, read by default) or the password of --base-url."""
+    from tests.servers.chat import leaks, with_credentials
+
+    key = "sk-baseline-secret-4242"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    trees = write_trees(tmp_path, n=2)
+    out, failed = tmp_path / "out.jsonl", tmp_path / "failed.jsonl"
+    with ScriptedServer(Scripted(), echo_auth="answer") as s:
+        r = cli("caption", "--input", trees, "--region-prompt", "contour", "--backend", "openai", "--base-url",
+                s.url, "--model", "scripted", "-o", out)
+        assert r.exit_code == 0, r.stderr
+        assert s.headers[0]["Authorization"] == f"Bearer {key}"
+    assert "(sent with Bearer ***)" in json.loads(out.read_text().splitlines()[0])["caption"]
+    assert leaks([key], r.stderr, r.stdout, out) == []
+    with ScriptedServer(Scripted(), echo_auth="401") as s:
+        r = cli("caption", "--input", trees, "--region-prompt", "crop", "--backend", "openai", "--base-url",
+                with_credentials(s.url, "alice", "pa55word"), "--model", "scripted", "--on-error", "skip",
+                "--failed", failed)
+    assert "HTTP 401" in r.stderr and "alice:***@127.0.0.1" in r.stderr and len(failed.read_text().splitlines()) == 2
+    assert leaks([key, "pa55word"], r.stderr, r.stdout, failed) == []
+    with ScriptedServer(Scripted(), echo_auth="401") as s:
+        r = cli("caption", "--input", trees, "--region-prompt", "crop", "--backend", "openai", "--base-url", s.url,
+                "--model", "scripted")
+    assert r.exit_code == 2 and "Bearer ***" in r.stderr and leaks([key], r.stderr) == []

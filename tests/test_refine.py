@@ -354,3 +354,54 @@ def _default_prompt_version() -> str:
     from ureca_cli.curate.refine import load_templates
 
     return load_templates().version
+
+
+def _captioned_trees(folder: Path, n: int = 2) -> Path:
+    """Synthetic tree records (no shared data needed) with a caption on every main object and part."""
+    from tests.servers.trees import make_image, make_tree_record
+
+    recs = []
+    for i in range(n):
+        rec = make_tree_record(make_image(folder / f"im{i}.jpg", 120, 90, seed=i), 120, 90, image_id=f"im{i}",
+                               mains=1, fanout=(2,), seed=i)
+        for node in rec["nodes"]:
+            if node["role"] != "dropped":
+                node.update(short_caption=f"short {node['id']}", long_caption=f"long {node['id']}",
+                            caption=f"long {node['id']}")
+        recs.append(rec)
+    path = folder / "captioned.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return path
+
+
+def test_the_api_key_and_url_password_are_never_shown(cli, tmp_path, monkeypatch):
+    """A server that echoes the credentials it gets: no line on stderr, record, --failed file or saved prompt
+    holds the key (OPENAI_API_KEY, read by default) or the password of --base-url."""
+    import base64
+
+    from tests.servers.chat import leaks, with_credentials
+
+    key = "sk-refine-secret-4242"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    records = _captioned_trees(tmp_path)
+    out, failed, saved = tmp_path / "out.jsonl", tmp_path / "failed.jsonl", tmp_path / "prompts"
+    with ScriptedServer(lambda body: "unique", echo_auth="answer") as s:
+        r = _run(cli, records, "--backend", "openai", "--base-url", s.url, "--threshold", -1, "--save-prompts",
+                 saved, "-o", out)
+        assert r.exit_code == 0, r.stderr
+        assert s.headers[0]["Authorization"] == f"Bearer {key}"
+    recs = _lines(out)
+    assert recs[0]["nodes"][0]["caption"] == "unique (sent with Bearer ***)" and any(saved.rglob("*.png"))
+    assert "***" in recs[0]["refine"]["model"]
+    assert leaks([key], r.stderr, r.stdout, out, saved) == []
+    with ScriptedServer(lambda body: "unique", echo_auth="401") as s:
+        r = _run(cli, records, "--backend", "openai", "--base-url", s.url, "--threshold", -1, "--on-error", "skip",
+                 "--failed", failed, "-o", tmp_path / "none.jsonl")
+    assert "HTTP 401" in r.stderr and "Bearer ***" in r.stderr and len(_lines(failed)) == 2
+    assert leaks([key], r.stderr, r.stdout, failed) == []
+    basic = base64.b64encode(b"alice:pa55word").decode()
+    with ScriptedServer(lambda body: "unique", echo_auth="401") as s:
+        r = _run(cli, records, "--backend", "openai", "--base-url", with_credentials(s.url, "alice", "pa55word"),
+                 "--threshold", -1)
+    assert r.exit_code == 2 and "alice:***@127.0.0.1" in r.stderr
+    assert leaks([key, "pa55word", basic], r.stderr) == []

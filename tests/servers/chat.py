@@ -2,7 +2,9 @@
 
 ``ScriptedServer(answer)`` answers ``POST /v1/chat/completions`` with ``answer(body)`` (the parsed JSON
 request) after ``delay`` seconds, at most ``capacity`` requests at a time (the rest queue), and keeps every
-request body in ``requests``. ``GET /v1/models`` lists one model.
+request body in ``requests``. ``GET /v1/models`` lists one model. ``echo_auth`` makes it a server that hands the
+credentials it was sent back: ``"answer"`` appends the ``Authorization`` header to every answer and to the listed
+model's name, ``"401"`` refuses every chat request with 401 and quotes the header in the message.
 
 ``FaultProxy(upstream, faults)`` forwards requests to ``upstream`` and, for the n-th chat request, first
 applies ``faults(n)``: ``None`` (forward), ``"429"`` / ``"500"`` (answer that status; 429 with
@@ -21,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -46,6 +49,29 @@ def request_images(body: dict) -> list[str]:
         for p in m.get("content") or []
         if p.get("type") == "image_url"
     ]
+
+
+def with_credentials(url: str, user: str, password: str) -> str:
+    """``url`` with ``user:password@`` before its host."""
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://{user}:{password}@{rest}"
+
+
+def leaks(secrets: list[str], *places: Any) -> list[str]:
+    """Where any of ``secrets`` shows in ``places``: texts, or files and folders (the name and the bytes of
+    every file under a folder). An empty list when none does."""
+    found = []
+    for place in places:
+        if isinstance(place, Path):
+            files = [place] if place.is_file() else sorted(p for p in place.rglob("*") if p.is_file())
+            for f in files:
+                data = f.read_bytes()
+                for s in secrets:
+                    if s in str(f) or s.encode() in data:
+                        found.append(f"{s!r} in {f}")
+        else:
+            found += [f"{s!r} in {str(place)[:200]!r}" for s in secrets if s in str(place)]
+    return found
 
 
 def completion(text: str, model: str = "scripted") -> dict:
@@ -104,7 +130,10 @@ def _reply(h: BaseHTTPRequestHandler, status: int, obj: Any, headers: dict | Non
 
 class ScriptedServer(_Base):
     def __init__(self, answer: Callable[[dict], str], *, delay: float = 0.0, capacity: int | None = None,
-                 model: str = "scripted", record: bool = True):
+                 model: str = "scripted", record: bool = True, echo_auth: str | None = None):
+        if echo_auth not in (None, "answer", "401"):
+            raise ValueError(f"echo_auth {echo_auth!r}: None, 'answer' or '401'")
+        self.echo_auth = echo_auth
         self.answer = answer
         self.record = record  # False: do not parse or keep bodies (benchmarks); answer(None) is called
         self.delay = delay
@@ -129,7 +158,10 @@ class ScriptedServer(_Base):
 
             def do_GET(self) -> None:
                 if self.path.rstrip("/").endswith("/models"):
-                    _reply(self, 200, {"object": "list", "data": [{"id": server.model, "object": "model"}]})
+                    model = server.model
+                    if server.echo_auth == "answer":
+                        model += f" ({self.headers.get('Authorization')})"
+                    _reply(self, 200, {"object": "list", "data": [{"id": model, "object": "model"}]})
                 else:
                     _reply(self, 404, {"error": {"message": "not found"}})
 
@@ -145,6 +177,10 @@ class ScriptedServer(_Base):
                     if server.record:
                         server.requests.append(body)
                         server.headers.append(dict(self.headers))
+                if server.echo_auth == "401":
+                    _reply(self, 401, {"error": {"message": f"invalid credentials: {self.headers.get('Authorization')}"
+                                                 f" for {self.headers.get('Host')}"}})
+                    return
                 if server._gate:
                     server._gate.acquire()
                 try:
@@ -154,6 +190,8 @@ class ScriptedServer(_Base):
                     if server.delay:
                         time.sleep(server.delay)
                     text = server.answer(body)
+                    if server.echo_auth == "answer":
+                        text += f" (sent with {self.headers.get('Authorization')})"
                 finally:
                     with server._lock:
                         server._in_flight -= 1

@@ -81,7 +81,9 @@ OPTIONS: dict[str, tuple[str, Any, str]] = {
                                      "served model name (default: the first one the server lists)."),
     "base_url": ("--base-url", list[str] | None, "openai: server URL ending in /v1; repeat it to spread requests "
                                                  "round-robin."),
-    "api_key_env": ("--api-key-env", str | None, "openai: name of the environment variable holding the API key."),
+    "api_key_env": ("--api-key-env", str | None, "openai: name of the environment variable holding the API key "
+                                                  "(default: OPENAI_API_KEY, when it is set). The key and any "
+                                                  "password in --base-url are never printed."),
     "concurrency": ("--concurrency", int, "openai: requests in flight at once."),
     "timeout": ("--timeout", float, "openai: seconds to wait for one answer."),
     "retries": ("--retries", int, "openai: retries of a failed request (backoff + jitter)."),
