@@ -190,3 +190,19 @@ def test_openai_never_hands_out_the_key_or_url_credentials(monkeypatch):
         b.chat([user("x")], GenerationSettings())
         assert "Authorization" not in s.headers[0]
         b.close()
+
+
+@pytest.mark.parametrize("headers_first", [False, True], ids=["trickled-headers", "trickled-body"])
+def test_openai_timeout_bounds_the_whole_request(headers_first):
+    """--timeout is each request's whole time, not the gap between bytes: a server that sends one byte every
+    0.05 s (about 12 s for its answer) is given up on after --timeout 0.5 per try."""
+    from tests.servers.chat import TrickleServer
+
+    with TrickleServer(interval=0.05, headers_first=headers_first) as s:
+        b = make_backend("openai", base_urls=[s.url], model="m", timeout=0.5, retries=1, **FAST)
+        t = time.monotonic()
+        with pytest.raises(BackendError, match=r"2 tries; last: no answer within 0.5 s"):
+            b.chat([user("x")], GenerationSettings())
+        took = time.monotonic() - t
+        b.close()
+    assert s.count == 2 and took < 3.0, took

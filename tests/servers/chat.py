@@ -11,7 +11,11 @@ applies ``faults(n)``: ``None`` (forward), ``"429"`` / ``"500"`` (answer that st
 ``Retry-After: 0``), ``"drop"`` (close the connection without answering), ``"stall"`` (hold the request
 ``stall`` seconds, then close), ``"empty"`` (answer 200 with empty content), ``"down"`` (refuse: close at once).
 
-Both run in a background thread (``with ScriptedServer(...) as s: s.url``) and are also used by ``bench/``.
+``TrickleServer(text, interval)`` answers every request with a chat completion of ``text`` sent one byte every
+``interval`` seconds (from the status line on, or, with ``headers_first``, after headers sent at once): a server
+that never lets a per-read timeout fire.
+
+All run in a background thread (``with ScriptedServer(...) as s: s.url``) and are also used by ``bench/``.
 """
 
 from __future__ import annotations
@@ -270,5 +274,50 @@ class FaultProxy(_Base):
                     _reply(self, 200, completion(""))
                 else:
                     self._forward("POST", body)
+
+        return Handler
+
+
+class TrickleServer(_Base):
+    def __init__(self, text: str = "a slow answer", *, interval: float = 0.05, headers_first: bool = False):
+        self.text, self.interval, self.headers_first = text, interval, headers_first
+        self.count = 0
+        self._lock = threading.Lock()
+        super().__init__()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _trickle(self) -> None:
+                with server._lock:
+                    server.count += 1
+                body = json.dumps(completion(server.text)).encode()
+                head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                        "\r\n").encode()
+                if server.headers_first:
+                    self.wfile.write(head)
+                    self.wfile.flush()
+                    head = b""
+                try:
+                    for i in range(len(head + body)):
+                        self.wfile.write((head + body)[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(server.interval)
+                except OSError:  # the client gave up
+                    pass
+                self.close_connection = True
+
+            def do_GET(self) -> None:
+                self._trickle()
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                self._trickle()
 
         return Handler

@@ -85,7 +85,8 @@ OPTIONS: dict[str, tuple[str, Any, str]] = {
                                                   "(default: OPENAI_API_KEY, when it is set). The key and any "
                                                   "password in --base-url are never printed."),
     "concurrency": ("--concurrency", int, "openai: requests in flight at once."),
-    "timeout": ("--timeout", float, "openai: seconds to wait for one answer."),
+    "timeout": ("--timeout", float, "openai: seconds one try of a request may take, all of it (connecting, "
+                                    "waiting, reading the answer)."),
     "retries": ("--retries", int, "openai: retries of a failed request (backoff + jitter)."),
     "device": ("--device", str | None, "hf: cuda, cuda:1, cpu (default: cuda if present)."),
     "dtype": ("--dtype", str, "hf: auto, bfloat16, float16 or float32."),
