@@ -283,3 +283,17 @@ def test_the_api_key_and_url_password_are_never_shown(cli, tmp_path, monkeypatch
         r = cli("annotate", trees, "--backend", "openai", "--base-url", with_credentials(s.url, "alice", "pa55word"))
     assert r.exit_code == 2 and "alice:***@127.0.0.1" in r.stderr and f"Basic {basic}" not in r.stderr
     assert leaks([key, "pa55word", basic], r.stderr) == []
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_numbers_that_are_not_finite_are_refused_at_once(cli, tmp_path, value):
+    """--timeout inf/nan and --blur-sigma nan were taken (a nan sigma blurs nothing, an infinite timeout waits
+    forever): one line naming the option, before any input is read or any server asked."""
+    never = tmp_path / "never_read.jsonl"
+    for flag in ("--timeout", "--blur-sigma"):
+        for backend in (["--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--model", "m"],
+                        ["--backend", "hf", "--model", str(tmp_path / "no_model")]):
+            r = cli("annotate", never, *backend, flag, value)
+            lines = r.stderr.strip().splitlines()
+            assert r.exit_code == 2 and len(lines) == 1, r.stderr
+            assert lines[0].startswith(f"ureca annotate: error: {flag} {value}: ") and "finite" in lines[0], lines

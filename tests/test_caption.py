@@ -219,3 +219,15 @@ def test_options_that_would_be_ignored_are_refused(cli, photo, tmp_path):
     _fails(cli(*one, "--base-url", "http://127.0.0.1:9/v1"), "--base-url: only with --region-prompt")
     _fails(cli(*one, "--backend", "openai", "--max-side", "64"), "--backend, --max-side: only with --region-prompt")
     _fails(cli("caption", "--input", tmp_path, "--model", ckpt_dir), f"{tmp_path}: is a directory")
+
+
+def test_numbers_that_are_not_finite_are_refused(cli, photo, tmp_path):
+    """--temperature inf or nan with --sample was taken; one line naming the option, before a model loads."""
+    for value in ("nan", "inf"):
+        _fails(cli("caption", photo, "--box", "0,0,5,5", "--model", tmp_path / "not-loaded", "--sample",
+                   "--temperature", value), f"--temperature {value}: ", "finite")
+    from ureca_cli.caption.captioner import CaptionConfig
+    from ureca_cli.errors import UrecaError
+
+    with pytest.raises(UrecaError, match="--temperature inf"):
+        CaptionConfig(model=tmp_path, temperature=float("inf"))

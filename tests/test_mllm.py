@@ -206,3 +206,16 @@ def test_openai_timeout_bounds_the_whole_request(headers_first):
         took = time.monotonic() - t
         b.close()
     assert s.count == 2 and took < 3.0, took
+
+
+def test_settings_that_are_not_finite_are_refused():
+    from ureca_cli.commands.chat import ChatOptions
+    from ureca_cli.visual.prompter import VisualSettings
+
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(UrecaError, match=r"^--timeout (nan|inf): needs a finite number of seconds above 0$"):
+            make_backend("openai", base_urls=["http://127.0.0.1:9/v1"], model="m", timeout=bad)
+        with pytest.raises(UrecaError, match=r"^--timeout (nan|inf): "):
+            ChatOptions(timeout=bad)
+        with pytest.raises(UrecaError, match=r"^--blur-sigma (nan|inf): needs a finite number >= 0$"):
+            VisualSettings(sigma=bad)

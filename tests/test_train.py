@@ -344,6 +344,10 @@ def test_config_checks(syn, tmp_path, cli, monkeypatch):
     _one_error_line(cli("train", syn["train"], "--out", tmp_path / "o", "--batch-size", "0"), "--batch-size")
     _one_error_line(cli("train", syn["train"], "--out", tmp_path / "o", "--scheduler", "cosyne"),
                     "--scheduler 'cosyne'", "cosine_with_restarts")
+    for flag in ("--lr-stage1", "--lr-stage2", "--epochs", "--weight-decay"):  # nan and inf were taken
+        for value in ("nan", "inf"):
+            _one_error_line(cli("train", tmp_path / "never_read.jsonl", "--out", tmp_path / "o", flag, value),
+                            f"{flag} {value}: ", "finite")
     import torch
 
     from ureca_cli.train import trainer as T

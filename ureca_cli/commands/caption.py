@@ -147,7 +147,22 @@ def caption(
         if chat_only:
             raise UrecaError(f"{', '.join(chat_only)}: only with --region-prompt (the chat-model baselines); "
                              "the URECA model runs in this process")
+    # every setting is checked before any input is read or any model is looked for
     scfg = stream_config(output, on_error, failed, resume, shard, progress)
+    if region_prompt is not None:  # the Table 2 baselines through a chat backend (ureca_cli/caption/baselines.py)
+        from ..caption.baselines import BaselineConfig
+        from ..visual.prompter import VisualSettings
+
+        chat = replace(chat, model=str(model), device=None if device == "auto" else device, dtype=dtype,
+                       batch_size=batch_size, max_new_tokens=max_new_tokens, seed=seed,
+                       temperature=temperature if sample else 0.0, top_p=top_p if sample else 1.0)
+        bcfg = BaselineConfig(region_prompt=region_prompt, question=question, resize_mask=resize_mask,
+                              visual=VisualSettings(max_side=chat.max_side), generation=chat.generation())
+    else:
+        ccfg = CaptionConfig(
+            model=model, question=question, max_new_tokens=max_new_tokens, sample=sample, temperature=temperature,
+            top_p=top_p, batch_size=batch_size, device=device, dtype=dtype, resize_mask=resize_mask, seed=seed,
+        )
     picture = bitmaps = None
     if input is None:  # check the inputs before loading any model
         assert image is not None
@@ -163,22 +178,13 @@ def caption(
         else:
             caption_input(input, captioner, scfg, FormatName(fmt).value, read_opts)
 
-    if region_prompt is not None:  # the Table 2 baselines through a chat backend (ureca_cli/caption/baselines.py)
-        from ..caption.baselines import BaselineCaptioner, BaselineConfig
-        from ..visual.prompter import VisualSettings
+    if region_prompt is not None:
+        from ..caption.baselines import BaselineCaptioner
 
-        chat = replace(chat, model=str(model), device=None if device == "auto" else device, dtype=dtype,
-                       batch_size=batch_size, max_new_tokens=max_new_tokens, seed=seed,
-                       temperature=temperature if sample else 0.0, top_p=top_p if sample else 1.0)
-        bcfg = BaselineConfig(region_prompt=region_prompt, question=question, resize_mask=resize_mask,
-                              visual=VisualSettings(max_side=chat.max_side), generation=chat.generation())
         with chat.build() as backend:
             run(BaselineCaptioner(backend, bcfg))
         return
     from ..model.released import resolve_source
 
-    model = resolve_source(model, "--model")  # a folder, or a hub id (the paper's model: SammyLim/URECA)
-    run(Captioner(CaptionConfig(
-        model=model, question=question, max_new_tokens=max_new_tokens, sample=sample, temperature=temperature,
-        top_p=top_p, batch_size=batch_size, device=device, dtype=dtype, resize_mask=resize_mask, seed=seed,
-    )))
+    # a folder, or a hub id (the paper's model: SammyLim/URECA)
+    run(Captioner(replace(ccfg, model=resolve_source(model, "--model"))))

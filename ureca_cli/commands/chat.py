@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
 from typing import Annotated, Any
@@ -47,6 +48,17 @@ class ChatOptions:
     top_p: float = 1.0
     seed: int | None = None
     max_side: int | None = None
+
+    def __post_init__(self):
+        """Numbers no backend can use are refused when the command line is parsed, whichever backend is chosen
+        (the ranges are the backends' and ``GenerationSettings``' to check)."""
+        from ..errors import UrecaError
+
+        for name in ("timeout", "temperature", "top_p"):
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                raise UrecaError(f"{OPTIONS[name][0]} {value}: needs a finite number"
+                                 + (" of seconds above 0" if name == "timeout" else ""))
 
     def build(self, **changes: Any) -> Any:
         """The ``ChatBackend`` these options name (``mllm.make_backend``); ``changes`` replace fields first (the

@@ -21,6 +21,7 @@ import contextlib
 import email.utils
 import io
 import itertools
+import math
 import os
 import random
 import re
@@ -269,6 +270,8 @@ class OpenAIBackend(ChatBackend):
             raise UrecaError(f"--concurrency {concurrency}: needs at least 1")
         if retries < 0:
             raise UrecaError(f"--retries {retries}: needs 0 or more")
+        if not math.isfinite(timeout):
+            raise UrecaError(f"--timeout {timeout}: needs a finite number of seconds above 0")
         if timeout <= 0:
             raise UrecaError(f"--timeout {timeout}: needs a number of seconds above 0")
         if backoff < 0:
