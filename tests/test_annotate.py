@@ -297,3 +297,20 @@ def test_numbers_that_are_not_finite_are_refused_at_once(cli, tmp_path, value):
             lines = r.stderr.strip().splitlines()
             assert r.exit_code == 2 and len(lines) == 1, r.stderr
             assert lines[0].startswith(f"ureca annotate: error: {flag} {value}: ") and "finite" in lines[0], lines
+
+
+def test_hf_backend_never_unpickles_a_model(cli, tmp_path):
+    """--backend hf on a folder whose weights are a pickle only (pytorch_model.bin): one line saying how to convert
+    it; the pickle is never unpickled, nor even opened."""
+    from tests.pickles import never_opened, plant_pickle
+    from ureca_cli.model.tiny import save_tiny_internvl
+
+    folder = save_tiny_internvl(tmp_path / "vl")
+    planted = plant_pickle(folder)
+    trees = write_trees(tmp_path, n=1)
+    with never_opened(planted):
+        r = cli("annotate", trees, "--backend", "hf", "--model", folder, "--device", "cpu")
+    lines = r.stderr.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1, r.stderr
+    assert str(planted) in lines[0] and "never unpickles" in lines[0] and "save_pretrained" in lines[0], lines[0]
+    assert not (folder / "UNPICKLED").exists()

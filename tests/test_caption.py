@@ -231,3 +231,30 @@ def test_numbers_that_are_not_finite_are_refused(cli, photo, tmp_path):
 
     with pytest.raises(UrecaError, match="--temperature inf"):
         CaptionConfig(model=tmp_path, temperature=float("inf"))
+
+
+def test_pickled_base_or_adapter_never_unpickled(cli, ckpt, photo, tmp_path):
+    """A checkpoint whose embedded base or LoRA adapter is a pickle only (pytorch_model.bin, adapter_model.bin):
+    one line naming the file and how to convert it; never opened (a .bin adapter also skipped the strict key
+    check)."""
+    from tests.pickles import never_opened, plant_pickle
+    from ureca_cli.model import build_tiny_ureca, save_checkpoint
+    from ureca_cli.train.config import LoraConfig
+    from ureca_cli.train.stages import prepare_stage2
+
+    base = tmp_path / "pickled-base"
+    shutil.copytree(ckpt, base)
+    planted = plant_pickle(base / "base")
+    with never_opened(planted):
+        _fails(cli("caption", photo, "--model", base, "--box", "0,0,5,5"), str(planted), "never unpickles",
+               "save_pretrained")
+    assert not (base / "base" / "UNPICKLED").exists()
+
+    model = build_tiny_ureca(seed=0)
+    prepare_stage2(model, LoraConfig(r=4, alpha=8))
+    lora = save_checkpoint(model, tmp_path / "pickled-adapter")
+    planted = plant_pickle(lora / "adapter", "adapter_model.bin")
+    with never_opened(planted):
+        _fails(cli("caption", photo, "--model", lora, "--box", "0,0,5,5"), str(planted), "never unpickles",
+               "save_pretrained")
+    assert not (lora / "adapter" / "UNPICKLED").exists()

@@ -405,3 +405,20 @@ def test_the_api_key_and_url_password_are_never_shown(cli, tmp_path, monkeypatch
                  "--threshold", -1)
     assert r.exit_code == 2 and "alice:***@127.0.0.1" in r.stderr
     assert leaks([key, "pa55word", basic], r.stderr) == []
+
+
+def test_features_model_never_unpickled(cli, tmp_path):
+    """--features-model DIR whose weights are a pickle only: one line saying how to convert it; never opened."""
+    from tests.pickles import never_opened, plant_pickle
+    from ureca_cli.curate.features import load_dinov2
+
+    folder = tmp_path / "dino"
+    load_dinov2("random:dinov2-tiny").save_pretrained(folder)
+    planted = plant_pickle(folder)
+    records = _captioned_trees(tmp_path)
+    with ScriptedServer(lambda body: "unique") as s, never_opened(planted):
+        r = _run(cli, records, "--backend", "openai", "--base-url", s.url, features_model=str(folder))
+    lines = r.stderr.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1, r.stderr
+    assert str(planted) in lines[0] and "never unpickles" in lines[0] and "save_pretrained" in lines[0], lines[0]
+    assert not (folder / "UNPICKLED").exists()

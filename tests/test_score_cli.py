@@ -215,3 +215,16 @@ def test_predictions_from_stdin_with_dam_and_region_refs(cli, bert):
     out = json.loads(res.stdout)
     assert out["count"] == 3 and out["images"] == 1  # grouped by the references' image_id
     assert out["duplicate_rate"] == pytest.approx(100)  # img1's two predictions are the same
+
+
+def test_pickled_bertscore_model_never_unpickled(cli, tmp_path):
+    """--bertscore-model DIR whose weights are a pickle only: one line saying how to convert it; never opened."""
+    from tests.pickles import never_opened, plant_pickle
+
+    folder = build_tiny_bert(tmp_path / "bert")
+    planted = plant_pickle(folder)
+    with never_opened(planted):
+        res = cli("score", DATA / "preds_regions.jsonl", DATA / "refs_regions.jsonl", "--metrics", "bertscore",
+                  "--bertscore-model", folder, "--bertscore-layers", "2", "--device", "cpu")
+    one_line_error(res, str(planted), "never unpickles", "save_pretrained")
+    assert not (folder / "UNPICKLED").exists()

@@ -369,3 +369,18 @@ def test_config_checks(syn, tmp_path, cli, monkeypatch):
     assert not (tmp_path / "out").exists()
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert T._weights_dtype(_cfg(tmp_path)) == "float32"
+
+
+def test_base_never_unpickled(syn, tmp_path, cli):
+    """--base DIR whose weights are a pickle only: one line saying how to convert it, before the data is read;
+    the pickle is never unpickled, nor even opened."""
+    from tests.pickles import never_opened, plant_pickle
+    from ureca_cli.model.tiny import save_tiny_internvl
+
+    folder = save_tiny_internvl(tmp_path / "vl")
+    planted = plant_pickle(folder)
+    args = [a for a in TINY if a not in ("--base", "tiny")]
+    with never_opened(planted):
+        result = cli("train", tmp_path / "never_read.jsonl", "--out", tmp_path / "o", *args, "--base", folder)
+    _one_error_line(result, str(planted), "never unpickles", "save_pretrained")
+    assert not (folder / "UNPICKLED").exists() and not (tmp_path / "o").exists()

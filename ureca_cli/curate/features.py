@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UrecaError, check_model_name
+from ..loading import check_safetensors
 
 FEATURE_MODES = ("crop", "masked-pool")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -106,7 +107,8 @@ def load_dinov2(spec: str, *, device: str = "cpu", dtype: str = "float32", seed:
                 model = Dinov2Model(config)
         else:
             check_model_name("--features-model", spec)
-            model = Dinov2Model.from_pretrained(spec)
+            check_safetensors(spec)
+            model = Dinov2Model.from_pretrained(spec, use_safetensors=True)
     except UrecaError:
         raise
     except (OSError, ValueError, TypeError) as e:

@@ -15,6 +15,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from ..errors import UrecaError, check_model_name
+from ..loading import check_safetensors
 from .base import BackendError, ChatBackend, EncodedImage, GenerationSettings, Message, clean_answer
 
 DEFAULT_MODEL = "OpenGVLab/InternVL3-1B-hf"
@@ -93,9 +94,10 @@ class HFBackend(ChatBackend):
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         check_model_name("--model", name)
+        check_safetensors(name)
         try:
             processor = AutoProcessor.from_pretrained(name)
-            model = AutoModelForImageTextToText.from_pretrained(name, dtype=dtype)
+            model = AutoModelForImageTextToText.from_pretrained(name, dtype=dtype, use_safetensors=True)
         except (OSError, ValueError) as e:  # ValueError: a folder that holds no model or processor
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UrecaError(f"--model {name}: cannot load it ({first})") from None

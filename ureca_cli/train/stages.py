@@ -35,6 +35,27 @@ def build_stage1_model(cfg: TrainConfig, dtype: str):
         raise UrecaError(f"--base {m.base}: cannot load ({str(e).splitlines()[0]})") from None
 
 
+def check_base(source: str) -> None:
+    """``--base``, checked before any data is read: "tiny", a hub id, or a local folder holding a model (its
+    config.json) whose weights are safetensors (pickled weights are refused, never opened)."""
+    from ..errors import check_model_name
+    from ..loading import check_safetensors
+
+    if source == "tiny":
+        return
+    check_model_name("--base", source)
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        if folder.exists():
+            raise UrecaError(f"--base {source}: not a folder (give an InternVL -hf model folder or hub id)")
+        return  # a hub id: from_pretrained(use_safetensors=True) fetches or refuses it
+    check_safetensors(folder)
+    if not (folder / "config.json").is_file():
+        from ..model.released import describe_folder
+
+        raise UrecaError(f"--base {source}: not a model folder (no config.json); {describe_folder(folder)}")
+
+
 def init_model(folder: Path) -> tuple[UrecaConfig, bool]:
     """(the ``UrecaConfig`` of the checkpoint in ``folder``, whether it has a LoRA adapter). Its ``base`` is the
     embedded base's folder where the checkpoint carries one (``load_checkpoint`` loads that)."""

@@ -27,6 +27,7 @@ from .config import MODEL_OPTIONS, OPTIONS, TrainConfig, flag_text
 from .data import Sample, load_samples, split_by_image
 from .stages import (
     build_stage1_model,
+    check_base,
     init_model,
     parameter_counts,
     prepare_stage1,
@@ -368,6 +369,8 @@ def train_main(paths: list[str], cfg: TrainConfig, validation: Validation | None
         # configs/accelerate/README.md).
         raise UrecaError("FSDP over several processes is not supported yet (checkpoints would hold one rank's "
                          "shards); use configs/accelerate/ddp.yaml, or FSDP with --num_processes 1")
+    if cfg.stage in ("1", "both"):
+        check_base(cfg.model.base)  # a missing or pickled base fails here, before the data is read
     samples = load_samples(paths, cfg.data)
     train, val = split_by_image(samples, cfg.data.val_fraction, cfg.data.seed, cfg.data.val_max_regions)
     if not train:
