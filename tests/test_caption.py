@@ -258,3 +258,12 @@ def test_pickled_base_or_adapter_never_unpickled(cli, ckpt, photo, tmp_path):
         _fails(cli("caption", photo, "--model", lora, "--box", "0,0,5,5"), str(planted), "never unpickles",
                "save_pretrained")
     assert not (lora / "adapter" / "UNPICKLED").exists()
+
+
+def test_damaged_embedded_base_names_the_file(cli, ckpt, photo, tmp_path):
+    """A checkpoint whose embedded base has a truncated model.safetensors: one line naming that file."""
+    broken = tmp_path / "broken-base"
+    shutil.copytree(ckpt, broken)
+    weights = broken / "base" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    _fails(cli("caption", photo, "--model", broken, "--box", "0,0,5,5"), str(weights), "truncated")

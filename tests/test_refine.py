@@ -422,3 +422,39 @@ def test_features_model_never_unpickled(cli, tmp_path):
     assert r.exit_code == 2 and len(lines) == 1, r.stderr
     assert str(planted) in lines[0] and "never unpickles" in lines[0] and "save_pretrained" in lines[0], lines[0]
     assert not (folder / "UNPICKLED").exists()
+
+
+def test_damaged_features_model_names_the_file(cli, tmp_path):
+    """--features-model DIR with a truncated model.safetensors, a broken or missing config.json, or another kind
+    of model: one line naming the file and what is wrong, exit 2 (no 'unexpected ...')."""
+    import shutil
+
+    from ureca_cli.curate.features import load_dinov2
+    from ureca_cli.model.tiny import save_tiny_internvl
+
+    good = tmp_path / "dino"
+    load_dinov2("random:dinov2-tiny").save_pretrained(good)
+    records = _captioned_trees(tmp_path)
+
+    def fails(folder, *words):
+        with ScriptedServer(lambda body: "unique") as s:
+            r = _run(cli, records, "--backend", "openai", "--base-url", s.url, features_model=str(folder))
+        lines = r.stderr.strip().splitlines()
+        assert r.exit_code == 2 and len(lines) == 1, r.stderr
+        assert all(w in lines[0] for w in words), lines[0]
+
+    def copy(name):
+        shutil.copytree(good, tmp_path / name)
+        return tmp_path / name
+
+    truncated = copy("truncated")
+    (truncated / "model.safetensors").write_bytes((good / "model.safetensors").read_bytes()[:3000])
+    fails(truncated, str(truncated / "model.safetensors"), "truncated")
+    broken = copy("broken")
+    (broken / "config.json").write_text('{"model_type": ')
+    fails(broken, str(broken / "config.json"), "not valid JSON")
+    bare = copy("bare")
+    (bare / "config.json").unlink()
+    fails(bare, str(bare), "no config.json")
+    other = save_tiny_internvl(tmp_path / "internvl")
+    fails(other, str(other / "config.json"), "'internvl'", "'dinov2'")

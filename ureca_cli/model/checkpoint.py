@@ -29,6 +29,7 @@ from typing import Any
 from ..errors import UrecaError
 from ..loading import check_safetensors
 from ..loading import quiet_progress as _quiet_progress
+from .folders import check_model_folder
 from .shards import load_state_strict
 
 FORMAT = "ureca-checkpoint"
@@ -221,7 +222,10 @@ def load_checkpoint(folder: str | Path, *, device: str | None = None, dtype: str
         if not source:
             raise UrecaError(f"{folder / CONFIG_FILE}: no base model id and no embedded base")
     if not is_released(source):
-        check_safetensors(source)
+        try:
+            check_model_folder(source, "the base", ("internvl",))
+        except UrecaError as e:
+            raise UrecaError(f"cannot load base model {source} ({e})") from None
     released = config.preprocessing == "released"
     try:
         hf_processor = (AutoTokenizer if released else AutoProcessor).from_pretrained(str(folder))

@@ -182,12 +182,13 @@ def read_released(folder: str | Path) -> ReleasedSpec:
     if spec.tile_size % spec.patch_size or spec.tile_size % 4:
         raise UrecaError(f"{cfg_path}: image size {spec.tile_size} is not a multiple of patch size "
                          f"{spec.patch_size} and of 4")
-    shards, index = _weight_files(folder)
+    shards, index = weight_files(folder)
     return ReleasedSpec(folder, spec.family, raw, shards, index)
 
 
-def _weight_files(folder: Path) -> tuple[tuple[Path, ...], dict[str, str]]:
-    """The safetensors shards (from the index, or the single file); pickle files are refused."""
+def weight_files(folder: Path) -> tuple[tuple[Path, ...], dict[str, str]]:
+    """The safetensors shards of a model folder (from the index, or the single file), each present; pickle
+    files are refused. UrecaError names the file at fault."""
     index_path = folder / INDEX_FILE
     if index_path.is_file():
         data = _read_json(index_path)
