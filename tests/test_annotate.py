@@ -314,3 +314,31 @@ def test_hf_backend_never_unpickles_a_model(cli, tmp_path):
     assert r.exit_code == 2 and len(lines) == 1, r.stderr
     assert str(planted) in lines[0] and "never unpickles" in lines[0] and "save_pretrained" in lines[0], lines[0]
     assert not (folder / "UNPICKLED").exists()
+
+
+def test_unreachable_server_fails_before_the_input_is_read(cli, tmp_path):
+    """One check of /v1/models up front, naming the URL (its password masked), before any input is read: the
+    input here would fail to parse, so an error about it means the input was read first."""
+    from tests.servers.chat import with_credentials
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    port = _free_port()
+    url = with_credentials(f"http://127.0.0.1:{port}/v1", "alice", "pa55word")
+    r = cli("annotate", bad, "--backend", "openai", "--base-url", url, "--model", "m")
+    lines = r.stderr.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1, r.stderr
+    assert f"http://alice:***@127.0.0.1:{port}/v1/models" in lines[0] and "cannot reach" in lines[0], lines[0]
+    assert "bad.jsonl" not in lines[0] and "pa55word" not in r.stderr
+    with ScriptedServer(Scripted(), echo_auth="401-all") as s:  # a server that refuses us: its answer, at once
+        r = cli("annotate", bad, "--backend", "openai", "--base-url", s.url, "--model", "m")
+    assert r.exit_code == 2 and "HTTP 401" in r.stderr and "bad.jsonl" not in r.stderr, r.stderr
+    assert "Bearer" not in r.stderr or "Bearer ***" in r.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -458,3 +458,54 @@ def test_damaged_features_model_names_the_file(cli, tmp_path):
     fails(bare, str(bare), "no config.json")
     other = save_tiny_internvl(tmp_path / "internvl")
     fails(other, str(other / "config.json"), "'internvl'", "'dinov2'")
+
+
+def test_refine_fails_before_reading_its_input(cli, tmp_path):
+    """An unreachable server, a feature model that is not there, and the README's pipe on a machine without the
+    hub (no backend given: the in-process model): one line saying what to add, before the input is read (this
+    input would fail to parse)."""
+    import socket
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def fails(*args, words=(), features_model=TINY):
+        r = _run(cli, bad, *args, features_model=features_model)
+        lines = r.stderr.strip().splitlines()
+        assert r.exit_code == 2 and len(lines) == 1, r.stderr
+        assert "bad.jsonl" not in lines[0] and all(w in lines[0] for w in words), lines[0]
+
+    fails("--backend", "openai", "--base-url", f"http://127.0.0.1:{port}/v1",
+          words=(f"http://127.0.0.1:{port}/v1/models", "cannot reach"))
+    with ScriptedServer(lambda body: "x") as s:
+        fails("--backend", "openai", "--base-url", s.url, features_model="facebook/dinov2-base",
+              words=("facebook/dinov2-base", "--features-model DIR"))
+    fails(words=("OpenGVLab/InternVL3-1B-hf", "--backend openai --base-url"))  # HF_HUB_OFFLINE=1 in the tests
+
+
+def test_readme_pipe_offline_fails_at_once_on_a_pipe_never_written(tmp_path):
+    """`... | ureca refine -o refined.jsonl` (the README's pipe before it named refine's backend) on a machine
+    without the hub: refine must say what to add at once, not wait on its input (a pipe nobody writes)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    proc = subprocess.Popen([sys.executable, "-m", "ureca_cli", "refine", "-o", str(tmp_path / "refined.jsonl")],
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                            cwd=Path(__file__).resolve().parents[1])
+    try:
+        code = proc.wait(timeout=120)  # stdin stays open and empty all along
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        code = None
+    finally:
+        proc.stdin.close()
+        err = proc.stderr.read().decode()
+        proc.wait()
+    assert code == 2, err
+    assert "--backend openai --base-url" in err and "Traceback" not in err, err
+    assert not (tmp_path / "refined.jsonl").exists()

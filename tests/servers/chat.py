@@ -4,7 +4,8 @@
 request) after ``delay`` seconds, at most ``capacity`` requests at a time (the rest queue), and keeps every
 request body in ``requests``. ``GET /v1/models`` lists one model. ``echo_auth`` makes it a server that hands the
 credentials it was sent back: ``"answer"`` appends the ``Authorization`` header to every answer and to the listed
-model's name, ``"401"`` refuses every chat request with 401 and quotes the header in the message.
+model's name, ``"401"`` refuses every chat request with 401 and quotes the header in the message, ``"401-all"``
+refuses the model list that way too.
 
 ``FaultProxy(upstream, faults)`` forwards requests to ``upstream`` and, for the n-th chat request, first
 applies ``faults(n)``: ``None`` (forward), ``"429"`` / ``"500"`` (answer that status; 429 with
@@ -135,8 +136,8 @@ def _reply(h: BaseHTTPRequestHandler, status: int, obj: Any, headers: dict | Non
 class ScriptedServer(_Base):
     def __init__(self, answer: Callable[[dict], str], *, delay: float = 0.0, capacity: int | None = None,
                  model: str = "scripted", record: bool = True, echo_auth: str | None = None):
-        if echo_auth not in (None, "answer", "401"):
-            raise ValueError(f"echo_auth {echo_auth!r}: None, 'answer' or '401'")
+        if echo_auth not in (None, "answer", "401", "401-all"):
+            raise ValueError(f"echo_auth {echo_auth!r}: None, 'answer', '401' or '401-all'")
         self.echo_auth = echo_auth
         self.answer = answer
         self.record = record  # False: do not parse or keep bodies (benchmarks); answer(None) is called
@@ -160,8 +161,14 @@ class ScriptedServer(_Base):
             def log_message(self, *args: Any) -> None:
                 pass
 
+            def _refuse(self) -> None:
+                _reply(self, 401, {"error": {"message": f"invalid credentials: {self.headers.get('Authorization')}"
+                                             f" for {self.headers.get('Host')}"}})
+
             def do_GET(self) -> None:
-                if self.path.rstrip("/").endswith("/models"):
+                if server.echo_auth == "401-all":
+                    self._refuse()
+                elif self.path.rstrip("/").endswith("/models"):
                     model = server.model
                     if server.echo_auth == "answer":
                         model += f" ({self.headers.get('Authorization')})"
@@ -181,9 +188,8 @@ class ScriptedServer(_Base):
                     if server.record:
                         server.requests.append(body)
                         server.headers.append(dict(self.headers))
-                if server.echo_auth == "401":
-                    _reply(self, 401, {"error": {"message": f"invalid credentials: {self.headers.get('Authorization')}"
-                                                 f" for {self.headers.get('Host')}"}})
+                if server.echo_auth in ("401", "401-all"):
+                    self._refuse()
                     return
                 if server._gate:
                     server._gate.acquire()

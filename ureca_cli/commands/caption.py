@@ -182,6 +182,7 @@ def caption(
         from ..caption.baselines import BaselineCaptioner
 
         with chat.build() as backend:
+            backend.check()  # a server that cannot be reached fails here, before the first region is sent
             run(BaselineCaptioner(backend, bcfg))
         return
     from ..model.released import resolve_source

@@ -62,7 +62,9 @@ class ChatOptions:
 
     def build(self, **changes: Any) -> Any:
         """The ``ChatBackend`` these options name (``mllm.make_backend``); ``changes`` replace fields first (the
-        judge of ``refine --verify`` is the same backend with another model or server)."""
+        judge of ``refine --verify`` is the same backend with another model or server). Whether a server can be
+        reached is checked later, once the stage is set up and before it reads its input (``ChatBackend.check``:
+        ``InFlight.run`` for annotate and refine)."""
         from ..mllm import make_backend
 
         opts = replace(self, **changes) if changes else self

@@ -116,7 +116,9 @@ def load_dinov2(spec: str, *, device: str = "cpu", dtype: str = "float32", seed:
         raise
     except Exception as e:  # noqa: BLE001 - transformers and safetensors raise many types for a bad folder
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UrecaError(f"cannot load the DINOv2 model {spec!r}: {first}") from None
+        how = "" if Path(spec).expanduser().is_dir() else (
+            "; pass --features-model DIR, a local copy (a DINOv2 folder saved with save_pretrained)")
+        raise UrecaError(f"cannot load the DINOv2 model {spec!r}: {first}{how}") from None
     try:
         model = model.to(device=device, dtype=torch_dtype)
     except (RuntimeError, AssertionError) as e:

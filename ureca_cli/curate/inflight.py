@@ -4,8 +4,8 @@
 (``images_in_flight``: twice the backends' concurrency, at least 2, at most 64, unless given), the
 ``stream.run_stage`` mapper that runs them and stops the requests still queued when the run ends early,
 ``ask`` (one chat request: stopped when the run stops, counted, and with ``--save-prompts`` every image it
-sends written to ``DIR/<image_id>/<node id>_<kind>.<ext>``), ``run`` (a stream of records through the stage),
-and ``close``.
+sends written to ``DIR/<image_id>/<node id>_<kind>.<ext>``), ``run`` (a stream of records through the stage,
+after checking that every backend can answer), and ``close``.
 """
 
 from __future__ import annotations
@@ -64,14 +64,22 @@ class InFlight:
 
         return abortable_map(fn, items, jobs=self.images_in_flight, abort=self._abort)
 
+    def backends(self) -> list[Any]:
+        """The chat backends this stage sends requests to (subclasses name theirs)."""
+        return []
+
     def run(self, name: str, items: Iterable[Any], work: Callable[[Any], Any], scfg: Any, *,
             input_key: Callable[[Any], Any], output_key: Callable[[dict], Any], in_flight: bool = True) -> Any:
         """``work`` over ``items`` under the stream contract (``stream.run_stage``), ``images_in_flight`` images
         at once (one at a time when ``in_flight`` is false: the stage sends no request); closes the stage after.
-        Returns run_stage's summary."""
+        Every backend is checked first (``ChatBackend.check``), so a server that cannot be reached fails before
+        the first input line is read. Returns run_stage's summary."""
         from ..stream import run_stage
 
         try:
+            if in_flight:
+                for backend in {id(b): b for b in self.backends()}.values():
+                    backend.check()
             return run_stage(name, items, work, scfg, input_key=input_key, output_key=output_key,
                              mapper=self.mapper if in_flight else None, unit="images")
         finally:

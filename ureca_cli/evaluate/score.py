@@ -251,6 +251,15 @@ def resolve_bertscore_model(name: str, layers: int | None) -> tuple[str, int]:
     return name, layers
 
 
+def check_ready(cfg: ScoreConfig) -> None:
+    """What scoring needs besides its inputs, checked before they are read: Java for the COCO metrics, and the
+    BERTScore model (a local folder, or in the cache when offline, or on a hub that answers)."""
+    if cfg.needs_java:
+        check_java()
+    if cfg.use_bertscore:
+        resolve_bertscore_model(cfg.bertscore_model, cfg.bertscore_layers)
+
+
 def _probe_hub(name: str, how: str) -> None:
     """One request to the hub before a download, so that an unreachable hub is one error at once instead of
     the retry loops with back-off that a download runs for every file."""

@@ -12,6 +12,7 @@ import queue
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
 from ..errors import UrecaError, check_model_name
@@ -100,7 +101,9 @@ class HFBackend(ChatBackend):
             model = AutoModelForImageTextToText.from_pretrained(name, dtype=dtype, use_safetensors=True)
         except (OSError, ValueError) as e:  # ValueError: a folder that holds no model or processor
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UrecaError(f"--model {name}: cannot load it ({first})") from None
+            how = "" if Path(name).expanduser().is_dir() else (
+                "; pass --model DIR, a local copy, or use a server: --backend openai --base-url URL")
+            raise UrecaError(f"--model {name}: cannot load it ({first}){how}") from None
         return model.to(device).eval(), processor
 
     # --------------------------------------------------------------------------------------- batching
