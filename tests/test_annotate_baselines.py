@@ -114,3 +114,19 @@ def test_the_api_key_and_url_password_are_never_shown(cli, tmp_path, monkeypatch
         r = cli("caption", "--input", trees, "--region-prompt", "crop", "--backend", "openai", "--base-url", s.url,
                 "--model", "scripted")
     assert r.exit_code == 2 and "Bearer ***" in r.stderr and leaks([key], r.stderr) == []
+
+
+def test_model_left_out_is_the_servers_first(cli, tmp_path):
+    """With --region-prompt, --model is the served model's name; left out, the server's first model is used, as
+    annotate does. Without --region-prompt it is the URECA checkpoint, which must be given (one line)."""
+    trees = write_trees(tmp_path, n=1)
+    with ScriptedServer(Scripted(), model="served-first") as s:
+        r = cli("caption", "--input", trees, "--region-prompt", "crop", "--backend", "openai", "--base-url", s.url)
+        assert r.exit_code == 0, r.stderr
+        assert {body["model"] for body in s.requests} == {"served-first"}
+    assert {json.loads(x)["model"] for x in r.stdout.splitlines()} == {"served-first"}
+    r = cli("caption", "--input", trees)
+    lines = r.stderr.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1 and "--model" in lines[0] and "checkpoint" in lines[0], r.stderr
+    r = cli("caption", "--input", trees, "--region-prompt", "crop")  # --backend hf: its default model
+    assert r.exit_code == 2 and "OpenGVLab/InternVL3-1B-hf" in r.stderr, r.stderr
