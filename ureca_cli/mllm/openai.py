@@ -4,9 +4,11 @@
 Up to ``concurrency`` requests are in flight at once (callers beyond that wait their turn), spread over the
 ``base_urls`` round-robin. ``timeout`` bounds each try's whole time (connecting, sending, waiting and reading
 the answer), not only the gap between bytes: every network read and write is given what is left of it
-(``_Deadlines``), so a server that trickles its answer a byte at a time is given up on in time. Connection errors, timeouts, 429 and 5xx answers, and empty answers are retried
-with exponential backoff and full jitter, honouring a server's ``Retry-After``; after the last try the call
-raises ``BackendError`` with one line naming the server and the last reason. Other 4xx answers fail at once.
+(``deadlines.py``), so a server that trickles its answer a byte at a time is given up on in time. Connection
+errors, timeouts, 429 and 5xx answers, and empty answers are retried with exponential backoff and full jitter,
+honouring a server's ``Retry-After``; after the last try the call raises ``BackendError`` with one line naming
+the server and the last reason. Other 4xx answers fail at once. ``check()`` asks every server for its model
+list once, so a stage fails before it reads its input when one cannot be reached.
 
 The API key is read from the environment variable named by ``api_key_env`` (default ``OPENAI_API_KEY``, when it
 is set, as every OpenAI-compatible client does). Secrets are never handed out: the key and any ``user:password``
@@ -34,6 +36,7 @@ from urllib.parse import unquote
 
 from ..errors import UrecaError
 from .base import BackendError, ChatBackend, EncodedImage, GenerationSettings, Message, clean_answer
+from .deadlines import Deadlines
 
 RETRY_STATUS = {408, 409, 425, 429}
 MAX_RETRY_AFTER = 600.0  # seconds: a longer Retry-After is cut to this
@@ -145,90 +148,6 @@ def retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-class _Deadlines:
-    """Whole-request deadlines for an ``httpx.Client``: inside ``with deadlines(seconds):`` every network read,
-    write, connect and TLS handshake of this thread is given at most what is left of ``seconds`` (httpx's own
-    timeouts bound each read only, so a byte a second would never time out).
-
-    httpx has no public hook for this (encode/httpx#1450 asks for a total timeout); httpcore's network backend
-    interface is public, and it is installed on the client's connection pools here, once."""
-
-    def __init__(self) -> None:
-        self._local = threading.local()
-
-    def __call__(self, seconds: float) -> contextlib.AbstractContextManager:
-        @contextlib.contextmanager
-        def bound() -> Iterator[None]:
-            self._local.at = time.monotonic() + seconds
-            try:
-                yield
-            finally:
-                self._local.at = None
-
-        return bound()
-
-    def budget(self, timeout: float | None, exc: type[Exception]) -> float | None:
-        """``timeout`` cut to what is left of this thread's deadline; ``exc`` when nothing is left."""
-        at = getattr(self._local, "at", None)
-        if at is None:
-            return timeout
-        left = at - time.monotonic()
-        if left <= 0:
-            raise exc("the request's time is up")
-        return left if timeout is None else min(timeout, left)
-
-    def install(self, client: Any) -> None:
-        """Put this deadline under every connection pool of ``client`` (its transport and proxy mounts)."""
-        transports = [client._transport, *(t for t in client._mounts.values() if t is not None)]
-        for transport in transports:
-            pool = getattr(transport, "_pool", None)
-            inner = getattr(pool, "_network_backend", None)
-            if inner is None:
-                raise RuntimeError(f"httpx {type(transport).__name__}: no connection pool to bound requests in")
-            pool._network_backend = _deadline_backend(inner, self)
-
-
-def _deadline_backend(inner: Any, deadlines: _Deadlines) -> Any:
-    """An ``httpcore.NetworkBackend`` over ``inner`` whose streams take their timeouts from ``deadlines``."""
-    import httpcore
-
-    class Stream(httpcore.NetworkStream):
-        def __init__(self, stream: Any):
-            self._stream = stream
-
-        def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-            return self._stream.read(max_bytes, deadlines.budget(timeout, httpcore.ReadTimeout))
-
-        def write(self, buffer: bytes, timeout: float | None = None) -> None:
-            self._stream.write(buffer, deadlines.budget(timeout, httpcore.WriteTimeout))
-
-        def close(self) -> None:
-            self._stream.close()
-
-        def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
-                      timeout: float | None = None) -> Any:
-            return Stream(self._stream.start_tls(ssl_context, server_hostname,
-                                                 deadlines.budget(timeout, httpcore.ConnectTimeout)))
-
-        def get_extra_info(self, info: str) -> Any:
-            return self._stream.get_extra_info(info)
-
-    class Backend(httpcore.NetworkBackend):
-        def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                        socket_options: Any = None) -> Any:
-            return Stream(inner.connect_tcp(host, port, deadlines.budget(timeout, httpcore.ConnectTimeout),
-                                            local_address, socket_options))
-
-        def connect_unix_socket(self, path: str, timeout: float | None = None, socket_options: Any = None) -> Any:
-            return Stream(inner.connect_unix_socket(path, deadlines.budget(timeout, httpcore.ConnectTimeout),
-                                                    socket_options))
-
-        def sleep(self, seconds: float) -> None:
-            inner.sleep(seconds)
-
-    return Backend()
-
-
 class OpenAIBackend(ChatBackend):
     """Chat completions over HTTP. ``base_urls`` end in ``/v1`` (``http://host:8000/v1``)."""
 
@@ -288,7 +207,7 @@ class OpenAIBackend(ChatBackend):
             headers["Authorization"] = f"Bearer {key}"
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         self._client = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout), limits=limits)
-        self._deadline = _Deadlines()
+        self._deadline = Deadlines()
         self._deadline.install(self._client)
         self._gate = threading.BoundedSemaphore(concurrency)
         self._rr = itertools.cycle(range(len(self.base_urls)))
