@@ -187,8 +187,7 @@ def caption(
     if region_prompt is not None:
         from ..caption.baselines import BaselineCaptioner
 
-        with chat.build() as backend:
-            backend.check()  # a server that cannot be reached fails here, before the first region is sent
+        with chat.build() as backend:  # --model left out: the server's first model (asked when first needed)
             run(BaselineCaptioner(backend, bcfg))
         return
     from ..model.released import resolve_source
