@@ -103,7 +103,7 @@ def _run(predictions, references, fmt, ref_format, metrics, no_bertscore, bertsc
     from ..evaluate.readers import read_pair
     from ..evaluate.score import ScoreConfig, check_ready
     from ..evaluate.score import score as run_score
-    from ..stream import check_writable_file, dumps, stdout_binary
+    from ..stream import check_writable_file, dumps, stdin_binary, stdout_binary
 
     t0 = time.perf_counter()
     if str(predictions) == "-" and str(references) == "-":
@@ -120,6 +120,8 @@ def _run(predictions, references, fmt, ref_format, metrics, no_bertscore, bertsc
                 raise UrecaError(f"--per-item {per_item} is the input file {given}: write to another file")
     cfg = ScoreConfig(metrics=wanted, bertscore_model=bertscore_model, bertscore_layers=bertscore_layers,
                       device=device, batch_size=batch_size, uniqueness=not no_uniqueness)
+    if "-" in (str(predictions), str(references)):
+        stdin_binary(terminal_ok=False)  # a closed stdin is named first (nothing is read from it here)
     check_ready(cfg)  # Java and the BERTScore model fail here, before the inputs are read
     matched = read_pair(predictions, references, ScoreFormat(fmt).value,
                         ScoreFormat(ref_format).value if ref_format else None, allow_missing=allow_missing)
