@@ -198,7 +198,6 @@ class OpenAIBackend(ChatBackend):
         if image_format not in ("jpeg", "png"):
             raise UrecaError(f"image format {image_format!r}: choose jpeg or png")
         self.base_urls = [u.rstrip("/") for u in urls]
-        self.shown_urls = [self.secrets.redact(u) for u in self.base_urls]  # for messages
         self.concurrency = concurrency
         self.timeout, self.retries, self.backoff, self.max_backoff = timeout, retries, backoff, max_backoff
         self.image_format = image_format
