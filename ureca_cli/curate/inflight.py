@@ -76,11 +76,15 @@ class InFlight:
         the first input line is read. Returns run_stage's summary."""
         from ..stream import run_stage
 
+        def checked() -> Iterator[Any]:
+            """``items``, once every backend is checked: run_stage asks for the first item after it has read
+            what ``--resume`` needs from the output, and before anything of the input is read."""
+            for backend in {id(b): b for b in self.backends()}.values():
+                backend.check()
+            yield from items
+
         try:
-            if in_flight:
-                for backend in {id(b): b for b in self.backends()}.values():
-                    backend.check()
-            return run_stage(name, items, work, scfg, input_key=input_key, output_key=output_key,
+            return run_stage(name, checked() if in_flight else items, work, scfg, input_key=input_key, output_key=output_key,
                              mapper=self.mapper if in_flight else None, unit="images")
         finally:
             self.close()
