@@ -84,8 +84,8 @@ class InFlight:
             yield from items
 
         try:
-            return run_stage(name, checked() if in_flight else items, work, scfg, input_key=input_key, output_key=output_key,
-                             mapper=self.mapper if in_flight else None, unit="images")
+            return run_stage(name, checked() if in_flight else items, work, scfg, input_key=input_key,
+                             output_key=output_key, mapper=self.mapper if in_flight else None, unit="images")
         finally:
             self.close()
 
