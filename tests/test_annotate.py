@@ -342,3 +342,16 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_hf_backend_damaged_model_is_one_line(cli, tmp_path):
+    """--backend hf on a folder whose model.safetensors is cut short: one line naming the folder, exit 2."""
+    from ureca_cli.model.tiny import save_tiny_internvl
+
+    folder = save_tiny_internvl(tmp_path / "vl")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])
+    r = cli("annotate", write_trees(tmp_path, n=1), "--backend", "hf", "--model", folder, "--device", "cpu")
+    lines = r.stderr.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1, r.stderr
+    assert f"--model {folder}: cannot load it" in lines[0] and "unexpected" not in lines[0], lines[0]

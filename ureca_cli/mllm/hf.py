@@ -99,7 +99,9 @@ class HFBackend(ChatBackend):
         try:
             processor = AutoProcessor.from_pretrained(name)
             model = AutoModelForImageTextToText.from_pretrained(name, dtype=dtype, use_safetensors=True)
-        except (OSError, ValueError) as e:  # ValueError: a folder that holds no model or processor
+        except UrecaError:
+            raise
+        except Exception as e:  # noqa: BLE001 - OSError, ValueError (no model here), SafetensorError (damaged)
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             how = "" if Path(name).expanduser().is_dir() else (
                 "; pass --model DIR, a local copy, or use a server: --backend openai --base-url URL")
