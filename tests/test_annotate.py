@@ -337,3 +337,106 @@ def test_a_downstream_that_exits_part_way_stops_annotate(tmp_path):
     assert len(err) == 1 and err[0].startswith("ureca annotate: error: stdout's reader is gone (did the next stage "
                                                "in the pipe stop?): stopped with "), err
     assert final <= at_exit[0] + 2 < total, (final, at_exit, total)
+
+
+def test_the_api_key_and_url_password_are_never_shown(cli, tmp_path, monkeypatch):
+    """A server that echoes the credentials it gets (in its answers and model name, or in a 401 message): no line
+    on stderr, record, --failed file or saved prompt holds the key (read from OPENAI_API_KEY by default) or the
+    password of --base-url."""
+    import base64
+
+    from tests.servers.chat import leaks, with_credentials
+
+    key = "sk-annotate-secret-4242"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    trees = write_trees(tmp_path, n=2)
+    out, failed, saved = tmp_path / "out.jsonl", tmp_path / "failed.jsonl", tmp_path / "prompts"
+    with ScriptedServer(Scripted(), echo_auth="answer") as s:
+        r = cli("annotate", trees, "--backend", "openai", "--base-url", s.url, "--save-prompts", saved, "-o", out)
+        assert r.exit_code == 0, r.stderr
+        assert s.headers[0]["Authorization"] == f"Bearer {key}"
+    assert "(sent with Bearer ***)" in read(out)[0]["nodes"][0]["caption"]
+    assert any(saved.rglob("*.jpg"))
+    assert leaks([key], r.stderr, r.stdout, out, saved) == []
+    with ScriptedServer(Scripted(), echo_auth="401") as s:
+        r = cli("annotate", trees, "--backend", "openai", "--base-url", s.url, "--on-error", "skip",
+                "--failed", failed, "-o", tmp_path / "none.jsonl")
+    assert "HTTP 401" in r.stderr and "Bearer ***" in r.stderr and len(read(failed)) == 2
+    assert leaks([key], r.stderr, r.stdout, failed) == []
+    basic = base64.b64encode(b"alice:pa55word").decode()
+    with ScriptedServer(Scripted(), echo_auth="401") as s:
+        r = cli("annotate", trees, "--backend", "openai", "--base-url", with_credentials(s.url, "alice", "pa55word"))
+    assert r.exit_code == 2 and "alice:***@127.0.0.1" in r.stderr and f"Basic {basic}" not in r.stderr
+    assert leaks([key, "pa55word", basic], r.stderr) == []
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_numbers_that_are_not_finite_are_refused_at_once(cli, tmp_path, value):
+    """--timeout inf/nan and --blur-sigma nan were taken (a nan sigma blurs nothing, an infinite timeout waits
+    forever): one line naming the option, before any input is read or any server asked."""
+    never = tmp_path / "never_read.jsonl"
+    for flag in ("--timeout", "--blur-sigma"):
+        for backend in (["--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--model", "m"],
+                        ["--backend", "hf", "--model", str(tmp_path / "no_model")]):
+            r = cli("annotate", never, *backend, flag, value)
+            lines = r.stderr.strip().splitlines()
+            assert r.exit_code == 2 and len(lines) == 1, r.stderr
+            assert lines[0].startswith(f"ureca annotate: error: {flag} {value}: ") and "finite" in lines[0], lines
+
+
+def test_hf_backend_never_unpickles_a_model(cli, tmp_path):
+    """--backend hf on a folder whose weights are a pickle only (pytorch_model.bin): one line saying how to convert
+    it; the pickle is never unpickled, nor even opened."""
+    from tests.pickles import never_opened, plant_pickle
+    from ureca_cli.model.tiny import save_tiny_internvl
+
+    folder = save_tiny_internvl(tmp_path / "vl")
+    planted = plant_pickle(folder)
+    trees = write_trees(tmp_path, n=1)
+    with never_opened(planted):
+        r = cli("annotate", trees, "--backend", "hf", "--model", folder, "--device", "cpu")
+    lines = r.stderr.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1, r.stderr
+    assert str(planted) in lines[0] and "never unpickles" in lines[0] and "save_pretrained" in lines[0], lines[0]
+    assert not (folder / "UNPICKLED").exists()
+
+
+def test_unreachable_server_fails_before_the_input_is_read(cli, tmp_path):
+    """One check of /v1/models up front, naming the URL (its password masked), before any input is read: the
+    input here would fail to parse, so an error about it means the input was read first."""
+    from tests.servers.chat import with_credentials
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    port = _free_port()
+    url = with_credentials(f"http://127.0.0.1:{port}/v1", "alice", "pa55word")
+    r = cli("annotate", bad, "--backend", "openai", "--base-url", url, "--model", "m")
+    lines = r.stderr.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1, r.stderr
+    assert f"http://alice:***@127.0.0.1:{port}/v1/models" in lines[0] and "cannot reach" in lines[0], lines[0]
+    assert "bad.jsonl" not in lines[0] and "pa55word" not in r.stderr
+    with ScriptedServer(Scripted(), echo_auth="401-all") as s:  # a server that refuses us: its answer, at once
+        r = cli("annotate", bad, "--backend", "openai", "--base-url", s.url, "--model", "m")
+    assert r.exit_code == 2 and "HTTP 401" in r.stderr and "bad.jsonl" not in r.stderr, r.stderr
+    assert "Bearer" not in r.stderr or "Bearer ***" in r.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_hf_backend_damaged_model_is_one_line(cli, tmp_path):
+    """--backend hf on a folder whose model.safetensors is cut short: one line naming the folder, exit 2."""
+    from ureca_cli.model.tiny import save_tiny_internvl
+
+    folder = save_tiny_internvl(tmp_path / "vl")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])
+    r = cli("annotate", write_trees(tmp_path, n=1), "--backend", "hf", "--model", folder, "--device", "cpu")
+    lines = r.stderr.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1, r.stderr
+    assert f"--model {folder}: cannot load it" in lines[0] and "unexpected" not in lines[0], lines[0]

@@ -120,3 +120,47 @@ def test_caption_resume_after_a_torn_image_writes_each_region_once(cli, tmp_path
     assert r.exit_code == 0, r.stderr
     assert [json.loads(x)["id"] for x in out.read_bytes().splitlines()] == ids
     assert len(requests) == 4  # im1 again, whole; im0 not asked again
+
+
+def test_the_api_key_and_url_password_are_never_shown(cli, tmp_path, monkeypatch):
+    """caption --region-prompt against a server that echoes the credentials it gets: no line on stderr, record or
+    --failed file holds the key (OPENAI_API_KEY, read by default) or the password of --base-url."""
+    from tests.servers.chat import leaks, with_credentials
+
+    key = "sk-baseline-secret-4242"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    trees = write_trees(tmp_path, n=2)
+    out, failed = tmp_path / "out.jsonl", tmp_path / "failed.jsonl"
+    with ScriptedServer(Scripted(), echo_auth="answer") as s:
+        r = cli("caption", "--input", trees, "--region-prompt", "contour", "--backend", "openai", "--base-url",
+                s.url, "--model", "scripted", "-o", out)
+        assert r.exit_code == 0, r.stderr
+        assert s.headers[0]["Authorization"] == f"Bearer {key}"
+    assert "(sent with Bearer ***)" in json.loads(out.read_text().splitlines()[0])["caption"]
+    assert leaks([key], r.stderr, r.stdout, out) == []
+    with ScriptedServer(Scripted(), echo_auth="401") as s:
+        r = cli("caption", "--input", trees, "--region-prompt", "crop", "--backend", "openai", "--base-url",
+                with_credentials(s.url, "alice", "pa55word"), "--model", "scripted", "--on-error", "skip",
+                "--failed", failed)
+    assert "HTTP 401" in r.stderr and "alice:***@127.0.0.1" in r.stderr and len(failed.read_text().splitlines()) == 2
+    assert leaks([key, "pa55word"], r.stderr, r.stdout, failed) == []
+    with ScriptedServer(Scripted(), echo_auth="401") as s:
+        r = cli("caption", "--input", trees, "--region-prompt", "crop", "--backend", "openai", "--base-url", s.url,
+                "--model", "scripted")
+    assert r.exit_code == 2 and "Bearer ***" in r.stderr and leaks([key], r.stderr) == []
+
+
+def test_model_left_out_is_the_servers_first(cli, tmp_path):
+    """With --region-prompt, --model is the served model's name; left out, the server's first model is used, as
+    annotate does. Without --region-prompt it is the URECA checkpoint, which must be given (one line)."""
+    trees = write_trees(tmp_path, n=1)
+    with ScriptedServer(Scripted(), model="served-first") as s:
+        r = cli("caption", "--input", trees, "--region-prompt", "crop", "--backend", "openai", "--base-url", s.url)
+        assert r.exit_code == 0, r.stderr
+        assert {body["model"] for body in s.requests} == {"served-first"}
+    assert {json.loads(x)["model"] for x in r.stdout.splitlines()} == {"served-first"}
+    r = cli("caption", "--input", trees)
+    lines = r.stderr.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1 and "--model" in lines[0] and "checkpoint" in lines[0], r.stderr
+    r = cli("caption", "--input", trees, "--region-prompt", "crop")  # --backend hf: its default model
+    assert r.exit_code == 2 and "OpenGVLab/InternVL3-1B-hf" in r.stderr, r.stderr

@@ -219,3 +219,51 @@ def test_options_that_would_be_ignored_are_refused(cli, photo, tmp_path):
     _fails(cli(*one, "--base-url", "http://127.0.0.1:9/v1"), "--base-url: only with --region-prompt")
     _fails(cli(*one, "--backend", "openai", "--max-side", "64"), "--backend, --max-side: only with --region-prompt")
     _fails(cli("caption", "--input", tmp_path, "--model", ckpt_dir), f"{tmp_path}: is a directory")
+
+
+def test_numbers_that_are_not_finite_are_refused(cli, photo, tmp_path):
+    """--temperature inf or nan with --sample was taken; one line naming the option, before a model loads."""
+    for value in ("nan", "inf"):
+        _fails(cli("caption", photo, "--box", "0,0,5,5", "--model", tmp_path / "not-loaded", "--sample",
+                   "--temperature", value), f"--temperature {value}: ", "finite")
+    from ureca_cli.caption.captioner import CaptionConfig
+    from ureca_cli.errors import UrecaError
+
+    with pytest.raises(UrecaError, match="--temperature inf"):
+        CaptionConfig(model=tmp_path, temperature=float("inf"))
+
+
+def test_pickled_base_or_adapter_never_unpickled(cli, ckpt, photo, tmp_path):
+    """A checkpoint whose embedded base or LoRA adapter is a pickle only (pytorch_model.bin, adapter_model.bin):
+    one line naming the file and how to convert it; never opened (a .bin adapter also skipped the strict key
+    check)."""
+    from tests.pickles import never_opened, plant_pickle
+    from ureca_cli.model import build_tiny_ureca, save_checkpoint
+    from ureca_cli.train.config import LoraConfig
+    from ureca_cli.train.stages import prepare_stage2
+
+    base = tmp_path / "pickled-base"
+    shutil.copytree(ckpt, base)
+    planted = plant_pickle(base / "base")
+    with never_opened(planted):
+        _fails(cli("caption", photo, "--model", base, "--box", "0,0,5,5"), str(planted), "never unpickles",
+               "save_pretrained")
+    assert not (base / "base" / "UNPICKLED").exists()
+
+    model = build_tiny_ureca(seed=0)
+    prepare_stage2(model, LoraConfig(r=4, alpha=8))
+    lora = save_checkpoint(model, tmp_path / "pickled-adapter")
+    planted = plant_pickle(lora / "adapter", "adapter_model.bin")
+    with never_opened(planted):
+        _fails(cli("caption", photo, "--model", lora, "--box", "0,0,5,5"), str(planted), "never unpickles",
+               "save_pretrained")
+    assert not (lora / "adapter" / "UNPICKLED").exists()
+
+
+def test_damaged_embedded_base_names_the_file(cli, ckpt, photo, tmp_path):
+    """A checkpoint whose embedded base has a truncated model.safetensors: one line naming that file."""
+    broken = tmp_path / "broken-base"
+    shutil.copytree(ckpt, broken)
+    weights = broken / "base" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    _fails(cli("caption", photo, "--model", broken, "--box", "0,0,5,5"), str(weights), "truncated")

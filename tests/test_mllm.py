@@ -153,3 +153,69 @@ def test_openai_settings_name_the_option_at_fault():
         make_backend("openai", base_urls=["http://127.0.0.1:9/v1"], model="m", timeout=0)
     with pytest.raises(UrecaError, match=r"^--blur-sigma -1: must be >= 0$"):
         VisualSettings(sigma=-1)
+
+
+KEY = "sk-test-0123456789abcdef"
+
+
+def test_openai_never_hands_out_the_key_or_url_credentials(monkeypatch):
+    """A server that echoes the Authorization header (in a 401 message, in its answers, in its model list) and a
+    password in --base-url: no message, answer or description the backend gives out holds either."""
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)  # read by default, as every OpenAI-compatible client does
+    with ScriptedServer(_echo, echo_auth="401") as s:
+        b = make_backend("openai", base_urls=[s.url], model="m", retries=0, **FAST)
+        with pytest.raises(BackendError) as e:
+            b.chat([user("x")], GenerationSettings())
+        assert "HTTP 401" in str(e.value) and KEY not in str(e.value) and "Bearer ***" in str(e.value)
+        assert s.headers[0]["Authorization"] == f"Bearer {KEY}"
+        b.close()
+    with ScriptedServer(_echo, echo_auth="answer") as s:
+        b = make_backend("openai", base_urls=[s.url])
+        answer = b.chat([user("x")], GenerationSettings())
+        assert answer.startswith("answer: x") and KEY not in answer and "***" in answer
+        assert KEY not in repr(b.describe()) and b.describe()["model"].startswith("scripted")
+        b.close()
+    port = _free_port()
+    secret_url = f"http://alice:pa55word@127.0.0.1:{port}/v1"
+    b = make_backend("openai", base_urls=[secret_url], model="m", retries=1, **FAST)
+    with pytest.raises(BackendError) as e:
+        b.chat([user("x")], GenerationSettings())
+    assert "pa55word" not in str(e.value) and f"http://alice:***@127.0.0.1:{port}/v1" in str(e.value)
+    with pytest.raises(UrecaError) as e:
+        make_backend("openai", base_urls=[f"ftp://alice:pa55word@127.0.0.1:{port}/v1"])
+    assert "pa55word" not in str(e.value)
+    monkeypatch.delenv("OPENAI_API_KEY")
+    with ScriptedServer(_echo) as s:  # no key anywhere: no header
+        b = make_backend("openai", base_urls=[s.url], model="m")
+        b.chat([user("x")], GenerationSettings())
+        assert "Authorization" not in s.headers[0]
+        b.close()
+
+
+@pytest.mark.parametrize("headers_first", [False, True], ids=["trickled-headers", "trickled-body"])
+def test_openai_timeout_bounds_the_whole_request(headers_first):
+    """--timeout is each request's whole time, not the gap between bytes: a server that sends one byte every
+    0.05 s (about 12 s for its answer) is given up on after --timeout 0.5 per try."""
+    from tests.servers.chat import TrickleServer
+
+    with TrickleServer(interval=0.05, headers_first=headers_first) as s:
+        b = make_backend("openai", base_urls=[s.url], model="m", timeout=0.5, retries=1, **FAST)
+        t = time.monotonic()
+        with pytest.raises(BackendError, match=r"2 tries; last: no answer within 0.5 s"):
+            b.chat([user("x")], GenerationSettings())
+        took = time.monotonic() - t
+        b.close()
+    assert s.count == 2 and took < 3.0, took
+
+
+def test_settings_that_are_not_finite_are_refused():
+    from ureca_cli.commands.chat import ChatOptions
+    from ureca_cli.visual.prompter import VisualSettings
+
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(UrecaError, match=r"^--timeout (nan|inf): needs a finite number of seconds above 0$"):
+            make_backend("openai", base_urls=["http://127.0.0.1:9/v1"], model="m", timeout=bad)
+        with pytest.raises(UrecaError, match=r"^--timeout (nan|inf): "):
+            ChatOptions(timeout=bad)
+        with pytest.raises(UrecaError, match=r"^--blur-sigma (nan|inf): needs a finite number >= 0$"):
+            VisualSettings(sigma=bad)

@@ -355,3 +355,158 @@ def _default_prompt_version() -> str:
     from ureca_cli.curate.refine import load_templates
 
     return load_templates().version
+
+
+def _captioned_trees(folder: Path, n: int = 2) -> Path:
+    """Synthetic tree records (no shared data needed) with a caption on every main object and part."""
+    from tests.servers.trees import make_image, make_tree_record
+
+    recs = []
+    for i in range(n):
+        rec = make_tree_record(make_image(folder / f"im{i}.jpg", 120, 90, seed=i), 120, 90, image_id=f"im{i}",
+                               mains=1, fanout=(2,), seed=i)
+        for node in rec["nodes"]:
+            if node["role"] != "dropped":
+                node.update(short_caption=f"short {node['id']}", long_caption=f"long {node['id']}",
+                            caption=f"long {node['id']}")
+        recs.append(rec)
+    path = folder / "captioned.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return path
+
+
+def test_the_api_key_and_url_password_are_never_shown(cli, tmp_path, monkeypatch):
+    """A server that echoes the credentials it gets: no line on stderr, record, --failed file or saved prompt
+    holds the key (OPENAI_API_KEY, read by default) or the password of --base-url."""
+    import base64
+
+    from tests.servers.chat import leaks, with_credentials
+
+    key = "sk-refine-secret-4242"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    records = _captioned_trees(tmp_path)
+    out, failed, saved = tmp_path / "out.jsonl", tmp_path / "failed.jsonl", tmp_path / "prompts"
+    with ScriptedServer(lambda body: "unique", echo_auth="answer") as s:
+        r = _run(cli, records, "--backend", "openai", "--base-url", s.url, "--threshold", -1, "--save-prompts",
+                 saved, "-o", out)
+        assert r.exit_code == 0, r.stderr
+        assert s.headers[0]["Authorization"] == f"Bearer {key}"
+    recs = _lines(out)
+    assert recs[0]["nodes"][0]["caption"] == "unique (sent with Bearer ***)" and any(saved.rglob("*.png"))
+    assert "***" in recs[0]["refine"]["model"]
+    assert leaks([key], r.stderr, r.stdout, out, saved) == []
+    with ScriptedServer(lambda body: "unique", echo_auth="401") as s:
+        r = _run(cli, records, "--backend", "openai", "--base-url", s.url, "--threshold", -1, "--on-error", "skip",
+                 "--failed", failed, "-o", tmp_path / "none.jsonl")
+    assert "HTTP 401" in r.stderr and "Bearer ***" in r.stderr and len(_lines(failed)) == 2
+    assert leaks([key], r.stderr, r.stdout, failed) == []
+    basic = base64.b64encode(b"alice:pa55word").decode()
+    with ScriptedServer(lambda body: "unique", echo_auth="401") as s:
+        r = _run(cli, records, "--backend", "openai", "--base-url", with_credentials(s.url, "alice", "pa55word"),
+                 "--threshold", -1)
+    assert r.exit_code == 2 and "alice:***@127.0.0.1" in r.stderr
+    assert leaks([key, "pa55word", basic], r.stderr) == []
+
+
+def test_features_model_never_unpickled(cli, tmp_path):
+    """--features-model DIR whose weights are a pickle only: one line saying how to convert it; never opened."""
+    from tests.pickles import never_opened, plant_pickle
+    from ureca_cli.curate.features import load_dinov2
+
+    folder = tmp_path / "dino"
+    load_dinov2("random:dinov2-tiny").save_pretrained(folder)
+    planted = plant_pickle(folder)
+    records = _captioned_trees(tmp_path)
+    with ScriptedServer(lambda body: "unique") as s, never_opened(planted):
+        r = _run(cli, records, "--backend", "openai", "--base-url", s.url, features_model=str(folder))
+    lines = r.stderr.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1, r.stderr
+    assert str(planted) in lines[0] and "never unpickles" in lines[0] and "save_pretrained" in lines[0], lines[0]
+    assert not (folder / "UNPICKLED").exists()
+
+
+def test_damaged_features_model_names_the_file(cli, tmp_path):
+    """--features-model DIR with a truncated model.safetensors, a broken or missing config.json, or another kind
+    of model: one line naming the file and what is wrong, exit 2 (no 'unexpected ...')."""
+    import shutil
+
+    from ureca_cli.curate.features import load_dinov2
+    from ureca_cli.model.tiny import save_tiny_internvl
+
+    good = tmp_path / "dino"
+    load_dinov2("random:dinov2-tiny").save_pretrained(good)
+    records = _captioned_trees(tmp_path)
+
+    def fails(folder, *words):
+        with ScriptedServer(lambda body: "unique") as s:
+            r = _run(cli, records, "--backend", "openai", "--base-url", s.url, features_model=str(folder))
+        lines = r.stderr.strip().splitlines()
+        assert r.exit_code == 2 and len(lines) == 1, r.stderr
+        assert all(w in lines[0] for w in words), lines[0]
+
+    def copy(name):
+        shutil.copytree(good, tmp_path / name)
+        return tmp_path / name
+
+    truncated = copy("truncated")
+    (truncated / "model.safetensors").write_bytes((good / "model.safetensors").read_bytes()[:3000])
+    fails(truncated, str(truncated / "model.safetensors"), "truncated")
+    broken = copy("broken")
+    (broken / "config.json").write_text('{"model_type": ')
+    fails(broken, str(broken / "config.json"), "not valid JSON")
+    bare = copy("bare")
+    (bare / "config.json").unlink()
+    fails(bare, str(bare), "no config.json")
+    other = save_tiny_internvl(tmp_path / "internvl")
+    fails(other, str(other / "config.json"), "'internvl'", "'dinov2'")
+
+
+def test_refine_fails_before_reading_its_input(cli, tmp_path):
+    """An unreachable server, a feature model that is not there, and the README's pipe on a machine without the
+    hub (no backend given: the in-process model): one line saying what to add, before the input is read (this
+    input would fail to parse)."""
+    import socket
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def fails(*args, words=(), features_model=TINY):
+        r = _run(cli, bad, *args, features_model=features_model)
+        lines = r.stderr.strip().splitlines()
+        assert r.exit_code == 2 and len(lines) == 1, r.stderr
+        assert "bad.jsonl" not in lines[0] and all(w in lines[0] for w in words), lines[0]
+
+    fails("--backend", "openai", "--base-url", f"http://127.0.0.1:{port}/v1",
+          words=(f"http://127.0.0.1:{port}/v1/models", "cannot reach"))
+    with ScriptedServer(lambda body: "x") as s:
+        fails("--backend", "openai", "--base-url", s.url, features_model="facebook/dinov2-base",
+              words=("facebook/dinov2-base", "--features-model DIR"))
+    fails(words=("OpenGVLab/InternVL3-1B-hf", "--backend openai --base-url"))  # HF_HUB_OFFLINE=1 in the tests
+
+
+def test_readme_pipe_offline_fails_at_once_on_a_pipe_never_written(tmp_path):
+    """`... | ureca refine -o refined.jsonl` (the README's pipe before it named refine's backend) on a machine
+    without the hub: refine must say what to add at once, not wait on its input (a pipe nobody writes)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    proc = subprocess.Popen([sys.executable, "-m", "ureca_cli", "refine", "-o", str(tmp_path / "refined.jsonl")],
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                            cwd=Path(__file__).resolve().parents[1])
+    try:
+        code = proc.wait(timeout=120)  # stdin stays open and empty all along
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        code = None
+    finally:
+        proc.stdin.close()
+        err = proc.stderr.read().decode()
+        proc.wait()
+    assert code == 2, err
+    assert "--backend openai --base-url" in err and "Traceback" not in err, err
+    assert not (tmp_path / "refined.jsonl").exists()

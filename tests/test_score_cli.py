@@ -215,3 +215,33 @@ def test_predictions_from_stdin_with_dam_and_region_refs(cli, bert):
     out = json.loads(res.stdout)
     assert out["count"] == 3 and out["images"] == 1  # grouped by the references' image_id
     assert out["duplicate_rate"] == pytest.approx(100)  # img1's two predictions are the same
+
+
+def test_pickled_bertscore_model_never_unpickled(cli, tmp_path):
+    """--bertscore-model DIR whose weights are a pickle only: one line saying how to convert it; never opened."""
+    from tests.pickles import never_opened, plant_pickle
+
+    folder = build_tiny_bert(tmp_path / "bert")
+    planted = plant_pickle(folder)
+    with never_opened(planted):
+        res = cli("score", DATA / "preds_regions.jsonl", DATA / "refs_regions.jsonl", "--metrics", "bertscore",
+                  "--bertscore-model", folder, "--bertscore-layers", "2", "--device", "cpu")
+    one_line_error(res, str(planted), "never unpickles", "save_pretrained")
+    assert not (folder / "UNPICKLED").exists()
+
+
+def test_bertscore_model_checked_before_the_input_is_read(cli, tmp_path):
+    """The BERTScore model that is not there fails before the predictions are read (these would not parse), and
+    so does a missing Java for the COCO metrics."""
+    bad = write(tmp_path / "bad.jsonl", "not json\n")
+    res = cli("score", bad, DATA / "refs_regions.jsonl", "--metrics", "bertscore", "--bertscore-model",
+              "roberta-large")
+    err = one_line_error(res, "'roberta-large'", "--no-bertscore")
+    assert "bad.jsonl" not in err
+
+
+def test_java_checked_before_the_input_is_read(cli, monkeypatch, tmp_path):
+    bad = write(tmp_path / "bad.jsonl", "not json\n")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no java here
+    err = one_line_error(cli("score", bad, DATA / "refs_regions.jsonl", "--no-bertscore"), "java was not found")
+    assert "bad.jsonl" not in err

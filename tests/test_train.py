@@ -344,6 +344,10 @@ def test_config_checks(syn, tmp_path, cli, monkeypatch):
     _one_error_line(cli("train", syn["train"], "--out", tmp_path / "o", "--batch-size", "0"), "--batch-size")
     _one_error_line(cli("train", syn["train"], "--out", tmp_path / "o", "--scheduler", "cosyne"),
                     "--scheduler 'cosyne'", "cosine_with_restarts")
+    for flag in ("--lr-stage1", "--lr-stage2", "--epochs", "--weight-decay"):  # nan and inf were taken
+        for value in ("nan", "inf"):
+            _one_error_line(cli("train", tmp_path / "never_read.jsonl", "--out", tmp_path / "o", flag, value),
+                            f"{flag} {value}: ", "finite")
     import torch
 
     from ureca_cli.train import trainer as T
@@ -429,3 +433,107 @@ def test_out_states(tmp_path):
     (run / "ureca.json").write_text("{}")
     (run / "train_config.json").write_text("{}")
     assert _check_out(run, True, "x") == "done"
+
+
+def test_base_never_unpickled(syn, tmp_path, cli):
+    """--base DIR whose weights are a pickle only: one line saying how to convert it, before the data is read;
+    the pickle is never unpickled, nor even opened."""
+    from tests.pickles import never_opened, plant_pickle
+    from ureca_cli.model.tiny import save_tiny_internvl
+
+    folder = save_tiny_internvl(tmp_path / "vl")
+    planted = plant_pickle(folder)
+    args = [a for a in TINY if a not in ("--base", "tiny")]
+    with never_opened(planted):
+        result = cli("train", tmp_path / "never_read.jsonl", "--out", tmp_path / "o", *args, "--base", folder)
+    _one_error_line(result, str(planted), "never unpickles", "save_pretrained")
+    assert not (folder / "UNPICKLED").exists() and not (tmp_path / "o").exists()
+
+
+@pytest.fixture(scope="module")
+def interrupted(syn, tmp_path_factory):
+    """A stage-1 run stopped after its checkpoint-2 was saved (the finished model's files removed)."""
+    from ureca_cli.train.trainer import train_main
+
+    out = tmp_path_factory.mktemp("interrupted") / "run"
+    train_main([str(syn["train"])], _cfg(out.parent, out=out, max_steps=2, save_steps=2, save_total_limit=0))
+    for name in ("ureca.json", "train_config.json"):
+        (out / name).unlink()
+    return out
+
+
+def test_resume_from_a_damaged_checkpoint_names_the_file(syn, tmp_path, cli, interrupted):
+    """--resume from a checkpoint with a damaged trainable.safetensors, optimizer.pt, scheduler.pt,
+    rng_state.pth or trainer_state.json: one line naming the file and what is wrong, exit 2."""
+    def resume(damage, *words):
+        out = tmp_path / "run"
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(interrupted, out)
+        path = out / "checkpoint-2" / damage[0]
+        damage[1](path)
+        result = cli("train", syn["train"], "--out", out, "--stage", "1", "--no-validate", *TINY, "--max-steps",
+                     "2", "--save-steps", "2", "--resume")
+        _one_error_line(result, str(path), *words)
+
+    def truncate(path):
+        path.write_bytes(path.read_bytes()[:200])
+
+    def flip(path):  # one byte of the first stored tensor changed: the archive's CRC no longer matches
+        import struct
+        import zipfile
+
+        with zipfile.ZipFile(path) as z:
+            info = next(i for i in z.infolist() if "/data/" in i.filename)
+        data = bytearray(path.read_bytes())
+        name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26:info.header_offset + 30])
+        data[info.header_offset + 30 + name_len + extra_len] ^= 0xFF  # the local header's extra pads the data
+        path.write_bytes(bytes(data))
+
+    resume(("trainable.safetensors", truncate), "not a safetensors file")
+    resume(("optimizer.pt", truncate), "not a PyTorch archive")
+    resume(("optimizer.pt", flip), "CRC")
+    resume(("scheduler.pt", lambda p: p.write_bytes(b"garbage\n")), "not a PyTorch archive")
+    resume(("rng_state.pth", truncate), "not a PyTorch archive")
+    resume(("trainer_state.json", lambda p: p.write_text('{"global_step": ')), "not valid JSON")
+    resume(("trainer_state.json", lambda p: p.write_text('["a list"]')), "global_step")
+
+
+def test_damaged_base_folder_names_the_file(syn, tmp_path, cli):
+    """--base DIR with a truncated or malformed model.safetensors, a broken config.json, or another kind of
+    model: one line naming the file and what is wrong, before the data is read."""
+    from ureca_cli.model.tiny import save_tiny_internvl
+
+    good = save_tiny_internvl(tmp_path / "vl")
+    args = [a for a in TINY if a not in ("--base", "tiny")]
+
+    def base(name, damage, *words):
+        folder = tmp_path / name
+        shutil.copytree(good, folder)
+        path = damage(folder)
+        _one_error_line(cli("train", tmp_path / "never_read.jsonl", "--out", tmp_path / "o", *args, "--base", folder),
+                        str(path), *words)
+        assert not (tmp_path / "o").exists()
+
+    def truncate(folder):
+        path = folder / "model.safetensors"
+        path.write_bytes(path.read_bytes()[:5000])
+        return path
+
+    def bad_header(folder):
+        path = folder / "model.safetensors"
+        data = path.read_bytes()
+        path.write_bytes(data[:8] + b"{" * (len(data) - 8))
+        return path
+
+    def bad_config(folder):
+        (folder / "config.json").write_text('{"model_type": ')
+        return folder / "config.json"
+
+    def dinov2(folder):
+        (folder / "config.json").write_text(json.dumps({"model_type": "dinov2"}))
+        return folder / "config.json"
+
+    base("truncated", truncate, "truncated")
+    base("header", bad_header, "not a safetensors file")
+    base("config", bad_config, "not valid JSON")
+    base("dinov2", dinov2, "'dinov2'", "internvl")

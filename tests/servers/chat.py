@@ -2,14 +2,21 @@
 
 ``ScriptedServer(answer)`` answers ``POST /v1/chat/completions`` with ``answer(body)`` (the parsed JSON
 request) after ``delay`` seconds, at most ``capacity`` requests at a time (the rest queue), and keeps every
-request body in ``requests``. ``GET /v1/models`` lists one model.
+request body in ``requests``. ``GET /v1/models`` lists one model. ``echo_auth`` makes it a server that hands the
+credentials it was sent back: ``"answer"`` appends the ``Authorization`` header to every answer and to the listed
+model's name, ``"401"`` refuses every chat request with 401 and quotes the header in the message, ``"401-all"``
+refuses the model list that way too.
 
 ``FaultProxy(upstream, faults)`` forwards requests to ``upstream`` and, for the n-th chat request, first
 applies ``faults(n)``: ``None`` (forward), ``"429"`` / ``"500"`` (answer that status; 429 with
 ``Retry-After: 0``), ``"drop"`` (close the connection without answering), ``"stall"`` (hold the request
 ``stall`` seconds, then close), ``"empty"`` (answer 200 with empty content), ``"down"`` (refuse: close at once).
 
-Both run in a background thread (``with ScriptedServer(...) as s: s.url``) and are also used by ``bench/``.
+``TrickleServer(text, interval)`` answers every request with a chat completion of ``text`` sent one byte every
+``interval`` seconds (from the status line on, or, with ``headers_first``, after headers sent at once): a server
+that never lets a per-read timeout fire.
+
+All run in a background thread (``with ScriptedServer(...) as s: s.url``) and are also used by ``bench/``.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -46,6 +54,29 @@ def request_images(body: dict) -> list[str]:
         for p in m.get("content") or []
         if p.get("type") == "image_url"
     ]
+
+
+def with_credentials(url: str, user: str, password: str) -> str:
+    """``url`` with ``user:password@`` before its host."""
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://{user}:{password}@{rest}"
+
+
+def leaks(secrets: list[str], *places: Any) -> list[str]:
+    """Where any of ``secrets`` shows in ``places``: texts, or files and folders (the name and the bytes of
+    every file under a folder). An empty list when none does."""
+    found = []
+    for place in places:
+        if isinstance(place, Path):
+            files = [place] if place.is_file() else sorted(p for p in place.rglob("*") if p.is_file())
+            for f in files:
+                data = f.read_bytes()
+                for s in secrets:
+                    if s in str(f) or s.encode() in data:
+                        found.append(f"{s!r} in {f}")
+        else:
+            found += [f"{s!r} in {str(place)[:200]!r}" for s in secrets if s in str(place)]
+    return found
 
 
 def completion(text: str, model: str = "scripted") -> dict:
@@ -104,7 +135,10 @@ def _reply(h: BaseHTTPRequestHandler, status: int, obj: Any, headers: dict | Non
 
 class ScriptedServer(_Base):
     def __init__(self, answer: Callable[[dict], str], *, delay: float = 0.0, capacity: int | None = None,
-                 model: str = "scripted", record: bool = True):
+                 model: str = "scripted", record: bool = True, echo_auth: str | None = None):
+        if echo_auth not in (None, "answer", "401", "401-all"):
+            raise ValueError(f"echo_auth {echo_auth!r}: None, 'answer', '401' or '401-all'")
+        self.echo_auth = echo_auth
         self.answer = answer
         self.record = record  # False: do not parse or keep bodies (benchmarks); answer(None) is called
         self.delay = delay
@@ -127,9 +161,18 @@ class ScriptedServer(_Base):
             def log_message(self, *args: Any) -> None:
                 pass
 
+            def _refuse(self) -> None:
+                _reply(self, 401, {"error": {"message": f"invalid credentials: {self.headers.get('Authorization')}"
+                                             f" for {self.headers.get('Host')}"}})
+
             def do_GET(self) -> None:
-                if self.path.rstrip("/").endswith("/models"):
-                    _reply(self, 200, {"object": "list", "data": [{"id": server.model, "object": "model"}]})
+                if server.echo_auth == "401-all":
+                    self._refuse()
+                elif self.path.rstrip("/").endswith("/models"):
+                    model = server.model
+                    if server.echo_auth == "answer":
+                        model += f" ({self.headers.get('Authorization')})"
+                    _reply(self, 200, {"object": "list", "data": [{"id": model, "object": "model"}]})
                 else:
                     _reply(self, 404, {"error": {"message": "not found"}})
 
@@ -145,6 +188,9 @@ class ScriptedServer(_Base):
                     if server.record:
                         server.requests.append(body)
                         server.headers.append(dict(self.headers))
+                if server.echo_auth in ("401", "401-all"):
+                    self._refuse()
+                    return
                 if server._gate:
                     server._gate.acquire()
                 try:
@@ -154,6 +200,8 @@ class ScriptedServer(_Base):
                     if server.delay:
                         time.sleep(server.delay)
                     text = server.answer(body)
+                    if server.echo_auth == "answer":
+                        text += f" (sent with {self.headers.get('Authorization')})"
                 finally:
                     with server._lock:
                         server._in_flight -= 1
@@ -232,5 +280,50 @@ class FaultProxy(_Base):
                     _reply(self, 200, completion(""))
                 else:
                     self._forward("POST", body)
+
+        return Handler
+
+
+class TrickleServer(_Base):
+    def __init__(self, text: str = "a slow answer", *, interval: float = 0.05, headers_first: bool = False):
+        self.text, self.interval, self.headers_first = text, interval, headers_first
+        self.count = 0
+        self._lock = threading.Lock()
+        super().__init__()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _trickle(self) -> None:
+                with server._lock:
+                    server.count += 1
+                body = json.dumps(completion(server.text)).encode()
+                head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                        "\r\n").encode()
+                if server.headers_first:
+                    self.wfile.write(head)
+                    self.wfile.flush()
+                    head = b""
+                try:
+                    for i in range(len(head + body)):
+                        self.wfile.write((head + body)[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(server.interval)
+                except OSError:  # the client gave up
+                    pass
+                self.close_connection = True
+
+            def do_GET(self) -> None:
+                self._trickle()
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                self._trickle()
 
         return Handler

@@ -60,7 +60,7 @@ class BaselineCaptioner(RegionCaptioner):
     def __init__(self, backend: ChatBackend, cfg: BaselineConfig):
         self.backend = backend
         self.cfg = cfg
-        self.model_name = backend.model
+        self.model_name = backend.describe()["model"]  # as records show it (the HTTP backend masks secrets)
         self.resize_mask = cfg.resize_mask
 
     def prompt_image(self, prompter: VisualPrompter, mask: np.ndarray) -> Any:

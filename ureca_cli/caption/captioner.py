@@ -9,6 +9,7 @@ grouped for this. Output: region records `{"id", "image_id", "image", "caption",
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -46,6 +47,8 @@ class CaptionConfig:
             raise UrecaError(f"--max-new-tokens {self.max_new_tokens}: needs at least 1")
         if self.batch_size < 1:
             raise UrecaError(f"--batch-size {self.batch_size}: needs at least 1")
+        if not math.isfinite(self.temperature):
+            raise UrecaError(f"--temperature {self.temperature}: needs a finite number above 0")
         if self.temperature <= 0:
             raise UrecaError(f"--temperature {self.temperature}: must be above 0 (decoding is greedy unless --sample)")
         if not 0 < self.top_p <= 1:

@@ -47,11 +47,13 @@ def annotate(
       ureca annotate trees.jsonl --backend openai --resume -o out.jsonl --failed retry.jsonl --on-error skip
     """
     from ..curate.annotate import AnnotateConfig, Annotator, run
-    from ..stream import check_output_not_input
+    from ..stream import check_output_not_input, stdin_binary
     from ..visual.prompter import VisualSettings
 
     cfg_stream = stream_config(output, on_error, failed, resume, shard, progress)
     check_output_not_input(cfg_stream, [input])
+    if input == "-":
+        stdin_binary(terminal_ok=False)  # a closed stdin or a terminal is named before any server is asked
     cfg = AnnotateConfig(
         generation=chat.generation(),
         visual=VisualSettings(sigma=blur_sigma, max_side=chat.max_side),

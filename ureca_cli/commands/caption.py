@@ -36,9 +36,12 @@ def caption(
     ] = None,
     *,
     model: Annotated[
-        Path,
-        typer.Option("--model", "-m", metavar="DIR", help="URECA checkpoint folder (from ureca train or ureca convert), or the paper's released model (folder or hub id, e.g. SammyLim/URECA).", show_default=False),
-    ] = ...,  # type: ignore[assignment]
+        Path | None,
+        typer.Option("--model", "-m", metavar="DIR", help="URECA checkpoint folder (from ureca train or ureca convert), "
+                     "or the paper's released model (folder or hub id, e.g. SammyLim/URECA). With --region-prompt: "
+                     "the chat model (--backend openai: the served name, default the server's first; --backend hf: a "
+                     "hub id or folder, default OpenGVLab/InternVL3-1B-hf).", show_default=False),
+    ] = None,
     mask: Annotated[
         list[Path] | None,
         typer.Option("--mask", metavar="PNG", help="Region mask PNG: any non-zero pixel, or the alpha channel of an RGBA PNG. "
@@ -88,8 +91,8 @@ def caption(
     region_prompt: Annotated[
         str | None,
         typer.Option("--region-prompt", metavar="none|contour|crop", help="Paper's Table 2 baselines: caption with a "
-                     "plain chat model (--backend; --model names it) shown the plain photo, the region contoured, or "
-                     "its crop.", show_default=False),
+                     "plain chat model (--backend; --model names it, default: the server's first) shown the plain "
+                     "photo, the region contoured, or its crop.", show_default=False),
     ] = None,
     chat: ChatOptions,
     output: Output = None,
@@ -116,7 +119,7 @@ def caption(
       ureca caption --input trees.jsonl --model runs/ureca-1b -o preds.jsonl && ureca score preds.jsonl regions.jsonl
       ureca caption --input finetune_refcocog_val_captions.json --images coco/train2014 --model runs/ureca-1b -o preds.jsonl
       ureca caption --input DLC-bench/ --model runs/ureca-1b -o dlc_preds.jsonl
-      ureca caption --input regions.jsonl --region-prompt contour --backend openai --base-url http://gpu1:8000/v1 --model m -o base.jsonl
+      ureca caption --input regions.jsonl --region-prompt contour --backend openai --base-url http://gpu1:8000/v1 -o base.jsonl
     """
     from ..caption.captioner import (
         CaptionConfig,
@@ -145,12 +148,30 @@ def caption(
                       if given]
         if batch_only:
             raise UrecaError(f"{', '.join(batch_only)}: only with --input FILE (one IMAGE is one unit of work)")
+    if region_prompt is None and model is None:
+        raise UrecaError("--model DIR: give the URECA checkpoint to caption with (a folder from ureca train or "
+                         "ureca convert, or a hub id such as SammyLim/URECA)")
     if region_prompt is None:
         chat_only = chat.given(CHAT_ONLY)
         if chat_only:
             raise UrecaError(f"{', '.join(chat_only)}: only with --region-prompt (the chat-model baselines); "
                              "the URECA model runs in this process")
+    # every setting is checked before any input is read or any model is looked for
     scfg = stream_config(output, on_error, failed, resume, shard, progress)
+    if region_prompt is not None:  # the Table 2 baselines through a chat backend (ureca_cli/caption/baselines.py)
+        from ..caption.baselines import BaselineConfig
+        from ..visual.prompter import VisualSettings
+
+        chat = replace(chat, model=None if model is None else str(model), device=None if device == "auto" else device, dtype=dtype,
+                       batch_size=batch_size, max_new_tokens=max_new_tokens, seed=seed,
+                       temperature=temperature if sample else 0.0, top_p=top_p if sample else 1.0)
+        bcfg = BaselineConfig(region_prompt=region_prompt, question=question, resize_mask=resize_mask,
+                              visual=VisualSettings(max_side=chat.max_side), generation=chat.generation())
+    else:
+        ccfg = CaptionConfig(
+            model=model, question=question, max_new_tokens=max_new_tokens, sample=sample, temperature=temperature,
+            top_p=top_p, batch_size=batch_size, device=device, dtype=dtype, resize_mask=resize_mask, seed=seed,
+        )
     picture = bitmaps = None
     if input is None:  # check the inputs before loading any model
         assert image is not None
@@ -166,22 +187,13 @@ def caption(
         else:
             caption_input(input, captioner, scfg, FormatName(fmt).value, read_opts)
 
-    if region_prompt is not None:  # the Table 2 baselines through a chat backend (ureca_cli/caption/baselines.py)
-        from ..caption.baselines import BaselineCaptioner, BaselineConfig
-        from ..visual.prompter import VisualSettings
+    if region_prompt is not None:
+        from ..caption.baselines import BaselineCaptioner
 
-        chat = replace(chat, model=str(model), device=None if device == "auto" else device, dtype=dtype,
-                       batch_size=batch_size, max_new_tokens=max_new_tokens, seed=seed,
-                       temperature=temperature if sample else 0.0, top_p=top_p if sample else 1.0)
-        bcfg = BaselineConfig(region_prompt=region_prompt, question=question, resize_mask=resize_mask,
-                              visual=VisualSettings(max_side=chat.max_side), generation=chat.generation())
-        with chat.build() as backend:
+        with chat.build() as backend:  # --model left out: the server's first model (asked when first needed)
             run(BaselineCaptioner(backend, bcfg))
         return
     from ..model.released import resolve_source
 
-    model = resolve_source(model, "--model")  # a folder, or a hub id (the paper's model: SammyLim/URECA)
-    run(Captioner(CaptionConfig(
-        model=model, question=question, max_new_tokens=max_new_tokens, sample=sample, temperature=temperature,
-        top_p=top_p, batch_size=batch_size, device=device, dtype=dtype, resize_mask=resize_mask, seed=seed,
-    )))
+    # a folder, or a hub id (the paper's model: SammyLim/URECA)
+    run(Captioner(replace(ccfg, model=resolve_source(model, "--model"))))

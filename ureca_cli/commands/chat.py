@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
 from typing import Annotated, Any
@@ -48,9 +49,22 @@ class ChatOptions:
     seed: int | None = None
     max_side: int | None = None
 
+    def __post_init__(self):
+        """Numbers no backend can use are refused when the command line is parsed, whichever backend is chosen
+        (the ranges are the backends' and ``GenerationSettings``' to check)."""
+        from ..errors import UrecaError
+
+        for name in ("timeout", "temperature", "top_p"):
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                raise UrecaError(f"{OPTIONS[name][0]} {value}: needs a finite number"
+                                 + (" of seconds above 0" if name == "timeout" else ""))
+
     def build(self, **changes: Any) -> Any:
         """The ``ChatBackend`` these options name (``mllm.make_backend``); ``changes`` replace fields first (the
-        judge of ``refine --verify`` is the same backend with another model or server)."""
+        judge of ``refine --verify`` is the same backend with another model or server). Whether a server can be
+        reached is checked later, once the stage is set up and before it reads its input (``ChatBackend.check``:
+        ``InFlight.run`` for annotate and refine)."""
         from ..mllm import make_backend
 
         opts = replace(self, **changes) if changes else self
@@ -81,9 +95,12 @@ OPTIONS: dict[str, tuple[str, Any, str]] = {
                                      "served model name (default: the first one the server lists)."),
     "base_url": ("--base-url", list[str] | None, "openai: server URL ending in /v1; repeat it to spread requests "
                                                  "round-robin."),
-    "api_key_env": ("--api-key-env", str | None, "openai: name of the environment variable holding the API key."),
+    "api_key_env": ("--api-key-env", str | None, "openai: name of the environment variable holding the API key "
+                                                  "(default: OPENAI_API_KEY, when it is set). The key and any "
+                                                  "password in --base-url are never printed."),
     "concurrency": ("--concurrency", int, "openai: requests in flight at once."),
-    "timeout": ("--timeout", float, "openai: seconds to wait for one answer."),
+    "timeout": ("--timeout", float, "openai: seconds one try of a request may take, all of it (connecting, "
+                                    "waiting, reading the answer)."),
     "retries": ("--retries", int, "openai: retries of a failed request (backoff + jitter)."),
     "device": ("--device", str | None, "hf: cuda, cuda:1, cpu (default: cuda if present)."),
     "dtype": ("--dtype", str, "hf: auto, bfloat16, float16 or float32."),

@@ -102,7 +102,7 @@ def refine(
     from ..curate.features import FeatureConfig
     from ..curate.refine import RefineConfig, Refiner, run
     from ..errors import UrecaError
-    from ..stream import check_output_not_input
+    from ..stream import check_output_not_input, stdin_binary
     from ..visual.prompter import VisualSettings
     from ..visual.setofmark import MarkSettings
 
@@ -113,6 +113,8 @@ def refine(
     out_format = "flat" if flat else fmt.value
     scfg = stream_config(output, on_error, failed, resume, shard, progress)
     check_output_not_input(scfg, inputs or [])
+    if not inputs or "-" in inputs:
+        stdin_binary(terminal_ok=False)  # a closed stdin or a terminal is named before any model or server
     cfg = RefineConfig(
         features=FeatureConfig(model=features_model, mode=features.value, device=features_device or chat.device or _auto_device(do_refine),
                                dtype=features_dtype, batch_size=features_batch, pool_side=pool_side),

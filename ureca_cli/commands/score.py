@@ -153,9 +153,9 @@ def _run(predictions, references, fmt, ref_format, metrics, no_bertscore, bertsc
 
     from ..errors import UrecaError
     from ..evaluate.readers import read_pair
-    from ..evaluate.score import ScoreConfig
+    from ..evaluate.score import ScoreConfig, check_ready
     from ..evaluate.score import score as run_score
-    from ..stream import check_writable_file, dumps, stdout_binary
+    from ..stream import check_writable_file, dumps, stdin_binary, stdout_binary
 
     t0 = time.perf_counter()
     if str(predictions) == "-" and str(references) == "-":
@@ -184,6 +184,9 @@ def _run(predictions, references, fmt, ref_format, metrics, no_bertscore, bertsc
         return
     cfg = ScoreConfig(metrics=wanted, bertscore_model=bertscore_model, bertscore_layers=bertscore_layers,
                       device=device, batch_size=batch_size, uniqueness=not no_uniqueness)
+    if "-" in (str(predictions), str(references)):
+        stdin_binary(terminal_ok=False)  # a closed stdin is named first (nothing is read from it here)
+    check_ready(cfg)  # Java and the BERTScore model fail here, before the inputs are read
     matched = read_pair(predictions, references, fmt, ref_format, allow_missing=allow_missing)
     if matched.left_out_predictions or matched.left_out_references:
         typer.echo(f"ureca score: --allow-missing: scoring {len(matched.ids)} ids on both sides; left out "

@@ -90,6 +90,9 @@ class Annotator(InFlight):
         self.prepare_workers = workers
         self._prep: Any = None
 
+    def backends(self) -> list[Any]:
+        return [self.backend]
+
     def _prepare_pool(self) -> Any:
         with self._lock:
             if self._prep is None:

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UrecaError, check_model_name
+from ..model.folders import check_model_folder
 
 FEATURE_MODES = ("crop", "masked-pool")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -106,12 +107,18 @@ def load_dinov2(spec: str, *, device: str = "cpu", dtype: str = "float32", seed:
                 model = Dinov2Model(config)
         else:
             check_model_name("--features-model", spec)
-            model = Dinov2Model.from_pretrained(spec)
+            try:
+                check_model_folder(spec, "--features-model", ("dinov2",))
+            except UrecaError as e:
+                raise UrecaError(f"cannot load the DINOv2 model {spec!r}: {e}") from None
+            model = Dinov2Model.from_pretrained(spec, use_safetensors=True)
     except UrecaError:
         raise
-    except (OSError, ValueError, TypeError) as e:
+    except Exception as e:  # noqa: BLE001 - transformers and safetensors raise many types for a bad folder
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UrecaError(f"cannot load the DINOv2 model {spec!r}: {first}") from None
+        how = "" if Path(spec).expanduser().is_dir() else (
+            "; pass --features-model DIR, a local copy (a DINOv2 folder saved with save_pretrained)")
+        raise UrecaError(f"cannot load the DINOv2 model {spec!r}: {first}{how}") from None
     try:
         model = model.to(device=device, dtype=torch_dtype)
     except (RuntimeError, AssertionError) as e:

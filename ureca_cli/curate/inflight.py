@@ -5,7 +5,7 @@
 ``stream.run_stage`` mapper that runs them and stops the requests still queued when the run ends early,
 ``ask`` (one chat request: stopped when the run stops or when stdout's reader is gone, counted, and with
 ``--save-prompts`` every image it sends written to ``DIR/<image_id>/<node id>_<kind>.<ext>``), ``run`` (a
-stream of records through the stage), and ``close``.
+stream of records through the stage, after checking that every backend can answer), and ``close``.
 
 When the stage writes to a pipe whose reader went away (the next stage stopped), no request is sent after
 it is noticed: each request first looks at the pipe (``output.ReaderWatch``), so only those already in flight
@@ -71,20 +71,32 @@ class InFlight:
 
         return abortable_map(fn, items, jobs=self.images_in_flight, abort=self._abort)
 
+    def backends(self) -> list[Any]:
+        """The chat backends this stage sends requests to (subclasses name theirs)."""
+        return []
+
     def run(self, name: str, items: Iterable[Any], work: Callable[[Any], Any], scfg: Any, *,
             input_key: Callable[[Any], Any], output_key: Callable[[dict], Any], in_flight: bool = True,
             group_key: Callable[[dict], Any] | None = None) -> Any:
         """``work`` over ``items`` under the stream contract (``stream.run_stage``; an image is one ``image_id``,
         ``group_key`` when it writes several lines each), ``images_in_flight`` images at once (one at a time when
-        ``in_flight`` is false: the stage sends no request); closes the stage after. Returns run_stage's
-        summary."""
+        ``in_flight`` is false: the stage sends no request); closes the stage after. Every backend is checked
+        first (``ChatBackend.check``), so a server that cannot be reached fails before the first input line is
+        read. Returns run_stage's summary."""
         from ..stream import ReaderWatch, run_stage
+
+        def checked() -> Iterator[Any]:
+            """``items``, once every backend is checked: run_stage asks for the first item after it has read
+            what ``--resume`` needs from the output, and before anything of the input is read."""
+            for backend in {id(b): b for b in self.backends()}.values():
+                backend.check()
+            yield from items
 
         self._watch = ReaderWatch.of(scfg.output)
         try:
-            return run_stage(name, items, work, scfg, input_key=input_key, output_key=output_key,
-                             mapper=self.mapper if in_flight else None, unit="images", key_name="image_id",
-                             group_key=group_key, watch=self._watch)
+            return run_stage(name, checked() if in_flight else items, work, scfg, input_key=input_key,
+                             output_key=output_key, mapper=self.mapper if in_flight else None, unit="images",
+                             key_name="image_id", group_key=group_key, watch=self._watch)
         finally:
             self._watch = None
             self.close()

@@ -142,6 +142,9 @@ class Refiner(InFlight):
         super().__init__(workers, cfg.images_in_flight, cfg.save_prompts)
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="ureca-refine")
 
+    def backends(self) -> list[Any]:
+        return [b for b in (self.backend, self.judge) if b is not None]
+
     def stamp(self) -> dict:
         """What each record says about how it was refined (models, backend, prompts, settings)."""
         out: dict[str, Any] = {"prompt_version": self.templates.version}

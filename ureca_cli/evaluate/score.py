@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UrecaError, check_model_name
+from ..loading import check_safetensors
 from .readers import Matched
 
 METRICS = ("bleu", "meteor", "rouge", "cider", "bertscore")
@@ -229,6 +230,7 @@ def resolve_bertscore_model(name: str, layers: int | None) -> tuple[str, int]:
             n_layers = None
         if isinstance(n_layers, int) and layers > n_layers:
             raise UrecaError(f"--bertscore-layers {layers}: the model in {name} has {n_layers} layers")
+        check_safetensors(path)  # bert-score's loader would fall back to unpickling pytorch_model.bin
         return str(path), layers
     check_model_name("--bertscore-model", name)
     from huggingface_hub import try_to_load_from_cache
@@ -247,6 +249,15 @@ def resolve_bertscore_model(name: str, layers: int | None) -> tuple[str, int]:
                              f"pass --bertscore-layers N")
         layers = model2layers[name]
     return name, layers
+
+
+def check_ready(cfg: ScoreConfig) -> None:
+    """What scoring needs besides its inputs, checked before they are read: Java for the COCO metrics, and the
+    BERTScore model (a local folder, or in the cache when offline, or on a hub that answers)."""
+    if cfg.needs_java:
+        check_java()
+    if cfg.use_bertscore:
+        resolve_bertscore_model(cfg.bertscore_model, cfg.bertscore_layers)
 
 
 def _probe_hub(name: str, how: str) -> None:

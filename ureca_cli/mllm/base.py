@@ -140,6 +140,11 @@ class ChatBackend(ABC):
         """What a record says about the model: ``{"backend": kind, "model": model}``."""
         return {"backend": self.kind, "model": self.model}
 
+    def check(self) -> None:  # noqa: B027 - optional hook
+        """Fail now, with one ``UrecaError`` line, when the backend cannot answer (a server that cannot be
+        reached); a stage calls it before it reads its input. A backend that loads its model when it is built
+        has nothing left to check."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections, threads or GPU memory."""
 

@@ -12,9 +12,11 @@ import queue
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
 from ..errors import UrecaError, check_model_name
+from ..loading import check_safetensors
 from .base import BackendError, ChatBackend, EncodedImage, GenerationSettings, Message, clean_answer
 
 DEFAULT_MODEL = "OpenGVLab/InternVL3-1B-hf"
@@ -93,12 +95,17 @@ class HFBackend(ChatBackend):
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         check_model_name("--model", name)
+        check_safetensors(name)
         try:
             processor = AutoProcessor.from_pretrained(name)
-            model = AutoModelForImageTextToText.from_pretrained(name, dtype=dtype)
-        except (OSError, ValueError) as e:  # ValueError: a folder that holds no model or processor
+            model = AutoModelForImageTextToText.from_pretrained(name, dtype=dtype, use_safetensors=True)
+        except UrecaError:
+            raise
+        except Exception as e:  # noqa: BLE001 - OSError, ValueError (no model here), SafetensorError (damaged)
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UrecaError(f"--model {name}: cannot load it ({first})") from None
+            how = "" if Path(name).expanduser().is_dir() else (
+                "; pass --model DIR, a local copy, or use a server: --backend openai --base-url URL")
+            raise UrecaError(f"--model {name}: cannot load it ({first}){how}") from None
         return model.to(device).eval(), processor
 
     # --------------------------------------------------------------------------------------- batching

@@ -2,31 +2,76 @@
 ``transformers serve``), images sent inline as base64 data URLs.
 
 Up to ``concurrency`` requests are in flight at once (callers beyond that wait their turn), spread over the
-``base_urls`` round-robin. Connection errors, timeouts, 429 and 5xx answers, and empty answers are retried
-with exponential backoff and full jitter, honouring a server's ``Retry-After``; after the last try the call
-raises ``BackendError`` with one line naming the server and the last reason. Other 4xx answers fail at once.
-The API key is read from the environment variable named by ``api_key_env`` and never printed or logged.
+``base_urls`` round-robin. ``timeout`` bounds each try's whole time (connecting, sending, waiting and reading
+the answer), not only the gap between bytes: every network read and write is given what is left of it
+(``deadlines.py``), so a server that trickles its answer a byte at a time is given up on in time. Connection
+errors, timeouts, 429 and 5xx answers, and empty answers are retried with exponential backoff and full jitter,
+honouring a server's ``Retry-After``; after the last try the call raises ``BackendError`` with one line naming
+the server and the last reason. Other 4xx answers fail at once. ``check()`` asks every server for its model
+list once, so a stage fails before it reads its input when one cannot be reached.
+
+The API key is read from the environment variable named by ``api_key_env`` (default ``OPENAI_API_KEY``, when it
+is set, as every OpenAI-compatible client does). Secrets are never handed out: the key and any ``user:password``
+in a base URL are replaced by ``***`` (``Secrets.redact``) in every error message, answer and description this
+backend gives, even when a server echoes them back.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import email.utils
 import io
 import itertools
+import math
 import os
 import random
+import re
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
+from urllib.parse import unquote
 
 from ..errors import UrecaError
 from .base import BackendError, ChatBackend, EncodedImage, GenerationSettings, Message, clean_answer
+from .deadlines import Deadlines
 
 RETRY_STATUS = {408, 409, 425, 429}
 MAX_RETRY_AFTER = 600.0  # seconds: a longer Retry-After is cut to this
+DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+MASK = "***"
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/?#\s@]*)@")  # scheme://user:password@
+MIN_SECRET = 4  # shorter secrets are masked inside URLs only, not wherever the characters occur
+
+
+class Secrets:
+    """What must never be shown: the API key and the credentials of the base URLs, in every form a server may
+    echo them (as sent, percent-decoded, as a Basic-auth token). ``redact(text)`` masks them all, and the
+    ``user:password@`` part of any URL in the text."""
+
+    def __init__(self, key: str | None, urls: Iterable[str]):
+        found: set[str] = set()
+        if key:
+            found.add(key)
+        for url in urls:
+            m = _USERINFO.match(url)
+            if not m or not m.group(2):
+                continue
+            raw = m.group(2)
+            user, _, password = raw.partition(":")
+            found.update({raw, unquote(raw), password, unquote(password)})
+            found.add(base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode("ascii"))
+        self._secrets = sorted((x for x in found if len(x) >= MIN_SECRET), key=len, reverse=True)
+
+    def redact(self, text: Any) -> str:
+        """``text`` (made a string) with every secret and every URL's ``user:password@`` masked."""
+        out = _USERINFO.sub(lambda m: f"{m.group(1)}{MASK}@" if ":" not in m.group(2) else
+                            f"{m.group(1)}{m.group(2).partition(':')[0]}:{MASK}@", str(text))
+        for secret in self._secrets:
+            out = out.replace(secret, MASK)
+        return out
 
 
 def image_data_url(image: Any, fmt: str = "jpeg", quality: int = 92) -> str:
@@ -124,15 +169,28 @@ class OpenAIBackend(ChatBackend):
         import httpx
 
         urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
+        key_env = api_key_env or DEFAULT_KEY_ENV
+        key = os.environ.get(key_env)
+        if api_key_env and not key:
+            raise UrecaError(f"--api-key-env {api_key_env}: that environment variable is not set or empty")
+        self.secrets = Secrets(key, urls)
         if not urls:
             raise UrecaError("--base-url: give at least one server, such as http://127.0.0.1:8000/v1")
         for u in urls:
             if not u.startswith(("http://", "https://")):
-                raise UrecaError(f"--base-url {u!r}: expected an http:// or https:// URL ending in /v1")
+                raise UrecaError(f"--base-url {self.secrets.redact(u)!r}: expected an http:// or https:// URL "
+                                 "ending in /v1")
+            try:
+                httpx.URL(u)
+            except (httpx.InvalidURL, ValueError, TypeError) as e:
+                raise UrecaError(f"--base-url {self.secrets.redact(u)!r}: not a valid URL "
+                                 f"({self.secrets.redact(e)})") from None
         if concurrency < 1:
             raise UrecaError(f"--concurrency {concurrency}: needs at least 1")
         if retries < 0:
             raise UrecaError(f"--retries {retries}: needs 0 or more")
+        if not math.isfinite(timeout):
+            raise UrecaError(f"--timeout {timeout}: needs a finite number of seconds above 0")
         if timeout <= 0:
             raise UrecaError(f"--timeout {timeout}: needs a number of seconds above 0")
         if backoff < 0:
@@ -144,13 +202,12 @@ class OpenAIBackend(ChatBackend):
         self.timeout, self.retries, self.backoff, self.max_backoff = timeout, retries, backoff, max_backoff
         self.image_format = image_format
         headers = {"Content-Type": "application/json"}
-        if api_key_env:
-            key = os.environ.get(api_key_env)
-            if not key:
-                raise UrecaError(f"--api-key-env {api_key_env}: that environment variable is not set or empty")
+        if key:
             headers["Authorization"] = f"Bearer {key}"
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         self._client = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout), limits=limits)
+        self._deadline = Deadlines()
+        self._deadline.install(self._client)
         self._gate = threading.BoundedSemaphore(concurrency)
         self._rr = itertools.cycle(range(len(self.base_urls)))
         self._lock = threading.Lock()
@@ -158,27 +215,63 @@ class OpenAIBackend(ChatBackend):
         self._stop = threading.Event()
         self.requests_sent = 0  # every HTTP attempt, for tests and summaries
 
+    # ------------------------------------------------------------------------------------- redaction
+    @contextlib.contextmanager
+    def _redacted(self) -> Iterator[None]:
+        """The one redaction point: every ``UrecaError`` (``BackendError`` included) leaving the block has its
+        message passed through ``secrets.redact``."""
+        try:
+            yield
+        except UrecaError as e:
+            raise type(e)(self.secrets.redact(e)) from None
+
+    def describe(self) -> dict[str, Any]:
+        with self._redacted():
+            return {"backend": self.kind, "model": self.secrets.redact(self.model)}
+
     # ------------------------------------------------------------------------------------------ model
     @property
     def model(self) -> str:  # type: ignore[override]
         if self._model is None:
             with self._lock:
                 if self._model is None:
-                    self._model = self._first_served_model()
+                    with self._redacted():
+                        self._model = self._served_models(self.base_urls[0])[0]
         return self._model
 
-    def _first_served_model(self) -> str:
-        """The first model ``GET /models`` lists, when ``--model`` was not given."""
+    def _served_models(self, base: str) -> list[str]:
+        """The model ids ``GET base/models`` lists (at least one); ``UrecaError`` naming the URL otherwise."""
         import httpx
 
-        url = self.base_urls[0] + "/models"
+        shown = self.secrets.redact(base) + "/models"
         try:
-            r = self._client.get(url)
-            r.raise_for_status()
+            with self._deadline(self.timeout):
+                r = self._client.get(base + "/models")
+        except httpx.TimeoutException:
+            raise UrecaError(f"{shown}: no answer within {self.timeout:g} s; is the server up?") from None
+        except httpx.HTTPError as e:
+            raise UrecaError(f"{shown}: cannot reach the chat server ({type(e).__name__}); start it, or pass "
+                             "--base-url with its address") from None
+        if r.status_code != 200:
+            raise UrecaError(f"{shown}: HTTP {r.status_code}: {_error_text(r)}")
+        try:
             data = r.json().get("data") or []
-            return str(data[0]["id"])
-        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
-            raise UrecaError(f"{url}: cannot list the served models ({type(e).__name__}); pass --model") from None
+            ids = [str(m["id"]) for m in data]
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise UrecaError(f"{shown}: not an OpenAI model list ({type(e).__name__}); pass --model") from None
+        if not ids:
+            raise UrecaError(f"{shown}: the server lists no models; pass --model")
+        return ids
+
+    def check(self) -> None:
+        """Fail now, with one line naming the server, when a server cannot be reached or refuses us (one
+        ``GET /models`` each); the served model is taken from the first when ``--model`` was not given."""
+        with self._redacted():
+            for base in self.base_urls:
+                first = self._served_models(base)[0]
+                with self._lock:
+                    if self._model is None:
+                        self._model = first
 
     def _next_url(self) -> str:
         with self._lock:
@@ -207,6 +300,11 @@ class OpenAIBackend(ChatBackend):
             raise BackendError("the chat backend was closed while waiting to retry")
 
     def chat(self, messages: Sequence[Message], settings: GenerationSettings) -> str:
+        """The answer, with any secret a server echoed in it masked; errors are masked alike."""
+        with self._redacted():
+            return self.secrets.redact(self._chat(messages, settings))
+
+    def _chat(self, messages: Sequence[Message], settings: GenerationSettings) -> str:
         import httpx
         import orjson
 
@@ -220,10 +318,11 @@ class OpenAIBackend(ChatBackend):
                 with self._lock:
                     self.requests_sent += 1
                 try:
-                    r = self._client.post(url + "/chat/completions", content=body)
+                    with self._deadline(self.timeout):
+                        r = self._client.post(url + "/chat/completions", content=body)
                 except httpx.TimeoutException:
                     last = f"no answer within {self.timeout:g} s"
-                except httpx.TransportError as e:
+                except httpx.HTTPError as e:
                     last = f"connection failed ({type(e).__name__})"
                 else:
                     if r.status_code == 200:

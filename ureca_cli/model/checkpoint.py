@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UrecaError
+from ..loading import check_safetensors
 from ..loading import quiet_progress as _quiet_progress
+from .folders import check_model_folder
 from .shards import load_state_strict
 
 FORMAT = "ureca-checkpoint"
@@ -153,17 +155,24 @@ def _load_safetensors(path: Path) -> dict[str, Any]:
         raise UrecaError(f"{path}: unreadable safetensors file ({e})") from None
 
 
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def _check_adapter_file(adapter_dir: Path) -> Path:
+    """The adapter's safetensors file; a pickled adapter (adapter_model.bin) is refused before peft, which would
+    fall back to unpickling it, sees the folder."""
+    path = adapter_dir / ADAPTER_WEIGHTS
+    if not path.is_file():
+        check_safetensors(adapter_dir, stem="adapter_model")
+        raise UrecaError(f"{adapter_dir}: missing {ADAPTER_WEIGHTS}")
+    return path
+
+
 def _check_adapter_keys(peft_model, adapter_dir: Path) -> None:
     """Strictness for the LoRA adapter: the file's keys must be exactly the model's LoRA keys."""
     from peft import get_peft_model_state_dict
 
-    files = list(adapter_dir.glob("adapter_model.*"))
-    if not files:
-        raise UrecaError(f"{adapter_dir}: missing adapter_model.safetensors")
-    saved = set(_load_safetensors(adapter_dir / "adapter_model.safetensors")) if files[0].suffix == ".safetensors" \
-        else None
-    if saved is None:
-        return
+    saved = set(_load_safetensors(_check_adapter_file(adapter_dir)))
     own = set(get_peft_model_state_dict(peft_model))
     missing, unexpected = sorted(own - saved), sorted(saved - own)
     if missing or unexpected:
@@ -198,6 +207,8 @@ def load_checkpoint(folder: str | Path, *, device: str | None = None, dtype: str
             raise UrecaError(f"{folder}: checkpoint is missing {name}")
     if meta["adapter"] and not (folder / ADAPTER_DIR / "adapter_config.json").is_file():
         raise UrecaError(f"{folder}: checkpoint is missing {ADAPTER_DIR}/adapter_config.json")
+    if meta["adapter"]:
+        _check_adapter_file(folder / ADAPTER_DIR)
 
     torch_dtype = getattr(torch, dtype or meta.get("dtype", "float32"), None)
     if not isinstance(torch_dtype, torch.dtype):
@@ -210,6 +221,11 @@ def load_checkpoint(folder: str | Path, *, device: str | None = None, dtype: str
         source = base or config.base
         if not source:
             raise UrecaError(f"{folder / CONFIG_FILE}: no base model id and no embedded base")
+    if not is_released(source):
+        try:
+            check_model_folder(source, "the base", ("internvl",))
+        except UrecaError as e:
+            raise UrecaError(f"cannot load base model {source} ({e})") from None
     released = config.preprocessing == "released"
     try:
         hf_processor = (AutoTokenizer if released else AutoProcessor).from_pretrained(str(folder))
@@ -220,7 +236,8 @@ def load_checkpoint(folder: str | Path, *, device: str | None = None, dtype: str
     else:
         try:
             with _quiet_progress():
-                internvl = InternVLForConditionalGeneration.from_pretrained(source, dtype=torch_dtype)
+                internvl = InternVLForConditionalGeneration.from_pretrained(source, dtype=torch_dtype,
+                                                                            use_safetensors=True)
         except Exception as e:
             raise UrecaError(f"cannot load base model {source} ({type(e).__name__}: "
                              f"{str(e).splitlines()[0]})") from None

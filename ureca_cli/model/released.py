@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UrecaError
+from ..loading import PICKLE_SUFFIXES, pickle_files, refuse_pickle
 from .released_keys import MASK_PREFIX, ShapeError, Target, map_state_dict, plan_tensor
 from .shards import Header, TensorInfo, read_header
 
@@ -42,7 +43,6 @@ TEMPLATES = ("internvl2_5", "mug-cap")  # the released conversation.py: the same
 #: the `internvl2_5` template's system message (the released conversation.py)
 SYSTEM_MESSAGE = ("你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言"
                   "模型。")
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 README_MAX_TILES = 12  # the released README's load_image(max_num=12) and dynamic_preprocess(mask, max_num=12)
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -182,12 +182,13 @@ def read_released(folder: str | Path) -> ReleasedSpec:
     if spec.tile_size % spec.patch_size or spec.tile_size % 4:
         raise UrecaError(f"{cfg_path}: image size {spec.tile_size} is not a multiple of patch size "
                          f"{spec.patch_size} and of 4")
-    shards, index = _weight_files(folder)
+    shards, index = weight_files(folder)
     return ReleasedSpec(folder, spec.family, raw, shards, index)
 
 
-def _weight_files(folder: Path) -> tuple[tuple[Path, ...], dict[str, str]]:
-    """The safetensors shards (from the index, or the single file); pickle files are refused."""
+def weight_files(folder: Path) -> tuple[tuple[Path, ...], dict[str, str]]:
+    """The safetensors shards of a model folder (from the index, or the single file), each present; pickle
+    files are refused. UrecaError names the file at fault."""
     index_path = folder / INDEX_FILE
     if index_path.is_file():
         data = _read_json(index_path)
@@ -203,11 +204,9 @@ def _weight_files(folder: Path) -> tuple[tuple[Path, ...], dict[str, str]]:
         return tuple(folder / n for n in names), {str(k): str(v) for k, v in weight_map.items()}
     if (folder / SINGLE_FILE).is_file():
         return (folder / SINGLE_FILE,), {}
-    pickles = sorted(p.name for p in folder.iterdir() if p.name.endswith(PICKLE_SUFFIXES)
-                     or p.name.endswith(".bin.index.json"))
+    pickles = pickle_files(folder)
     if pickles:
-        raise UrecaError(f"{folder / pickles[0]}: a pickle checkpoint; ureca loads safetensors only and never "
-                         "unpickles (convert it to safetensors with a tool you trust)")
+        raise refuse_pickle(folder / pickles[0])
     raise UrecaError(f"{folder}: no {SINGLE_FILE} and no {INDEX_FILE}; {describe_folder(folder)}")
 
 

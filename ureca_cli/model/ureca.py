@@ -335,9 +335,12 @@ def load_base(source: str, config: UrecaConfig | None = None, *, dtype: str | No
 
     from transformers import AutoProcessor, InternVLForConditionalGeneration
 
+    from ..loading import check_safetensors
+
+    check_safetensors(source)
     processor = AutoProcessor.from_pretrained(source)
     base = InternVLForConditionalGeneration.from_pretrained(
-        source, dtype=getattr(torch, dtype) if dtype else "auto"
+        source, dtype=getattr(torch, dtype) if dtype else "auto", use_safetensors=True
     )
     size = base.config.vision_config.image_size
     if Path(source).is_dir():  # a local folder: keep it findable from any working directory

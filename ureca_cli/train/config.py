@@ -9,6 +9,7 @@ those parts, once: ``TrainConfig.from_options`` builds a config from them, ``opt
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,11 @@ class OptimConfig:
     gradient_checkpointing: bool = True
 
     def __post_init__(self):
+        flags = {"lr_stage1": "--lr-stage1", "lr_stage2": "--lr-stage2", "epochs": "--epochs",
+                 "weight_decay": "--weight-decay", "warmup_ratio": "--warmup-ratio"}
+        for name, flag in flags.items():
+            if not math.isfinite(getattr(self, name)):
+                raise UrecaError(f"{flag} {getattr(self, name)}: needs a finite number")
         for name in ("lr_stage1", "lr_stage2", "epochs"):
             if getattr(self, name) <= 0:
                 raise UrecaError(f"--{name.replace('_', '-')}: needs a positive value")

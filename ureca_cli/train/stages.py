@@ -31,8 +31,27 @@ def build_stage1_model(cfg: TrainConfig, dtype: str):
                                 dynamic_mask=m.dynamic_mask, max_tiles=m.max_tiles)
     try:
         return load_base(m.base, m, dtype=dtype, seed=cfg.seed)
-    except OSError as e:
-        raise UrecaError(f"--base {m.base}: cannot load ({str(e).splitlines()[0]})") from None
+    except UrecaError:
+        raise
+    except Exception as e:  # noqa: BLE001 - transformers and safetensors raise many types for a bad folder
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise UrecaError(f"--base {m.base}: cannot load ({type(e).__name__}: {first})") from None
+
+
+def check_base(source: str) -> None:
+    """``--base``, checked before any data is read: "tiny", a hub id, or a local folder holding an InternVL
+    ``-hf`` model whose files are whole and whose weights are safetensors (``model.folders``: pickled weights
+    are refused, never opened; a damaged file is named)."""
+    from ..errors import check_model_name
+    from ..model.folders import check_model_folder
+
+    if source == "tiny":
+        return
+    check_model_name("--base", source)
+    folder = Path(source).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise UrecaError(f"--base {source}: not a folder (give an InternVL -hf model folder or hub id)")
+    check_model_folder(folder, "--base", ("internvl",))  # a hub id: from_pretrained(use_safetensors=True)
 
 
 def init_model(folder: Path) -> tuple[UrecaConfig, bool]:

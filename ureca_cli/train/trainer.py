@@ -27,6 +27,7 @@ from .config import MODEL_OPTIONS, OPTIONS, TrainConfig, flag_text
 from .data import Sample, load_samples, split_by_image
 from .stages import (
     build_stage1_model,
+    check_base,
     init_model,
     parameter_counts,
     prepare_stage1,
@@ -151,7 +152,10 @@ def _trainer_class():
             path = Path(resume_from_checkpoint) / TRAINABLE_FILE
             if not path.is_file():
                 raise UrecaError(f"{resume_from_checkpoint}: no {TRAINABLE_FILE}; not a checkpoint of this run")
-            state = load_file(str(path))
+            try:
+                state = load_file(str(path))
+            except Exception as e:  # noqa: BLE001 - safetensors raises its own types for a damaged file
+                raise UrecaError(f"{path}: unreadable safetensors file ({e})") from None
             params = dict(model.named_parameters())
             want = {n for n, p in params.items() if p.requires_grad}
             if set(state) != want:
@@ -214,6 +218,44 @@ def last_complete_checkpoint(folder: Path) -> Path | None:
     done = [p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()
             and (p / "trainer_state.json").is_file() and (p / TRAINABLE_FILE).is_file()]
     return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def check_resume_checkpoint(ckpt: Path) -> None:
+    """The files ``--resume`` reads from the checkpoint folder ``ckpt``, checked before any model is built: a
+    damaged one is one ``UrecaError`` naming it and what is wrong. ``trainer_state.json`` must be a JSON object
+    with ``global_step``; ``trainable.safetensors`` a whole safetensors file (its header and sizes); the
+    Trainer's ``optimizer.pt``, ``scheduler.pt``, ``scaler.pt`` and ``rng_state*.pth``, where present, PyTorch zip
+    archives whose every member passes its CRC check (so a damaged or legacy-pickle file never reaches
+    ``torch.load``)."""
+    import zipfile
+
+    from ..model.shards import read_header
+
+    hint = f"the checkpoint is damaged; remove {ckpt} to resume from an earlier one, if any"
+    state = ckpt / "trainer_state.json"
+    try:
+        data = json.loads(state.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise UrecaError(f"{state}: unreadable ({e.strerror or e})") from None
+    except ValueError as e:
+        raise UrecaError(f"{state}: not valid JSON ({e}); {hint}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("global_step"), int):
+        raise UrecaError(f"{state}: not a Trainer state (no integer global_step); {hint}")
+    try:
+        read_header(ckpt / TRAINABLE_FILE)
+    except UrecaError as e:
+        raise UrecaError(f"{e}; {hint}") from None
+    archives = [ckpt / n for n in ("optimizer.pt", "scheduler.pt", "scaler.pt")] + sorted(ckpt.glob("rng_state*.pth"))
+    for path in archives:
+        if not path.is_file():
+            continue
+        try:
+            with zipfile.ZipFile(path) as z:
+                bad = z.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            raise UrecaError(f"{path}: not a PyTorch archive ({e}); {hint}") from None
+        if bad is not None:
+            raise UrecaError(f"{path}: member {bad} fails its CRC check; {hint}")
 
 
 def batch_layout(global_batch: int, per_device_batch: int, world: int) -> tuple[int, int]:
@@ -390,6 +432,8 @@ def train_main(paths: list[str], cfg: TrainConfig, validation: Validation | None
         # configs/accelerate/README.md).
         raise UrecaError("FSDP over several processes is not supported yet (checkpoints would hold one rank's "
                          "shards); use configs/accelerate/ddp.yaml, or FSDP with --num_processes 1")
+    if cfg.stage in ("1", "both"):
+        check_base(cfg.model.base)  # a missing or pickled base fails here, before the data is read
     samples = load_samples(paths, cfg.data)
     train, val = split_by_image(samples, cfg.data.val_fraction, cfg.data.seed, cfg.data.val_max_regions)
     if not train:
@@ -406,6 +450,9 @@ def train_main(paths: list[str], cfg: TrainConfig, validation: Validation | None
                          f"without --resume")
     if cfg.stage == "2":
         _check_init(cfg)
+    for stage, folder in (("1", s1_out), ("2", final)):
+        if states.get(stage) == "resume":  # damaged files fail here, named, before a model is built
+            check_resume_checkpoint(last_complete_checkpoint(folder))
     validate = validation is not None and cfg.val.enabled and bool(val)
     if validate:
         validation.check()

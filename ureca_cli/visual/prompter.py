@@ -24,6 +24,7 @@ resampled first and the contour drawn afterwards, so the contour stays ``contour
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -171,6 +172,8 @@ class VisualSettings:
     color: tuple[int, int, int] = YELLOW
 
     def __post_init__(self):
+        if not math.isfinite(self.sigma):
+            raise InputError(f"--blur-sigma {self.sigma}: needs a finite number >= 0")
         if self.sigma < 0:
             raise InputError(f"--blur-sigma {self.sigma}: must be >= 0")
         if self.contour_width < 1:
