@@ -422,10 +422,21 @@ def run(specs: list[str], cfg: TreeConfig, scfg: Any) -> Any:
     run_stage's summary."""
     from functools import partial
 
+    from ..images import tar_ref
     from ..stream import run_stage
-    from .tree_inputs import input_items, member_items, tar_count
+    from .tree_inputs import input_items, member_items, tar_count, unchanged_members
+
+    written: dict[tuple[str, str], str] = {}  # (tar, member) -> the reference --resume read back from -o FILE
+
+    def output_key(rec: dict) -> Any:
+        source = rec.get(R.SOURCE)
+        ref = tar_ref(source)
+        if ref is not None:
+            written[(ref.tar, ref.member)] = source
+        return source
 
     items = input_items(specs)
     total = len(items) if not tar_count(items) else None  # a tar's members are counted when it is reached
-    return run_stage("tree", member_items(items), partial(build_tree, cfg=cfg), scfg, input_key=source_key,
-                     output_key=lambda rec: rec.get(R.SOURCE), total=total, kind="process", key_name="file")
+    members = unchanged_members(member_items(items), written, scfg.output)  # `written` is read before the first
+    return run_stage("tree", members, partial(build_tree, cfg=cfg), scfg, input_key=source_key,
+                     output_key=output_key, total=total, kind="process", key_name="file")

@@ -22,6 +22,7 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import InputError
 from ..stream import Item, stdin_binary
@@ -190,3 +191,21 @@ def member_items(items: Iterable[Item]) -> Iterator[Item]:
                 yield Item(None, item.where, item.raw, e)
         else:
             yield item
+
+
+def unchanged_members(items: Iterable[Item], written: dict[tuple[str, str], str], output: Any) -> Iterator[Item]:
+    """``items``, with a tar JSON member that ``--resume`` found in ``output`` under another offset or size (the
+    tar changed since those records were written: their image references no longer hold) failing, naming the
+    tar. ``written``: ``(tar, member) -> reference`` of the records read back, filled before the first item."""
+    for item in items:
+        value = item.value
+        if isinstance(value, TarJson):
+            old = written.get((value.json.tar, value.json.member))
+            if old is not None and old != str(value.json):
+                was = parse_ref(old)
+                why = (f"tar {value.json.tar} changed since {output} was written: its member {value.json.member!r} "
+                       f"is now {value.json.size:,} bytes at byte {value.json.offset:,}, the record there says "
+                       f"{was.size:,} bytes at byte {was.offset:,}; build this tar's trees again into a new -o "
+                       "file (the records written from it refer to the tar as it was)")
+                item = Item(None, item.where, item.raw, InputError(why, source=item.where))
+        yield item
