@@ -349,3 +349,35 @@ def test_compressed_or_cut_tar_is_one_line_at_tree(shards, tmp_path):
     r = run_cli("tree", folder, "--on-error", "skip", "-o", tmp_path / "out.jsonl")
     assert r.exit_code == 2 and "2 failed" in r.stderr, r.stderr  # every input failed: status 2, both named
     assert f"{folder / gz.name}: is gzip-compressed" in r.stderr and f"{cut}: is truncated" in r.stderr
+
+
+# ------------------------------------------------------------------------------------------- a cluster
+@pytest.mark.slow
+def test_two_nodes_through_torchrun_rendezvous_train_on_tar_records(runs, tmp_path):
+    """The README's multi-node command, two "nodes" on this machine (one CPU process each, gloo): both
+    agents meet at one c10d rendezvous endpoint, and the run trains on records whose images lie in tars."""
+    import socket
+
+    pytest.importorskip("torch")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+           "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "tars17",
+           "-m", "ureca_cli", "train", str(runs["tar"].flat), "--out", str(out), "--stage", "1", "--max-steps", "2",
+           "--no-validate", "--base", "tiny", "--global-batch", "2", "--batch-size", "1", "--cpu"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    nodes = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    try:
+        results = [(p.wait(timeout=300), p.stderr.read()) for p in nodes]
+    finally:
+        for p in nodes:
+            if p.poll() is None:
+                p.kill()
+    for code, err in results:
+        assert code == 0, err[-3000:]
+    text = "".join(err for _, err in results)
+    assert "2 processes" in text and text.count("stage 1: done") == 1  # one report, from global rank 0
+    assert (out / "ureca.json").is_file()
