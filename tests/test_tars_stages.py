@@ -268,6 +268,21 @@ def test_train_data_loading_reads_the_tar_in_data_loader_workers(runs, ckpt, tmp
     assert (out / "ureca.json").is_file(), r.stderr
 
 
+def test_released_format_lines_naming_tar_members(runs, shards, tmp_path):
+    """The released reader takes a line whose image is a tar reference: kept as it is, its mask found in --masks
+    by the member's stem (sa_N.json)."""
+    from ureca_cli.train.data import DataConfig, load_samples
+
+    refs = {Path(member_of(r["image"]).member).stem: r["image"] for r in lines(runs["tar"].trees)}
+    rows = lines(runs["tar"].internvl)
+    path = tmp_path / "released.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(dict(row, image=refs[row["image"]])) + b"\n" for row in rows))
+    got = load_samples([path], DataConfig(masks_dir=shards.extracted))
+    want = load_samples([runs["tar"].internvl], DataConfig(masks_dir=shards.extracted, images_dir=shards.extracted))
+    assert len(got) == len(rows) > 0 and all(tars.is_tar_ref(s.image) for s in got)
+    assert [(s.id, s.rle, s.caption) for s in got] == [(s.id, s.rle, s.caption) for s in want]
+
+
 # -------------------------------------------------------------------------------- moved, cut, changed tars
 def one_line(result, *needles: str) -> str:
     assert result.exit_code == 2, (result.exit_code, result.stderr)
