@@ -8,7 +8,7 @@ complete -c ureca -n '__fish_seen_subcommand_from tree' -l main-min-depth -r -F 
 complete -c ureca -n '__fish_seen_subcommand_from tree' -l main-min-area -r -F -d 'Smallest main object, as a fraction of the image.'
 complete -c ureca -n '__fish_seen_subcommand_from tree' -l main-max-area -r -F -d 'Largest main object, as a fraction of the image.'
 complete -c ureca -n '__fish_seen_subcommand_from tree' -l part-min-area -r -F -d 'Parts below this fraction of the image are dropped with their subtree.'
-complete -c ureca -n '__fish_seen_subcommand_from tree' -l images -r -F -d 'Folder holding the images (default - next to each JSON).'
+complete -c ureca -n '__fish_seen_subcommand_from tree' -l images -r -F -d 'Folder holding the images (default - next to each JSON, in its tar for a tar sha'
 complete -c ureca -n '__fish_seen_subcommand_from tree' -l render -r -F -d 'Write a PNG per image here - outlined regions beside the tree.'
 complete -c ureca -n '__fish_seen_subcommand_from tree' -l jobs -s j -r -F -d 'Worker processes.'
 complete -c ureca -n '__fish_seen_subcommand_from tree' -l output -s o -r -F -d 'Write records to this file instead of stdout.'

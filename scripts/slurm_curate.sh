@@ -6,8 +6,8 @@
 # job: one task per block of inputs, one output file per task and step, every step with --resume, so a task
 # that failed is simply submitted again alone.
 #
-#   sbatch --array=0-99 scripts/slurm_curate.sh /data/sa1b/sa_*.tar          # 1,000 tars, 10 per task
-#   sbatch --array=0-2 scripts/slurm_curate.sh /data/sa_000000/sa_*.json      # works today on JSON files
+#   sbatch --array=0-99 scripts/slurm_curate.sh /data/sa1b/sa_*.tar          # 1,000 tars read in place, 10 a task
+#   sbatch --array=0-2 scripts/slurm_curate.sh /data/sa_000000/sa_*.json      # extracted JSON files work too
 #   URECA_TASKS=100 sbatch --array=7,12 scripts/slurm_curate.sh /data/sa1b/sa_*.tar   # rerun two tasks alone
 #
 # Which task takes what: the inputs (the arguments, in the order given: let the shell expand the glob, or

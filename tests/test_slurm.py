@@ -106,6 +106,43 @@ def test_array_merge_equals_one_run_and_a_rerun_task_changes_nothing(tmp_path, i
         assert server.count == served  # not one request sent again
 
 
+def test_array_over_tar_shards_merge_equals_one_run(tmp_path, inputs):
+    """SA-1B as it is distributed: the seven images packed into three tar shards (3, 2, 2 images), an array of
+    two tasks (one shard, then two) running tree and annotate on them in place; the merge is one run's output."""
+    import tarfile
+
+    folder = tmp_path / "sa1b"
+    folder.mkdir()
+    shards = []
+    for k, (lo, hi) in enumerate(((0, 3), (3, 5), (5, 7))):
+        shards.append(folder / f"sa_{k:06d}.tar")
+        with tarfile.open(shards[-1], "w", format=tarfile.GNU_FORMAT) as tf:
+            for js in inputs[lo:hi]:  # SA-1B's order: each image, then its JSON
+                image = js.parent / orjson.loads(js.read_bytes())["image"]["file_name"]
+                tf.add(image, arcname=image.name)
+                tf.add(js, arcname=js.name)
+    with ScriptedServer(answer) as server:
+        steps = {"URECA": UR, "URECA_STEPS": "tree annotate", "URECA_BASE_URL": server.url,
+                 "URECA_ANNOTATE_ARGS": "--prepare-workers 0"}
+        for k in range(2):
+            r = task(tmp_path, k, 2, shards, **steps)
+            assert r.returncode == 0, r.stderr
+        merge = documented_merge()
+        subprocess.run(["bash", "-c", merge], cwd=tmp_path, check=True)
+        subprocess.run(["bash", "-c", merge.replace("tree.*", "annotate.*").replace("trees.jsonl", "ann.jsonl")],
+                       cwd=tmp_path, check=True)
+        ureca(tmp_path, "tree", folder, "-o", "one_tree.jsonl")  # the folder of shards, in one run
+        ureca(tmp_path, "annotate", "one_tree.jsonl", "--backend", "openai", "--base-url", server.url,
+              "--prepare-workers", "0", "-o", "one_ann.jsonl")
+    out = tmp_path / "ureca-curate"
+    assert [len((out / f"tree.00000{k}.jsonl").read_bytes().splitlines()) for k in range(2)] == [3, 4]
+    assert (tmp_path / "trees.jsonl").read_bytes() == (tmp_path / "one_tree.jsonl").read_bytes()
+    assert (tmp_path / "ann.jsonl").read_bytes() == (tmp_path / "one_ann.jsonl").read_bytes()
+    recs = [orjson.loads(x) for x in (tmp_path / "ann.jsonl").read_bytes().splitlines()]
+    assert [r["source"].split("#")[1].split("@")[0] for r in recs] == [p.name for p in inputs]
+    assert all(r["image"].startswith(f"{folder}/sa_00000") and "#" in r["image"] for r in recs)
+
+
 def test_a_failed_task_resumes_alone(tmp_path, inputs):
     fix = tmp_path / "fix"
     fix.mkdir()

@@ -1,4 +1,4 @@
-"""`ureca tree`: SA-1B per-image JSON files -> one image record (a mask tree) per line."""
+"""`ureca tree`: SA-1B per-image JSON files (or tar shards of them) -> one image record (a mask tree) per line."""
 
 from __future__ import annotations
 
@@ -33,8 +33,9 @@ def tree(
     inputs: Annotated[
         list[str] | None,
         typer.Argument(
-            help="SA-1B per-image JSON files (or SAM automatic-mask-generator output), directories of them, "
-            "globs, or - to read a list of paths from stdin. Each file is read once.",
+            help="SA-1B per-image JSON files (or SAM automatic-mask-generator output), SA-1B tar shards (read in "
+            "place, never extracted), directories or globs of either, or - to read a list of paths from stdin. "
+            "Each file is read once.",
             show_default=False,
         ),
     ] = None,
@@ -64,7 +65,8 @@ def tree(
     ] = 0.007,
     images: Annotated[
         Path | None,
-        typer.Option("--images", help="Folder holding the images (default: next to each JSON).", show_default=False),
+        typer.Option("--images", help="Folder holding the images (default: next to each JSON, in its tar for a "
+                     "tar shard).", show_default=False),
     ] = None,
     render: Annotated[
         Path | None,
@@ -86,9 +88,14 @@ def tree(
     the bounds become main objects, their large enough descendants parts; the rest are kept as dropped,
     with a drop_reason.
 
+    A tar shard (SA-1B as it is distributed) is read in place: its JSON members in archive order, each
+    record's image a reference into the tar (TAR#MEMBER@OFFSET:SIZE) that every later stage opens directly.
+    A compressed tar is refused: decompress it once, or extract it.
+
     \b
     Examples:
       ureca tree sa_000000/sa_1.json
+      ureca tree sa_000000.tar sa_000001.tar -o trees.jsonl --jobs 8
       ureca tree sa_000000/ -o trees.jsonl --jobs 8
       ureca tree 'sa_*/*.json' --parent-rule first --render trees-png/
       find sa_000000 -name '*.json' | ureca tree - --shard 0/4 -o part0.jsonl
@@ -110,6 +117,7 @@ def tree(
     specs = list(inputs or [])
     if not specs:
         if sys.stdin.isatty():
-            raise UrecaError("give SA-1B JSON files, directories or globs, or - to read a list of paths from stdin")
+            raise UrecaError("give SA-1B JSON files or tar shards, directories or globs, or - to read a list of paths "
+                             "from stdin")
         specs = ["-"]
     run(specs, cfg, scfg)

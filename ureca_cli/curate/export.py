@@ -13,16 +13,19 @@ same field every later stage reads.)
 - ``internvl``: ``{"id", "image": "<image file stem>", "mask_id": "<node id>", "conversations":
   [{"from": "human", "value": "<image>\\n<mask>\\n<question>"}, {"from": "gpt", "value": caption}]}``, the
   released URECA dataset's form (its masks are looked up in the image's SA-1B JSON by ``mask_id``). ``id`` is
-  our region id rather than a running counter, so that shards and resumed runs never collide.
+  our region id rather than a running counter, so that shards and resumed runs never collide. For an image in
+  a tar shard (``image`` a ``TAR#MEMBER@OFFSET:SIZE`` reference) the stem is the member's, SA-1B's ``sa_N``:
+  the form stays the released one, which finds images and masks by that stem in folders (``--images``,
+  ``--masks``), so it names no tar; ``flat`` keeps the reference.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from .. import records as R
 from ..errors import UrecaError
+from ..images import image_stem
 
 FORMATS = ("records", "flat", "internvl")
 DEFAULT_QUESTION = "Describe this region in the image."
@@ -44,7 +47,7 @@ def internvl_records(rec: dict, question: str = DEFAULT_QUESTION) -> list[dict]:
     """The released dataset's chat lines for the captioned nodes of an image record, in node order."""
     if not question.strip():
         raise UrecaError("--question: needs some text")
-    stem = Path(rec[R.IMAGE]).stem
+    stem = image_stem(rec[R.IMAGE])  # a tar reference: its member's stem
     prompt = f"<image>\n<mask>\n{question.strip()}"
     return [
         {

@@ -32,11 +32,13 @@ file's own XYWH box (SA-1B convention, one pixel short of the pixels' box); boxe
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
+import orjson
 
 from .. import records as R
 from ..errors import InputError, UrecaError
@@ -44,6 +46,7 @@ from ..images import image_size
 from ..masks.rle import segmentation_counts
 from ..masks.runs import BadCounts, RunSet
 from ..stream import check_output_folder, read_json_file
+from ..tars import MemberRef, TarJson, index_tar, read_member
 
 PARENT_RULES = ("tightest", "first")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
@@ -92,9 +95,9 @@ class TreeConfig:
 class MaskFile:
     """One input file, read and checked: the image and its masks in file order."""
 
-    source: str  # absolute path of the JSON
+    source: str  # absolute path of the JSON, or the reference of a tar's JSON member
     image_id: str
-    image: str  # absolute path of the image
+    image: str  # absolute path of the image, or a reference to a tar's image member
     width: int
     height: int
     annotations: list[dict]  # the file's annotation dicts
@@ -127,14 +130,61 @@ def _find_image(src: Path, where: str, info: dict, images: Path | None) -> Path:
     )
 
 
-def load_mask_file(path: str | Path, cfg: TreeConfig) -> MaskFile:
-    """Read and check one SA-1B per-image JSON or SAM automatic-mask-generator output (a list of masks).
+def load_mask_file(path: str | Path | TarJson, cfg: TreeConfig) -> MaskFile:
+    """Read and check one SA-1B per-image JSON or SAM automatic-mask-generator output (a list of masks): a file
+    (its image next to it, or in ``cfg.images``), or a JSON member of a tar shard (``tars.TarJson``, read in
+    place; its image is the member beside it, written into the record as a reference into the tar).
 
-    Raises ``InputError`` naming the file (and the annotation) for anything a tree cannot be built from.
+    Raises ``InputError`` naming the file or member (and the annotation) for anything a tree cannot be built from.
     """
+    if isinstance(path, TarJson):
+        return _load_tar_json(path, cfg)
     src = Path(os.path.abspath(path))
     where = str(path)  # messages name the file as the user gave it
-    data = read_json_file(path)
+    return mask_file_from_json(read_json_file(path), src, where, str(src),
+                               lambda info: os.path.abspath(_find_image(src, where, info, cfg.images)))
+
+
+def _load_tar_json(item: TarJson, cfg: TreeConfig) -> MaskFile:
+    where = str(item.json)  # the member's reference: what `source`, --resume and --failed name it by
+    try:
+        data = orjson.loads(read_member(item.json, where))
+    except orjson.JSONDecodeError as e:
+        raise InputError(f"not valid JSON ({e})", source=where) from None
+    src = Path(PurePosixPath(item.json.member).name)  # its stem: the image id where the JSON gives none
+    return mask_file_from_json(data, src, where, where, lambda info: _find_member_image(item, where, info, cfg.images))
+
+
+def _find_member_image(item: TarJson, where: str, info: dict, images: Path | None) -> str:
+    """The image of a JSON member: in ``images`` (a folder) where given, else the tar member named by
+    ``file_name`` (or of the JSON's stem) in the JSON's folder in the tar, as a reference."""
+    if images is not None:
+        return os.path.abspath(_find_image(Path(images) / PurePosixPath(item.json.member).name, where, info, images))
+    name = info.get("file_name")
+    if item.image is not None and (not isinstance(name, str) or not name
+                                   or PurePosixPath(item.image.member).name == name):
+        return str(item.image)
+    tar = Path(item.json.tar).name
+    if isinstance(name, str) and name:  # another name than the stem's: look it up in the tar's index
+        found = index_tar(item.json.tar).image_for(item.json.member, name)
+        if found is None:
+            raise InputError(f"image member {name!r} not found in {tar} beside {item.json.member!r}; --images DIR "
+                             "looks in a folder instead", source=where)
+        return str(MemberRef(item.json.tar, found.name, found.offset, found.size))
+    stem = PurePosixPath(item.json.member).stem
+    raise InputError(f"no image for this member: no image.file_name, and no {stem}.jpg/.png beside it in {tar}",
+                     source=where)
+
+
+def mask_file_from_json(data: Any, src: Path, where: str, source: str, locate: Callable[[dict], str]) -> MaskFile:
+    """Check one parsed SA-1B per-image JSON (or SAM automatic-mask-generator output) and find its image.
+
+    ``src``: the JSON's name (its stem is the image id where the JSON gives none); ``where``: how messages name
+    it; ``source``: the record's ``source`` (the ``--resume`` key: the file's absolute path, or a tar member's
+    reference); ``locate(info)``: the image (a path or a tar reference, as the record will hold it) from the
+    JSON's ``image`` object. The image's size is checked against the JSON's from its header (one loader,
+    ``ureca_cli.images``, for files and tar members alike).
+    """
     if isinstance(data, list):  # SAM's automatic mask generator: a list of annotation dicts, no image info
         anns, info = data, {}
     elif isinstance(data, dict):
@@ -186,12 +236,12 @@ def load_mask_file(path: str | Path, cfg: TreeConfig) -> MaskFile:
     except BadCounts as e:
         raise InputError(f"annotations[{e.index}]: corrupt RLE counts ({e.reason})", source=where) from None
 
-    image = _find_image(src, where, info, cfg.images)
+    image = locate(info)
     _check_image_size(image, width, height, where)
-    return MaskFile(str(src), image_id, os.path.abspath(image), width, height, anns, ids, counts, runs)
+    return MaskFile(source, image_id, image, width, height, anns, ids, counts, runs)
 
 
-def _check_image_size(image: Path, width: int, height: int, where: str) -> None:
+def _check_image_size(image: str, width: int, height: int, where: str) -> None:
     size = image_size(image, where)
     if size != (width, height):
         raise InputError(f"image {image} is {size[0]}x{size[1]}, the JSON says {width}x{height}", source=where)
@@ -348,8 +398,9 @@ def tree_record(mf: MaskFile, cfg: TreeConfig) -> dict:
     }
 
 
-def build_tree(path: str | Path, cfg: TreeConfig) -> dict:
-    """One input file -> its image record (and, with ``cfg.render``, its PNG). The unit of work of the stage."""
+def build_tree(path: str | Path | TarJson, cfg: TreeConfig) -> dict:
+    """One input file or tar JSON member -> its image record (and, with ``cfg.render``, its PNG). The unit of
+    work of the stage."""
     rec = tree_record(load_mask_file(path, cfg), cfg)
     if cfg.render is not None:
         from ..visual.render import render_tree
@@ -358,20 +409,34 @@ def build_tree(path: str | Path, cfg: TreeConfig) -> dict:
     return rec
 
 
-def source_key(path: str | Path) -> str:
-    """The ``--resume`` key of an input path: the absolute path, as written into ``source``."""
-    return os.path.abspath(path)
+def source_key(path: str | Path | TarJson) -> str:
+    """The ``--resume`` key of an input, as written into ``source``: a file's absolute path, a tar JSON member's
+    reference (``/abs/sa_000000.tar#sa_1.json@OFFSET:SIZE``)."""
+    return str(path.json) if isinstance(path, TarJson) else os.path.abspath(path)
 
 
 def run(specs: list[str], cfg: TreeConfig, scfg: Any) -> Any:
-    """Build the trees of every input ``specs`` names (``tree_inputs.input_items``: each file once) under the
-    stream contract (``stream.run_stage``; ``scfg`` is the ``StreamConfig``, its ``jobs`` worker processes).
-    Returns run_stage's summary."""
+    """Build the trees of every input ``specs`` names (``tree_inputs.input_items``: each file once, a tar's JSON
+    members in archive order, each tar indexed when the run reaches it) under the stream contract
+    (``stream.run_stage``; ``scfg`` is the ``StreamConfig``, its ``jobs`` worker processes). Returns
+    run_stage's summary."""
     from functools import partial
 
+    from ..images import tar_ref
     from ..stream import run_stage
-    from .tree_inputs import input_items
+    from .tree_inputs import input_items, member_items, tar_count, unchanged_members
+
+    written: dict[tuple[str, str], str] = {}  # (tar, member) -> the reference --resume read back from -o FILE
+
+    def output_key(rec: dict) -> Any:
+        source = rec.get(R.SOURCE)
+        ref = tar_ref(source)
+        if ref is not None:
+            written[(ref.tar, ref.member)] = source
+        return source
 
     items = input_items(specs)
-    return run_stage("tree", items, partial(build_tree, cfg=cfg), scfg, input_key=source_key,
-                     output_key=lambda rec: rec.get(R.SOURCE), total=len(items), kind="process", key_name="file")
+    total = len(items) if not tar_count(items) else None  # a tar's members are counted when it is reached
+    members = unchanged_members(member_items(items), written, scfg.output)  # `written` is read before the first
+    return run_stage("tree", members, partial(build_tree, cfg=cfg), scfg, input_key=source_key,
+                     output_key=output_key, total=total, kind="process", key_name="file")

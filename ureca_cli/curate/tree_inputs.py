@@ -1,10 +1,17 @@
 """The input files of ``ureca tree``: paths, folders, globs and ``-``, each file read once.
 
-Every spec names files: a file; a folder (its ``*.json``, sorted); a glob (its sorted matches; ``**`` reaches
-any depth); ``-`` (paths read from stdin, one a line). Files are told apart by their resolved path, so a file
-named twice, reached through a symlink, or found again through a symlink loop (``d/loop -> d`` makes
-``d/**/*.json`` endless for ``glob``) is read once, at the first place the inputs name it. A ``**`` glob is
-walked here rather than by ``glob``: a folder is never entered again inside itself, so a loop ends.
+Every spec names files: a file; a folder (its ``*.json``, or its tar files, sorted; not both); a glob (its sorted
+matches; ``**`` reaches any depth); ``-`` (paths read from stdin, one a line). Files are told apart by their
+resolved path, so a file named twice, reached through a symlink, or found again through a symlink loop
+(``d/loop -> d`` makes ``d/**/*.json`` endless for ``glob``) is read once, at the first place the inputs name
+it. A ``**`` glob is walked here rather than by ``glob``: a folder is never entered again inside itself, so a
+loop ends.
+
+A tar file (``*.tar``; SA-1B's shards) stands for its JSON members in archive order: ``member_items`` reads its
+member headers (``tars.index_tar``) when the run reaches it, and makes one item per JSON member (its value a
+picklable ``tars.TarJson``: the member and its image; its key the member's reference, what the record's
+``source`` holds). A compressed tar (``.tar.gz``, ...) or a tar cut short is one failed item naming it. A JSON
+member's reference given as a spec (what ``--failed`` writes for it) is that one member.
 """
 
 from __future__ import annotations
@@ -12,10 +19,21 @@ from __future__ import annotations
 import fnmatch
 import glob as globmod
 import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import InputError
 from ..stream import Item, stdin_binary
+from ..tars import MemberRef, TarIndex, TarJson, index_tar, is_tar_name, parse_ref
+
+
+@dataclass(frozen=True)
+class TarShard:
+    """A tar file among the inputs (absolute path), expanded into its JSON members by ``member_items``."""
+
+    path: str
 
 
 def _glob_chars(spec: str) -> bool:
@@ -84,20 +102,31 @@ def input_items(specs: list[str]) -> list[Item]:
         items.append(Item(None, spec, spec.encode(), InputError(message, source=spec)))
 
     def add(path: str) -> None:
-        real = os.path.realpath(path)
+        ref = parse_ref(path) if not os.path.lexists(path) else None  # a tar's JSON member, by its reference
+        real = str(ref) if ref is not None else os.path.realpath(path)
         if real not in seen:
             seen.add(real)
-            items.append(Item(path, path, path.encode()))
+            if ref is not None:
+                items.append(Item(ref, path, path.encode()))
+            elif is_tar_name(path) and not os.path.isdir(path):
+                items.append(Item(TarShard(os.path.abspath(path)), path, path.encode()))
+            else:
+                items.append(Item(path, path, path.encode()))
 
     def expand(spec: str, listed: bool = False) -> None:
         path = Path(spec)
         if path.is_dir():
             found = sorted(str(p) for p in path.glob("*.json"))
-            if not found:
-                bad(spec, "directory holds no .json files")
-            for p in found:
+            shards = sorted(str(p) for p in path.iterdir() if is_tar_name(p.name) and p.is_file())
+            if found and shards:  # a tar extracted beside itself: each image would come twice
+                bad(spec, f"directory holds both .json files and tar files ({Path(shards[0]).name}); name the ones "
+                    f"to read: '{path / '*.json'}' or '{path / '*.tar'}'")
+                return
+            if not found and not shards:
+                bad(spec, "directory holds no .json files (nor tar shards)")
+            for p in found or shards:
                 add(p)
-        elif listed or path.exists() or path.is_symlink():
+        elif listed or path.exists() or path.is_symlink() or parse_ref(spec) is not None:
             add(spec)
         elif _glob_chars(spec):
             found = recursive_glob(spec) if "**" in spec else sorted(globmod.glob(spec))
@@ -119,3 +148,64 @@ def input_items(specs: list[str]) -> list[Item]:
         for p in paths:
             expand(p, listed=True)
     return items
+
+
+def tar_count(items: list[Item]) -> int:
+    """How many of ``input_items``' items are tars or tar members (whose JSON members are only counted when
+    the run reaches them)."""
+    return sum(isinstance(item.value, TarShard | MemberRef) for item in items)
+
+
+def member_items(items: Iterable[Item]) -> Iterator[Item]:
+    """``input_items``' items with every tar replaced by one item per JSON member (archive order, headers read
+    when it is reached) and every member reference by its member's item; a tar that cannot be read in place
+    (compressed, cut short, not a tar) or holds no JSON member is one failed item naming it."""
+    last: TarIndex | None = None  # the index of the tar of the last member reference: refs come grouped by tar
+
+    for item in items:
+        value = item.value
+        if isinstance(value, TarShard):
+            try:
+                members = index_tar(item.where).json_members()
+                if not members:
+                    raise InputError("the tar holds no .json member (an SA-1B shard holds sa_N.json beside each "
+                                     "sa_N.jpg)", source=item.where)
+            except InputError as e:
+                yield Item(None, item.where, item.raw, e)
+                continue
+            for member in members:
+                ref = str(member.json)
+                yield Item(member, ref, ref.encode())
+        elif isinstance(value, MemberRef):
+            try:
+                if last is None or last.path != os.path.abspath(value.tar):
+                    last = index_tar(value.tar)
+                found = last.find(value.member)
+                if found is None or (found.offset, found.size) != (value.offset, value.size):
+                    raise InputError(f"tar {value.tar} holds no member {value.member!r} of {value.size:,} bytes at "
+                                     f"byte {value.offset:,} (changed since the reference was written?)",
+                                     source=item.where)
+                image = last.image_for(found.name)
+                yield Item(TarJson(value, last.ref(image) if image is not None else None), item.where, item.raw)
+            except InputError as e:
+                yield Item(None, item.where, item.raw, e)
+        else:
+            yield item
+
+
+def unchanged_members(items: Iterable[Item], written: dict[tuple[str, str], str], output: Any) -> Iterator[Item]:
+    """``items``, with a tar JSON member that ``--resume`` found in ``output`` under another offset or size (the
+    tar changed since those records were written: their image references no longer hold) failing, naming the
+    tar. ``written``: ``(tar, member) -> reference`` of the records read back, filled before the first item."""
+    for item in items:
+        value = item.value
+        if isinstance(value, TarJson):
+            old = written.get((value.json.tar, value.json.member))
+            if old is not None and old != str(value.json):
+                was = parse_ref(old)
+                why = (f"tar {value.json.tar} changed since {output} was written: its member {value.json.member!r} "
+                       f"is now {value.json.size:,} bytes at byte {value.json.offset:,}, the record there says "
+                       f"{was.size:,} bytes at byte {was.offset:,}; build this tar's trees again into a new -o "
+                       "file (the records written from it refer to the tar as it was)")
+                item = Item(None, item.where, item.raw, InputError(why, source=item.where))
+        yield item

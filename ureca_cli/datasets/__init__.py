@@ -15,10 +15,12 @@ list of region records it holds (``records.check_region_record``'s rules) or who
 
 ``read(path, fmt, opts)`` picks the reader (``fmt``, or ``"auto"``: a folder goes to the folder readers, a file
 that is one JSON document to the document readers, else the first record decides, and ``records`` reads what
-no reader recognises), runs it, resolves every region's ``image`` to a file when ``opts.need`` holds ``image``,
-and makes the mask of every region given by a box when ``opts.need`` holds ``rle`` (``box_mask``: the one place
-where a box becomes a mask). Python pickles (RefCOCO's ``refs(umd).p``) are refused, never unpickled. To add a
-reader: ``datasets/<name>.py`` with its ``READER``, and its line in ``READERS``.
+no reader recognises), runs it, resolves every region's ``image`` to a file when ``opts.need`` holds ``image``
+(a reference into an SA-1B tar shard, ``TAR#MEMBER@OFFSET:SIZE``, is kept as it is, once its tar is checked to
+hold that member), and makes the mask of every region given by a box when ``opts.need`` holds ``rle``
+(``box_mask``: the one place where a box becomes a mask). Python pickles (RefCOCO's ``refs(umd).p``) are
+refused, never unpickled. To add a reader: ``datasets/<name>.py`` with its ``READER``, and its line in
+``READERS``.
 
 Two region-record fields belong to the benchmark readers: ``region_from`` (``"box"``: the region is its
 ``bbox``, XYWH pixels; its ``rle``, when asked for, is made by ``box_mask``) and ``benchmark_id`` (the id the
@@ -40,6 +42,7 @@ import orjson
 
 from .. import records as R
 from ..errors import InputError, UrecaError
+from ..images import tar_ref
 from ..stream import Item
 
 #: --format name -> the module (in this package) that defines its READER; the first that detects a file wins
@@ -349,6 +352,16 @@ def resolve_image(image: str, opts: ReadOptions) -> Path | None:
 
 
 def _resolved(image: str, opts: ReadOptions, cache: dict[str, str | None], where: str) -> str:
+    """A region's ``image`` as a file (checked to exist), or a tar reference kept as it is, once checked cheaply
+    (the tar is there and holds that member at that byte: one read of its header, ``tars.read_member``)."""
+    ref = tar_ref(image)
+    if ref is not None:
+        if image not in cache:
+            from ..tars import read_member
+
+            read_member(ref, where, length=0)  # an InputError naming the tar, the member and the record
+            cache[image] = image
+        return image
     if image not in cache:
         found = resolve_image(image, opts)
         cache[image] = str(found.resolve()) if found is not None else None

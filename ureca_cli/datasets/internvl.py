@@ -5,9 +5,10 @@ A line is ``{"id", "image": "sa_XXXX", "mask_id", "conversations": [{"from": "hu
 ``{"id": "<image stem>/<mask_id>" (with "#k" for the k-th of several turns), "image_id": stem, "image": stem,
 "rle", "caption", "question"}`` (the line's own ``id`` is a running counter; ours keeps regions apart across
 files). The mask is annotation ``mask_id`` of ``--masks DIR/<image stem>.json`` (SA-1B's per-image JSON); the
-image is found by its stem (``--images DIR``). Every SA-1B file is read once for all its lines, keeping only the
-masks the lines name, so the reader reads all lines first. Without ``--masks`` the regions have no ``rle``,
-which is enough for ``score``.
+image is found by its stem (``--images DIR``; a line whose ``image`` is a tar reference,
+``TAR#MEMBER@OFFSET:SIZE``, keeps it, and its stem is the member's). Every SA-1B file is read once for all its
+lines, keeping only the masks the lines name, so the reader reads all lines first. Without ``--masks`` the
+regions have no ``rle``, which is enough for ``score``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from .. import records as R
 from ..errors import InputError
+from ..images import image_stem
 from ..stream import Item
 from . import Reader, ReadOptions
 
@@ -137,7 +139,7 @@ def read(items: Iterable[Item], opts: ReadOptions) -> Iterator[Item]:
             lines.append((Item(None, item.where, item.raw, e), None))
             continue
         if masks is not None:
-            masks.want(Path(item.value[R.IMAGE]).stem, parsed[1])
+            masks.want(image_stem(item.value[R.IMAGE]), parsed[1])
         lines.append((item, parsed))
     if masks is not None:
         masks.load()
@@ -153,7 +155,7 @@ def read(items: Iterable[Item], opts: ReadOptions) -> Iterator[Item]:
 
 def _regions(item: Item, pairs: list[tuple[str | None, str]], mask_id: Any, masks: SA1BMasks | None) -> list[dict]:
     rec, where = item.value, item.where
-    stem = Path(rec[R.IMAGE]).stem
+    stem = image_stem(rec[R.IMAGE])  # a tar reference: its member's stem
     rle = None
     if masks is not None:
         if masks.error(stem) is not None:
