@@ -18,11 +18,10 @@ from typing import Any
 
 from ..errors import InputError, UrecaError, check_model_name
 from ..loading import quiet_progress as _quiet_progress
-from .config import DEFAULT_SAM_MODEL
+from .config import DEFAULT_SAM_MODEL, check_sam_dtype
 
 MASK_THRESHOLD = 0.0  # SAM's: a pixel is on the mask where its logit is above 0
 FAMILIES = ("sam", "sam2")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 UPSCALE_CHUNK = 32  # masks upscaled at once: SAM's post-processing goes through a 1024x1024 float map each
 
 
@@ -55,8 +54,7 @@ def pick_dtype(dtype: str, device: str, option: str = "--sam-dtype") -> Any:
     """A torch dtype: ``auto`` is float32 on the CPU and bfloat16 on a GPU."""
     import torch
 
-    if dtype not in DTYPES:
-        raise UrecaError(f"{option} {dtype!r}: choose one of {', '.join(DTYPES)}")
+    check_sam_dtype(dtype, option)
     if dtype == "auto":
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
     return getattr(torch, dtype)
@@ -80,17 +78,19 @@ def rgb_array(image: Any) -> Any:
 
 
 def load_rgb(path: str | Path, where: str | None = None) -> Any:
-    """The photo at ``path`` as an ``HxWx3 uint8`` array; a missing or undecodable file is an ``InputError``."""
+    """The photo at ``path`` as an ``HxWx3 uint8`` array; a missing or undecodable file is an ``InputError``
+    naming ``where`` (and the file, when ``where`` is not the file itself)."""
     from PIL import Image
 
+    named = "" if where is not None and str(where) == str(path) else f"image {path}: "  # said once
     try:
         with Image.open(path) as im:
             im.load()
             return rgb_array(im)
     except FileNotFoundError:
-        raise InputError(f"image {path}: no such file", source=where) from None
+        raise InputError(f"{named}no such file", source=where) from None
     except Exception as e:  # noqa: BLE001 - Pillow raises many kinds for a bad file
-        raise InputError(f"image {path}: does not decode ({type(e).__name__})", source=where) from None
+        raise InputError(f"{named}does not decode ({type(e).__name__})", source=where) from None
 
 
 @dataclass
