@@ -49,6 +49,7 @@ from ..stream import Item, check_output_folder, read_json_file, stdin_binary
 PARENT_RULES = ("tightest", "first")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
 KEPT_ANNOTATION_FIELDS = ("predicted_iou", "stability_score")
+GENERATOR = "generator"  # a mask file's note of how its masks were made (sam.sa1b), kept in the image record
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ class MaskFile:
     ids: list[Any]  # annotation ids (the index in the file where there is none)
     counts: list[bytes]  # compressed RLE counts per mask, size [height, width]
     runs: RunSet  # the masks' foreground intervals, areas and pixel boxes
+    generator: dict | None = None  # how the masks were made, where the file says (tree --generate-masks: SAM)
 
 
 def _positive_int(value: Any, field: str, where: str) -> int:
@@ -128,14 +130,18 @@ def _find_image(src: Path, where: str, info: dict, images: Path | None) -> Path:
     )
 
 
-def load_mask_file(path: str | Path, cfg: TreeConfig) -> MaskFile:
+def load_mask_file(path: str | Path, cfg: TreeConfig, data: Any = None, image: str | Path | None = None) -> MaskFile:
     """Read and check one SA-1B per-image JSON or SAM automatic-mask-generator output (a list of masks).
 
-    Raises ``InputError`` naming the file (and the annotation) for anything a tree cannot be built from.
+    ``data``: the file's parsed JSON, when the caller has it in memory (``tree --generate-masks``: SAM's masks
+    of the photo ``path``), so nothing is written to disk to be read back; ``image``: the image file, instead of
+    looking for it by the JSON's ``file_name``. Raises ``InputError`` naming the file (and the annotation) for
+    anything a tree cannot be built from.
     """
     src = Path(os.path.abspath(path))
     where = str(path)  # messages name the file as the user gave it
-    data = read_json_file(path)
+    if data is None:
+        data = read_json_file(path)
     if isinstance(data, list):  # SAM's automatic mask generator: a list of annotation dicts, no image info
         anns, info = data, {}
     elif isinstance(data, dict):
@@ -186,9 +192,10 @@ def load_mask_file(path: str | Path, cfg: TreeConfig) -> MaskFile:
     except BadCounts as e:
         raise InputError(f"annotations[{e.index}]: corrupt RLE counts ({e.reason})", source=where) from None
 
-    image = _find_image(src, where, info, cfg.images)
+    image = _find_image(src, where, info, cfg.images) if image is None else Path(image)
     _check_image_size(image, width, height, where)
-    return MaskFile(str(src), image_id, os.path.abspath(image), width, height, anns, ids, counts, runs)
+    generator = data.get("generator") if isinstance(data, dict) and isinstance(data.get("generator"), dict) else None
+    return MaskFile(str(src), image_id, os.path.abspath(image), width, height, anns, ids, counts, runs, generator)
 
 
 def _check_image_size(image: Path, width: int, height: int, where: str) -> None:
@@ -344,13 +351,15 @@ def tree_record(mf: MaskFile, cfg: TreeConfig) -> dict:
         R.HEIGHT: mf.height,
         R.SOURCE: mf.source,
         R.TREE: cfg.settings(),
+        **({GENERATOR: mf.generator} if mf.generator is not None else {}),
         R.NODES: nodes,
     }
 
 
-def build_tree(path: str | Path, cfg: TreeConfig) -> dict:
-    """One input file -> its image record (and, with ``cfg.render``, its PNG). The unit of work of the stage."""
-    rec = tree_record(load_mask_file(path, cfg), cfg)
+def build_tree(path: str | Path, cfg: TreeConfig, data: Any = None, image: str | Path | None = None) -> dict:
+    """One input file -> its image record (and, with ``cfg.render``, its PNG). The unit of work of the stage.
+    ``data`` and ``image``: the parsed file and its image, where the caller has them (``load_mask_file``)."""
+    rec = tree_record(load_mask_file(path, cfg, data, image), cfg)
     if cfg.render is not None:
         from ..visual.render import render_tree
 
