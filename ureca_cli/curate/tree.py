@@ -24,6 +24,10 @@ Roles (``role`` and, for dropped nodes, ``drop_reason``):
   its whole subtree is smaller still and is dropped with it), ``"inside-dropped"`` (a descendant of a child
   of the root that is not a main object).
 
+A file's ``generator`` block (how its masks were made: ``tree --generate-masks``'s SAM model and settings,
+``sam.sa1b``) is kept in the image record. ``tree_photos.py`` hands SAM's masks of a photo to ``build_tree`` as
+the parsed dict, never through a file on disk.
+
 Masks: ``rle`` is COCO compressed RLE ``{"size": [H, W], "counts": str}`` (column-major); ``bbox`` is the
 file's own XYWH box (SA-1B convention, one pixel short of the pixels' box); boxes used for the pre-filter are
 ``pycocotools.mask.toBbox`` boxes, which cover every pixel.
