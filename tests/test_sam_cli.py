@@ -22,6 +22,7 @@ from PIL import Image  # noqa: E402
 
 from ureca_cli import records as R  # noqa: E402
 from ureca_cli import sam  # noqa: E402
+from ureca_cli.errors import InputError  # noqa: E402
 from ureca_cli.masks import decode  # noqa: E402
 from ureca_cli.masks.regions import mask_from_png  # noqa: E402
 
@@ -217,6 +218,22 @@ def test_benchmark_boxes_become_sam_masks_one_encoding_per_image(cli, ckpt, sam_
     rects = _records(rect.read_text())
     assert all("sam" not in r for r in rects) and [r[R.RLE] for r in rects] != [r[R.RLE] for r in recs]
     assert int(decode(rects[0][R.RLE]).sum()) == 20 * 15
+
+
+def test_box_masker_keeps_the_last_images_encoding(seg, encodes):
+    img = B / "vg" / "images" / "VG_100K" / "2401.jpg"
+    other = B / "vg" / "images" / "VG_100K" / "2402.jpg"
+    masker = sam.BoxMasker(seg)
+    a = masker(str(img), [(2.0, 3.0, 20.0, 15.0)], (60, 40), "x")
+    b = masker(str(img), [(30.0, 5.0, 25.0, 30.0), (0.0, 0.0, 60.0, 40.0)], (60, 40), "x")
+    assert encodes == [1] and masker.encodings == 1  # the second call reuses the first's encoding
+    masker(str(other), [(0.0, 0.0, 60.0, 10.0)], (60, 40), "x")
+    assert encodes == [1, 1]
+    arr = np.asarray(Image.open(img).convert("RGB"))
+    want = sam.segment_regions(seg, arr, [sam.Region(box=(2, 3, 20, 15)), sam.Region(box=(30, 5, 25, 30))])
+    assert [x["rle"] for x in a + b[:1]] == [w.rle() for w in want]
+    with pytest.raises(InputError, match="is 60x40 but the record says 61x40"):
+        masker(str(img), [(0.0, 0.0, 5.0, 5.0)], (61, 40), "x")
 
 
 def test_benchmark_boxes_under_shard_and_resume_run_sam_only_on_their_images(cli, ckpt, sam_dir, encodes,
