@@ -183,7 +183,7 @@ def caption(
             raise UrecaError(f"{', '.join(batch_only)}: only with --input FILE (one IMAGE is one unit of work)")
     elif save_masks is not None:
         raise UrecaError("--save-masks: only with IMAGE (the records --input reads keep their masks as rle)")
-    use_sam = bool(point) or by_sam and (input is not None or bool(box))
+    use_sam = bool(point) or (by_sam and (input is not None or bool(box)))
     sam_only = [flag for flag, value in (("--sam-model", sam_model), ("--sam-dtype", sam_dtype)) if value is not None]
     if sam_only and not use_sam:
         raise UrecaError(f"{', '.join(sam_only)}: only with --point or --box-to-mask sam (no region here is made by SAM)")
@@ -199,8 +199,8 @@ def caption(
     picture = bitmaps = None
     if input is None:  # check the inputs before loading any model
         assert image is not None
-        picture, bitmaps = image_regions(image, mask or [], rle or [], [] if by_sam else box or [], resize_mask)
-        prompts = prompt_regions(point or [], box or [] if by_sam else [], picture.size, str(image))
+        picture, bitmaps = image_regions(image, mask or [], rle or [], [] if by_sam else (box or []), resize_mask)
+        prompts = prompt_regions(point or [], (box or []) if by_sam else [], picture.size, str(image))
         extra = [{} for _ in bitmaps]
         if prompts:  # SAM makes its masks, and lets go, before the captioner loads
             more, blocks = sam_masks(prompts, picture, where=str(image), **sam_opts)
