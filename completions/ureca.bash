@@ -20,12 +20,27 @@ _ureca() {
             --images) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --render) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --jobs|-j) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --write-masks) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --sam-model) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --sam-dtype) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --device) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --points-per-side) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --points-per-batch) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --pred-iou-thresh) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --stability-score-thresh) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --stability-score-offset) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --box-nms-thresh) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --crop-n-layers) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --crop-nms-thresh) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --crop-overlap-ratio) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --crop-n-points-downscale-factor) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --min-area) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --output|-o) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --on-error) COMPREPLY=( $(compgen -W "stop skip" -- "$cur") ); return 0 ;;
             --failed) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --shard) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
         esac
-        if [[ "$cur" == -* ]]; then COMPREPLY=( $(compgen -W "--threshold --parent-rule --main-min-depth --main-min-area --main-max-area --part-min-area --images --render --jobs -j --output -o --on-error --failed --resume --shard --progress --no-progress --help -h" -- "$cur") );
+        if [[ "$cur" == -* ]]; then COMPREPLY=( $(compgen -W "--threshold --parent-rule --main-min-depth --main-min-area --main-max-area --part-min-area --images --render --jobs -j --generate-masks --write-masks --sam-model --sam-dtype --device --points-per-side --points-per-batch --pred-iou-thresh --stability-score-thresh --stability-score-offset --box-nms-thresh --crop-n-layers --crop-nms-thresh --crop-overlap-ratio --crop-n-points-downscale-factor --min-area --output -o --on-error --failed --resume --shard --progress --no-progress --help -h" -- "$cur") );
         else COMPREPLY=( $(compgen -f -- "$cur") ); fi ;;
     annotate)
         case "$prev" in
@@ -139,6 +154,11 @@ _ureca() {
             --mask) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --rle) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --box) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --point) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --box-to-mask) COMPREPLY=( $(compgen -W "rect sam" -- "$cur") ); return 0 ;;
+            --sam-model) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --sam-dtype) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --save-masks) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --input|-i) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --format) COMPREPLY=( $(compgen -W "auto records internvl refcocog vg dlc" -- "$cur") ); return 0 ;;
             --images) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
@@ -164,7 +184,7 @@ _ureca() {
             --failed) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --shard) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
         esac
-        if [[ "$cur" == -* ]]; then COMPREPLY=( $(compgen -W "--model -m --mask --rle --box --input -i --format --images --masks --question --max-new-tokens --sample --temperature --top-p --seed --batch-size -b --device --dtype --resize-mask --region-prompt --backend --base-url --api-key-env --concurrency --timeout --retries --max-side --output -o --on-error --failed --resume --shard --progress --no-progress --help -h" -- "$cur") );
+        if [[ "$cur" == -* ]]; then COMPREPLY=( $(compgen -W "--model -m --mask --rle --box --point --box-to-mask --sam-model --sam-dtype --save-masks --input -i --format --images --masks --question --max-new-tokens --sample --temperature --top-p --seed --batch-size -b --device --dtype --resize-mask --region-prompt --backend --base-url --api-key-env --concurrency --timeout --retries --max-side --output -o --on-error --failed --resume --shard --progress --no-progress --help -h" -- "$cur") );
         else COMPREPLY=( $(compgen -f -- "$cur") ); fi ;;
     score)
         case "$prev" in

@@ -192,14 +192,18 @@ def _image_of(item: Any) -> str | None:
     return item.value[0][R.IMAGE] if item.error is None and item.value else None
 
 
-def grouping_mapper(captioner: RegionCaptioner) -> Callable[[Callable, Iterable], Iterator]:
+def grouping_mapper(captioner: RegionCaptioner,
+                    prepare: Callable[[list[dict], str], None] | None = None) -> Callable[[Callable, Iterable], Iterator]:
     """A `run_stage` mapper that captions consecutive input records of the same image together (one image
     encoding, at most `MAX_GROUP` regions), and everything else one item at a time. If a group fails, its items
-    are retried one by one so each bad record gets its own message."""
+    are retried one by one so each bad record gets its own message. `prepare(regions, where)`, when given, runs
+    on a group's regions first (the masks of box regions, made with one SAM encoding for the image)."""
     from ..stream import call_safely
 
     def run_group(group: list) -> list[list[dict]]:
         regions = [r for it in group for r in it.value]
+        if prepare is not None:
+            prepare(regions, group[0].where)
         out = captioner.caption_regions(regions, group[0].where)
         split, start = [], 0
         for it in group:
@@ -252,21 +256,29 @@ def image_regions(image: Path, masks: list[Path], rles: list[str], boxes: list[s
 
 
 def write_image_regions(image: Path, picture: Any, bitmaps: list[np.ndarray], captioner: RegionCaptioner,
-                        output: Path | None) -> None:
-    """Caption the regions of one image and write one region record each, ids ``<stem>/<i>``."""
+                        output: Path | None, extra: list[dict] | None = None, save_masks: Path | None = None) -> None:
+    """Caption the regions of one image and write one region record each, ids ``<stem>/<i>``. ``extra``: fields
+    per region to add to its record (SAM's ``sam`` block); ``save_masks``: a folder for each region's mask PNG
+    (``caption/sam_regions.save_mask_pngs``), written once the records are."""
     from ..stream import JsonlWriter
 
     captions = captioner.caption_masks(picture, bitmaps)
+    extra = extra or [{} for _ in bitmaps]
+    image_id = image.stem
     writer = JsonlWriter(output)
     try:
         writer.write_many([
-            captioner.region_record({R.ID: f"{image.stem}/{i}", R.IMAGE_ID: image.stem, R.IMAGE: str(image),
+            captioner.region_record({R.ID: R.region_id(image_id, i), R.IMAGE_ID: image_id, R.IMAGE: str(image),
                                      R.WIDTH: picture.width, R.HEIGHT: picture.height, R.RLE: M.encode(bitmap),
-                                     R.BBOX: list(M.pixel_box(bitmap) or ())}, text)
-            for i, (bitmap, text) in enumerate(zip(bitmaps, captions, strict=True))
+                                     R.BBOX: list(M.pixel_box(bitmap) or ()), **more}, text)
+            for i, (bitmap, text, more) in enumerate(zip(bitmaps, captions, extra, strict=True))
         ])
     finally:
         writer.close()
+    if save_masks is not None:
+        from .sam_regions import save_mask_pngs
+
+        save_mask_pngs(save_masks, image_id, bitmaps)
 
 
 def check_input(input: Path) -> None:
@@ -296,13 +308,26 @@ def check_input(input: Path) -> None:
 def caption_input(input: Path, captioner: RegionCaptioner, scfg: Any, fmt: str = "auto",
                   opts: Any = None) -> Any:
     """``--input`` records (any format ``datasets`` reads; ``opts``: its ``ReadOptions``) through ``captioner``
-    under the stream contract; returns run_stage's summary."""
-    from ..datasets import ReadOptions, read
+    under the stream contract; returns run_stage's summary. With ``opts.box_to_mask`` (``--box-to-mask sam``), the
+    masks of box regions are made here, only for the inputs this run captions (not those ``--shard`` or
+    ``--resume`` set aside), and once per image for its consecutive records (``datasets.box_masks``)."""
+    from ..datasets import ReadOptions, box_masks, read
     from ..stream import run_stage
 
     opts = opts or ReadOptions()
     opts = replace(opts, need=(R.IMAGE, R.RLE), captioned_only=False)
-    return run_stage("caption", read(input, fmt, opts), captioner.work, scfg, input_key=_input_key,
-                     output_key=lambda rec: rec.get(R.ID), mapper=grouping_mapper(captioner), unit="inputs",
+    work, prepare = captioner.work, None
+    if opts.box_to_mask is not None:
+        to_mask = opts.box_to_mask
+
+        def prepare(regions: list[dict], where: str) -> None:
+            box_masks(regions, where, to_mask)
+
+        def work(regions: list[dict]) -> list[dict]:
+            prepare(regions, "")
+            return captioner.work(regions)
+
+    return run_stage("caption", read(input, fmt, opts), work, scfg, input_key=_input_key,
+                     output_key=lambda rec: rec.get(R.ID), mapper=grouping_mapper(captioner, prepare), unit="inputs",
                      shard_key=lambda regions: R.image_key(regions[0]), key_name="region id",
                      unique_keys=lambda regions: [r[R.ID] for r in regions], group_key=R.image_key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +23,13 @@ from .common import (
     cli_errors,
     stream_config,
 )
+from .sam import SamDtypeOpt, SamModelOpt
+
+
+class BoxToMask(StrEnum):
+    rect = "rect"
+    sam = "sam"
+
 
 CHAT_ONLY = ("backend", "base_url", "api_key_env", "concurrency", "timeout", "retries", "max_side")
 
@@ -54,7 +62,26 @@ def caption(
     ] = None,
     box: Annotated[
         list[str] | None,
-        typer.Option("--box", metavar="X,Y,W,H", help="Region as a box x,y,w,h in pixels. Repeatable.", show_default=False),
+        typer.Option("--box", metavar="X,Y,W,H", help="Region as a box x,y,w,h in pixels: its rectangle, or SAM's mask "
+                     "of it with --box-to-mask sam. Repeatable: each box is a region.", show_default=False),
+    ] = None,
+    point: Annotated[
+        list[str] | None,
+        typer.Option("--point", metavar="X,Y[:0]", help="A click on the region, x,y in pixels (:0 a click off it); SAM "
+                     "makes the mask. Repeatable: all --point options make one region (after the boxes).",
+                     show_default=False),
+    ] = None,
+    box_to_mask: Annotated[
+        BoxToMask,
+        typer.Option("--box-to-mask", help="rect: a box region is its rectangle. sam: SAM's mask of the box "
+                     "(--box, and the box regions of --input files such as Visual Genome's)."),
+    ] = BoxToMask.rect,
+    sam_model: SamModelOpt = None,
+    sam_dtype: SamDtypeOpt = None,
+    save_masks: Annotated[
+        Path | None,
+        typer.Option("--save-masks", metavar="DIR", help="Write each region's mask of IMAGE as a PNG: "
+                     "DIR/<image_id>_<i>.png (0/255; --mask reads it back).", show_default=False),
     ] = None,
     input: Annotated[
         Path | None,
@@ -104,10 +131,12 @@ def caption(
 ) -> None:
     """Caption image regions with a URECA model: one JSON region record per region.
 
-    A region is a mask PNG, a COCO RLE or a box on IMAGE, or comes from --input: region records (id, image,
-    rle) or image records from ureca tree/annotate/refine, whose every node is captioned. All regions of one
-    image share one image encoding. Output records {"id", "image_id", "image", "caption", ...} feed
-    ureca score; an input caption is kept as "reference".
+    A region is a mask PNG, a COCO RLE, a box or SAM prompts on IMAGE, or comes from --input: region records
+    (id, image, rle) or image records from ureca tree/annotate/refine, whose every node is captioned. SAM
+    (--sam-model) turns clicks (--point: all of them one region) and, with --box-to-mask sam, boxes (each its
+    own region) into masks, one SAM image encoding for all; the record keeps SAM's mask as rle and the prompt
+    under "sam". All regions of one image share one image encoding. Output records {"id", "image_id", "image",
+    "caption", ...} feed ureca score; an input caption is kept as "reference".
 
     \b
     Examples:
@@ -115,10 +144,13 @@ def caption(
       ureca caption photo.jpg --mask dog.png --model SammyLim/URECA   # the paper's released model
       ureca caption photo.jpg --box 40,60,200,120 --box 300,10,80,80 --model runs/ureca-1b
       ureca caption photo.jpg --rle region.json --model runs/ureca-1b --sample --temperature 0.7
+      ureca caption photo.jpg --point 412,300 --point 500,310:0 --model runs/ureca-1b --save-masks masks/
+      ureca caption photo.jpg --box 40,60,200,120 --box-to-mask sam --sam-model ./sam-vit-base --model runs/ureca-1b
       ureca caption --input regions.jsonl --model runs/ureca-1b -o preds.jsonl
       ureca caption --input trees.jsonl --model runs/ureca-1b -o preds.jsonl && ureca score preds.jsonl regions.jsonl
       ureca caption --input finetune_refcocog_val_captions.json --images coco/train2014 --model runs/ureca-1b -o preds.jsonl
       ureca caption --input DLC-bench/ --model runs/ureca-1b -o dlc_preds.jsonl
+      ureca caption --input region_descriptions.json --images vg/ --box-to-mask sam --model runs/ureca-1b -o vg_preds.jsonl
       ureca caption --input regions.jsonl --region-prompt contour --backend openai --base-url http://gpu1:8000/v1 -o base.jsonl
     """
     from ..caption.captioner import (
@@ -129,17 +161,21 @@ def caption(
         image_regions,
         write_image_regions,
     )
+    from ..caption.sam_regions import box_masker, prompt_regions, sam_masks
     from ..datasets import ReadOptions
-    from ..stream import check_output_not_input
+    from ..sam import DEFAULT_SAM_MODEL
+    from ..sam.config import check_sam_dtype
+    from ..stream import check_output_folder, check_output_not_input
 
-    regions_given = bool(mask or rle or box)
+    regions_given = bool(mask or rle or box or point)
     if input is not None and (image is not None or regions_given):
-        raise UrecaError("give either IMAGE with --mask/--rle/--box, or --input FILE, not both")
+        raise UrecaError("give either IMAGE with --mask/--rle/--box/--point, or --input FILE, not both")
+    by_sam = BoxToMask(box_to_mask) == BoxToMask.sam
     if input is None:
         if image is None:
-            raise UrecaError("give an IMAGE and a region (--mask, --rle or --box), or --input FILE")
+            raise UrecaError("give an IMAGE and a region (--mask, --rle, --box or --point), or --input FILE")
         if not regions_given:
-            raise UrecaError(f"{image}: give the region with --mask PNG, --rle JSON or --box x,y,w,h")
+            raise UrecaError(f"{image}: give the region with --mask PNG, --rle JSON, --box x,y,w,h or --point x,y")
         batch_only = [flag for flag, given in (("--resume", resume), ("--failed", failed is not None),
                                                ("--shard", shard is not None),
                                                ("--on-error skip", OnErrorChoice(on_error) == OnErrorChoice.skip),
@@ -148,9 +184,18 @@ def caption(
                       if given]
         if batch_only:
             raise UrecaError(f"{', '.join(batch_only)}: only with --input FILE (one IMAGE is one unit of work)")
+    elif save_masks is not None:
+        raise UrecaError("--save-masks: only with IMAGE (the records --input reads keep their masks as rle)")
     if region_prompt is None and model is None:
         raise UrecaError("--model DIR: give the URECA checkpoint to caption with (a folder from ureca train or "
                          "ureca convert, or a hub id such as SammyLim/URECA)")
+    use_sam = bool(point) or (by_sam and (input is not None or bool(box)))
+    sam_only = [flag for flag, value in (("--sam-model", sam_model), ("--sam-dtype", sam_dtype)) if value is not None]
+    if sam_only and not use_sam:
+        raise UrecaError(f"{', '.join(sam_only)}: only with --point or --box-to-mask sam (no region here is made by SAM)")
+    sam_opts = {"sam_model": sam_model or DEFAULT_SAM_MODEL, "device": None if device == "auto" else device,
+                "dtype": check_sam_dtype(sam_dtype or "auto")}
+    check_output_folder("--save-masks", save_masks)
     if region_prompt is None:
         chat_only = chat.given(CHAT_ONLY)
         if chat_only:
@@ -175,15 +220,22 @@ def caption(
     picture = bitmaps = None
     if input is None:  # check the inputs before loading any model
         assert image is not None
-        picture, bitmaps = image_regions(image, mask or [], rle or [], box or [], resize_mask)
+        picture, bitmaps = image_regions(image, mask or [], rle or [], [] if by_sam else (box or []), resize_mask)
+        prompts = prompt_regions(point or [], (box or []) if by_sam else [], picture.size, str(image))
+        extra = [{} for _ in bitmaps]
+        if prompts:  # SAM makes its masks, and lets go, before the captioner loads
+            more, blocks = sam_masks(prompts, picture, where=str(image), **sam_opts)
+            bitmaps, extra = bitmaps + more, extra + blocks
     else:
         check_input(input)
         read_opts = ReadOptions(images=images, masks=masks)
         check_output_not_input(scfg, [input])
+        if use_sam:  # box regions of the input: SAM's masks, made as each image is captioned
+            read_opts = replace(read_opts, box_to_mask=box_masker(**sam_opts))
 
     def run(captioner) -> None:
         if input is None:
-            write_image_regions(image, picture, bitmaps, captioner, scfg.output)
+            write_image_regions(image, picture, bitmaps, captioner, scfg.output, extra, save_masks)
         else:
             caption_input(input, captioner, scfg, FormatName(fmt).value, read_opts)
 

@@ -24,6 +24,10 @@ Roles (``role`` and, for dropped nodes, ``drop_reason``):
   its whole subtree is smaller still and is dropped with it), ``"inside-dropped"`` (a descendant of a child
   of the root that is not a main object).
 
+A file's ``generator`` block (how its masks were made: ``tree --generate-masks``'s SAM model and settings,
+``sam.sa1b``) is kept in the image record. ``tree_photos.py`` hands SAM's masks of a photo to ``build_tree`` as
+the parsed dict, never through a file on disk.
+
 Masks: ``rle`` is COCO compressed RLE ``{"size": [H, W], "counts": str}`` (column-major); ``bbox`` is the
 file's own XYWH box (SA-1B convention, one pixel short of the pixels' box); boxes used for the pre-filter are
 ``pycocotools.mask.toBbox`` boxes, which cover every pixel.
@@ -51,6 +55,7 @@ from ..tars import MemberRef, TarJson, index_tar, read_member
 PARENT_RULES = ("tightest", "first")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
 KEPT_ANNOTATION_FIELDS = ("predicted_iou", "stability_score")
+GENERATOR = "generator"  # a mask file's note of how its masks were made (sam.sa1b), kept in the image record
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,7 @@ class MaskFile:
     ids: list[Any]  # annotation ids (the index in the file where there is none)
     counts: list[bytes]  # compressed RLE counts per mask, size [height, width]
     runs: RunSet  # the masks' foreground intervals, areas and pixel boxes
+    generator: dict | None = None  # how the masks were made, where the file says (tree --generate-masks: SAM)
 
 
 def _positive_int(value: Any, field: str, where: str) -> int:
@@ -130,18 +136,27 @@ def _find_image(src: Path, where: str, info: dict, images: Path | None) -> Path:
     )
 
 
-def load_mask_file(path: str | Path | TarJson, cfg: TreeConfig) -> MaskFile:
+def load_mask_file(path: str | Path | TarJson, cfg: TreeConfig, data: Any = None,
+                   image: str | Path | None = None) -> MaskFile:
     """Read and check one SA-1B per-image JSON or SAM automatic-mask-generator output (a list of masks): a file
     (its image next to it, or in ``cfg.images``), or a JSON member of a tar shard (``tars.TarJson``, read in
     place; its image is the member beside it, written into the record as a reference into the tar).
 
-    Raises ``InputError`` naming the file or member (and the annotation) for anything a tree cannot be built from.
+    ``data``: the file's parsed JSON, when the caller has it in memory (``tree --generate-masks``: SAM's masks
+    of the photo ``path``), so nothing is written to disk to be read back; ``image``: the image file, instead of
+    looking for it by the JSON's ``file_name``. Raises ``InputError`` naming the file or member (and the
+    annotation) for anything a tree cannot be built from.
     """
     if isinstance(path, TarJson):
         return _load_tar_json(path, cfg)
     src = Path(os.path.abspath(path))
     where = str(path)  # messages name the file as the user gave it
-    return mask_file_from_json(read_json_file(path), src, where, str(src),
+    if data is None:
+        data = read_json_file(path)
+    if image is not None:
+        given = os.path.abspath(image)
+        return mask_file_from_json(data, src, where, str(src), lambda info: given)
+    return mask_file_from_json(data, src, where, str(src),
                                lambda info: os.path.abspath(_find_image(src, where, info, cfg.images)))
 
 
@@ -238,7 +253,8 @@ def mask_file_from_json(data: Any, src: Path, where: str, source: str, locate: C
 
     image = locate(info)
     _check_image_size(image, width, height, where)
-    return MaskFile(source, image_id, image, width, height, anns, ids, counts, runs)
+    generator = data.get("generator") if isinstance(data, dict) and isinstance(data.get("generator"), dict) else None
+    return MaskFile(source, image_id, image, width, height, anns, ids, counts, runs, generator)
 
 
 def _check_image_size(image: str, width: int, height: int, where: str) -> None:
@@ -394,14 +410,16 @@ def tree_record(mf: MaskFile, cfg: TreeConfig) -> dict:
         R.HEIGHT: mf.height,
         R.SOURCE: mf.source,
         R.TREE: cfg.settings(),
+        **({GENERATOR: mf.generator} if mf.generator is not None else {}),
         R.NODES: nodes,
     }
 
 
-def build_tree(path: str | Path | TarJson, cfg: TreeConfig) -> dict:
+def build_tree(path: str | Path | TarJson, cfg: TreeConfig, data: Any = None, image: str | Path | None = None) -> dict:
     """One input file or tar JSON member -> its image record (and, with ``cfg.render``, its PNG). The unit of
-    work of the stage."""
-    rec = tree_record(load_mask_file(path, cfg), cfg)
+    work of the stage. ``data`` and ``image``: the parsed file and its image, where the caller has them
+    (``load_mask_file``)."""
+    rec = tree_record(load_mask_file(path, cfg, data, image), cfg)
     if cfg.render is not None:
         from ..visual.render import render_tree
 

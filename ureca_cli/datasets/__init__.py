@@ -18,12 +18,12 @@ that is one JSON document to the document readers, else the first record decides
 no reader recognises), runs it, resolves every region's ``image`` to a file when ``opts.need`` holds ``image``
 (a reference into an SA-1B tar shard, ``TAR#MEMBER@OFFSET:SIZE``, is kept as it is, once its tar is checked to
 hold that member), and makes the mask of every region given by a box when ``opts.need`` holds ``rle``
-(``box_mask``: the one place where a box becomes a mask). Python pickles (RefCOCO's ``refs(umd).p``) are
-refused, never unpickled. To add a reader: ``datasets/<name>.py`` with its ``READER``, and its line in
-``READERS``.
+(``box_masks``: the one place where a box becomes a mask: its rectangle, or ``opts.box_to_mask``'s mask, such
+as SAM's). Python pickles (RefCOCO's ``refs(umd).p``) are refused, never unpickled. To add a reader:
+``datasets/<name>.py`` with its ``READER``, and its line in ``READERS``.
 
 Two region-record fields belong to the benchmark readers: ``region_from`` (``"box"``: the region is its
-``bbox``, XYWH pixels; its ``rle``, when asked for, is made by ``box_mask``) and ``benchmark_id`` (the id the
+``bbox``, XYWH pixels; its ``rle``, when asked for, is made by ``box_masks``) and ``benchmark_id`` (the id the
 benchmark's own tools name the region by: the COCO ``image_id`` of a results file, DLC-Bench's annotation id),
 which ``score`` accepts for predictions in the benchmark's own result formats.
 """
@@ -54,7 +54,7 @@ READERS: dict[str, str] = {
     "dlc": ".dlc",
 }
 
-REGION_FROM = "region_from"  # "box": the region is its bbox; box_mask makes its mask
+REGION_FROM = "region_from"  # "box": the region is its bbox; box_masks makes its mask
 BENCHMARK_ID = "benchmark_id"  # the id the benchmark's own result files name the region by
 KINDS = ("lines", "document", "folder")
 
@@ -62,6 +62,10 @@ KINDS = ("lines", "document", "folder")
 FormatName = StrEnum("FormatName", {"auto": "auto", **{name: name for name in READERS}})
 
 IMAGE_SUFFIXES = ("", ".jpg", ".jpeg", ".png", ".JPG", ".webp")  # tried in turn on an image name
+
+#: ``(image file, boxes XYWH pixels inside the image, (W, H), where) -> one dict of fields per box``, holding at
+#: least ``rle`` (a COCO RLE of the image's size); the other fields (such as SAM's ``sam`` block) join the region
+BoxToMask = Callable[[str, list[tuple[float, float, float, float]], tuple[int, int], str], list[dict]]
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,11 @@ class ReadOptions:
     ``captioned_only``: an image record gives its captioned nodes (train, score), or every node whose mask
     holds a pixel (caption); ``images``: a folder where image files are looked for (``--images``); ``masks``:
     a folder of SA-1B per-image JSON files (``--masks``, the released format's masks).
+
+    ``box_to_mask``: makes the masks of box regions instead of their rectangles (``BoxToMask``; ``caption
+    --box-to-mask sam`` passes ``sam.BoxMasker``). A model is costly, so with it ``finish`` leaves box regions
+    without ``rle``, and the caller calls ``box_masks(regions, where, opts.box_to_mask)`` on the units it
+    actually runs: after ``--shard`` and ``--resume`` have set the others aside, one image's regions at a time.
     """
 
     need: tuple[str, ...] = (R.CAPTION,)
@@ -79,6 +88,7 @@ class ReadOptions:
     images: Path | None = None
     masks: Path | None = None
     base: Path | None = None  # the input file's folder: relative image paths are also looked for there
+    box_to_mask: BoxToMask | None = None
 
     def __post_init__(self):
         for flag, folder in (("--images", self.images), ("--masks", self.masks)):
@@ -167,54 +177,79 @@ def read_document(doc: Any, name: str, fmt: str = "auto", opts: ReadOptions = Re
 
 def finish(units: Iterable[Item], opts: ReadOptions) -> Iterator[Item]:
     """A reader's units with every region's ``image`` resolved to a file (when ``opts.need`` holds ``image``)
-    and the mask of every box region made (``box_mask``, when ``opts.need`` holds ``rle``)."""
+    and the mask of every box region made (``box_masks``, when ``opts.need`` holds ``rle`` and no
+    ``opts.box_to_mask`` leaves that to the caller)."""
     resolved: dict[str, str | None] = {}
     sizes: dict[str, tuple[int, int]] = {}
     for unit in units:
         if unit.error is None and (R.IMAGE in opts.need or R.RLE in opts.need):
             try:
-                for region in unit.value:
-                    if R.IMAGE in opts.need:
+                if R.IMAGE in opts.need:
+                    for region in unit.value:
                         region[R.IMAGE] = _resolved(region[R.IMAGE], opts, resolved, unit.where)
-                    if R.RLE in opts.need and region.get(R.RLE) is None and region.get(REGION_FROM) == "box":
-                        region[R.RLE] = box_mask(region, sizes, unit.where)
+                if R.RLE in opts.need and opts.box_to_mask is None:
+                    box_masks(unit.value, unit.where, sizes=sizes)
             except InputError as e:
                 unit = Item(None, unit.where, unit.raw, e)
         yield unit
 
 
-def box_mask(region: dict, sizes: dict[str, tuple[int, int]], where: str) -> dict:
-    """The mask of a region given by its box (``region_from: "box"``): a COCO RLE of the image's size that
-    covers every pixel the box ``bbox`` (XYWH pixels, floats allowed) touches, clipped to the image.
+def box_masks(regions: list[dict], where: str, to_mask: BoxToMask | None = None,
+              sizes: dict[str, tuple[int, int]] | None = None) -> None:
+    """Give every region of ``regions`` that is given by its box (``region_from: "box"``) and has no ``rle`` its
+    mask, in place. This is the one place where a box becomes a mask (Visual Genome's regions, MDETR/GLaMM's
+    RefCOCOg).
 
-    This is the one place where a box becomes a mask (Visual Genome's regions, MDETR/GLaMM's RefCOCOg): a
-    SAM box prompt (``ureca_cli.sam``) hooks in here. The image's size is the record's ``width``/``height``
-    where it gives them, else the image file's (``sizes`` caches it per file). A box with no pixel inside the
-    image is an ``InputError`` naming ``where``.
+    The box ``bbox`` (XYWH pixels, floats allowed) is clipped to the image; a box with no pixel inside it is an
+    ``InputError`` naming ``where`` and the region. Without ``to_mask`` the mask is the box's rectangle: every
+    pixel the box touches (the image's size is the record's ``width``/``height`` where it gives them, else the
+    image file's; ``sizes`` caches it per file). With ``to_mask`` (``BoxToMask``, such as ``sam.BoxMasker``) it
+    is called once per image with the clipped boxes of that image's regions, and its fields join each region.
     """
     import numpy as np
 
     from .. import masks as M
     from ..images import image_size
 
-    rid = region.get(R.ID)
-    w, h = region.get(R.WIDTH), region.get(R.HEIGHT)
-    if not (isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0):
+    sizes = {} if sizes is None else sizes
+    by_image: dict[str, list[tuple[dict, tuple[float, float, float, float]]]] = {}
+    for region in regions:
+        if region.get(R.RLE) is not None or region.get(REGION_FROM) != "box":
+            continue
+        rid = region.get(R.ID)
         image = region.get(R.IMAGE)
-        if not image:
-            raise InputError(f"region {rid}: a box region needs its image (or its width and height)", source=where)
-        if image not in sizes:
-            sizes[image] = image_size(image, where)
-        w, h = sizes[image]
-    x, y, bw, bh = region[R.BBOX]
-    x0, y0 = max(0, int(np.floor(x))), max(0, int(np.floor(y)))
-    x1, y1 = min(w, int(np.ceil(x + bw))), min(h, int(np.ceil(y + bh)))
-    if x1 <= x0 or y1 <= y0:
-        raise InputError(f"region {rid}: box {list(region[R.BBOX])} (XYWH) holds no pixel of the {w}x{h} image",
-                         source=where)
-    mask = np.zeros((h, w), np.uint8)
-    mask[y0:y1, x0:x1] = 1
-    return M.encode(mask)
+        w, h = region.get(R.WIDTH), region.get(R.HEIGHT)
+        if to_mask is not None and not image:
+            raise InputError(f"region {rid}: a box region needs its image to be segmented", source=where)
+        if not (isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0):
+            if not image:
+                raise InputError(f"region {rid}: a box region needs its image (or its width and height)",
+                                 source=where)
+            if image not in sizes:
+                sizes[image] = image_size(image, where)
+            w, h = sizes[image]
+        x, y, bw, bh = region[R.BBOX]
+        x0, y0 = max(0, int(np.floor(x))), max(0, int(np.floor(y)))
+        x1, y1 = min(w, int(np.ceil(x + bw))), min(h, int(np.ceil(y + bh)))
+        if x1 <= x0 or y1 <= y0:
+            raise InputError(f"region {rid}: box {list(region[R.BBOX])} (XYWH) holds no pixel of the {w}x{h} "
+                             "image", source=where)
+        if to_mask is None:
+            mask = np.zeros((h, w), np.uint8)
+            mask[y0:y1, x0:x1] = 1
+            region[R.RLE] = M.encode(mask)
+            continue
+        fx0, fy0 = max(0.0, float(x)), max(0.0, float(y))
+        fx1, fy1 = min(float(w), float(x + bw)), min(float(h), float(y + bh))
+        if fx1 <= fx0 or fy1 <= fy0:  # inside the pixels the box touches, but no area inside the image
+            raise InputError(f"region {rid}: box {list(region[R.BBOX])} (XYWH) has no area inside the {w}x{h} "
+                             "image", source=where)
+        by_image.setdefault(image, []).append((region, (fx0, fy0, fx1 - fx0, fy1 - fy0)))
+        sizes.setdefault(image, (w, h))
+    for image, group in by_image.items():
+        fields = to_mask(image, [box for _, box in group], sizes[image], where)
+        for (region, _), got in zip(group, fields, strict=True):
+            region.update(got)
 
 
 def read(path: str | Path, fmt: str = "auto", opts: ReadOptions = ReadOptions()) -> Iterator[Item]:

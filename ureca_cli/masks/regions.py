@@ -5,8 +5,10 @@
 - a box ``"x,y,w,h"`` (XYWH pixels): the pixels it covers.
 
 ``region_masks`` gathers the regions ``ureca caption IMAGE`` is given, in the order of ``FORMS``; ``fit_mask``
-checks a mask against its image (and with ``resize``, resizes it). To add a form (SAM point prompts are next):
-a function ``text -> mask`` here, its line in ``FORMS``, and the option in ``commands/caption.py``.
+checks a mask against its image (and with ``resize``, resizes it). To add a form: a function ``text -> mask``
+here, its line in ``FORMS``, and the option in ``commands/caption.py``. Forms a model makes into masks (SAM's
+``--point`` and ``--box-to-mask sam``) are parsed in ``sam/prompts.py`` and segmented together, one image
+encoding for all, in ``caption/sam_regions.py``.
 """
 
 from __future__ import annotations

@@ -4,10 +4,15 @@ Public API (what ``caption --point/--box`` and ``tree --generate-masks`` call):
 
 - ``load_sam(name=DEFAULT_SAM_MODEL, *, device=None, dtype="auto", option="--sam-model") -> Segmenter``
 - prompts: ``Point(x, y, label=1)``, ``Region(points=(), box=None)`` (box XYWH pixels),
-  ``parse_point("412,300:0")``, ``parse_box("x,y,w,h")``, ``check_regions(regions, width, height, where)``
+  ``parse_point("412,300:0")``, ``parse_box("x,y,w,h")``, ``check_regions(regions, width, height, where)``,
+  ``regions_from_options(points, boxes)`` (the command line's grouping: each ``--box`` a region, all
+  ``--point`` options one more)
 - ``segment_regions(seg, image, regions, *, encoding=None, batched=True, multimask=None, where="")
   -> list[RegionMask]`` (``.mask`` HxW bool, ``.score``, ``.rle()``); ``seg.encode([images])`` encodes
-  several images in one call when a caller wants to pass ``encoding=``
+  several images in one call when a caller wants to pass ``encoding=``; ``mask_fields(region, mask, model)``:
+  the ``rle`` and ``sam`` fields of a region record (a SAM mask that holds no pixel is an ``InputError``)
+- ``BoxMasker(seg)``: the hook ``datasets.box_masks`` calls for boxes read from files
+  (``caption --input FILE --box-to-mask sam``), one image encoding per image
 - ``AmgConfig(...)``, ``generate_masks(seg, image, cfg) -> list[annotation dict]``,
   ``generate_mask_file(seg, image_path, cfg) -> SA-1B dict``, ``write_mask_file(record, folder) -> Path``,
   ``sa1b_record(annotations, image_id=, width=, height=, file_name=)``
@@ -24,7 +29,7 @@ from importlib import import_module
 from typing import Any
 
 from .config import DEFAULT_SAM_MODEL, AmgConfig
-from .prompts import Box, Point, Region, box_spec, check_regions, parse_box, parse_point
+from .prompts import Box, Point, Region, box_spec, check_regions, parse_box, parse_point, regions_from_options
 
 _LAZY = {
     "Encoding": "model",
@@ -33,6 +38,8 @@ _LAZY = {
     "load_rgb": "model",
     "RegionMask": "predict",
     "segment_regions": "predict",
+    "mask_fields": "predict",
+    "BoxMasker": "boxes",
     "generate_masks": "amg",
     "sa1b_record": "sa1b",
     "generate_mask_file": "sa1b",
@@ -44,7 +51,7 @@ _LAZY = {
 }
 
 __all__ = ["DEFAULT_SAM_MODEL", "AmgConfig", "Box", "Point", "Region", "box_spec", "check_regions",
-           "parse_box", "parse_point", *_LAZY]
+           "parse_box", "parse_point", "regions_from_options", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -9,6 +9,14 @@ from ..errors import UrecaError
 
 DEFAULT_SAM_MODEL = "facebook/sam-vit-base"  # --sam-model
 EDGE_TOLERANCE = 20.0  # px: SAM's atol for "a box touches the crop edge"
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # --sam-dtype; auto: float32 on the CPU, bfloat16 on a GPU
+
+
+def check_sam_dtype(dtype: str, option: str = "--sam-dtype") -> str:
+    """``dtype`` when it is one of ``DTYPES``; otherwise one ``UrecaError`` naming ``option`` (no torch needed)."""
+    if dtype not in DTYPES:
+        raise UrecaError(f"{option} {dtype!r}: choose one of {', '.join(DTYPES)}")
+    return dtype
 
 
 @dataclass(frozen=True)

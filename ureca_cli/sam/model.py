@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, UrecaError, check_model_name
+from ..errors import UrecaError, check_model_name
 from ..loading import quiet_progress as _quiet_progress
-from .config import DEFAULT_SAM_MODEL
+from .config import DEFAULT_SAM_MODEL, check_sam_dtype
 
 MASK_THRESHOLD = 0.0  # SAM's: a pixel is on the mask where its logit is above 0
 FAMILIES = ("sam", "sam2")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 UPSCALE_CHUNK = 32  # masks upscaled at once: SAM's post-processing goes through a 1024x1024 float map each
 
 
@@ -55,8 +54,7 @@ def pick_dtype(dtype: str, device: str, option: str = "--sam-dtype") -> Any:
     """A torch dtype: ``auto`` is float32 on the CPU and bfloat16 on a GPU."""
     import torch
 
-    if dtype not in DTYPES:
-        raise UrecaError(f"{option} {dtype!r}: choose one of {', '.join(DTYPES)}")
+    check_sam_dtype(dtype, option)
     if dtype == "auto":
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
     return getattr(torch, dtype)
@@ -80,17 +78,13 @@ def rgb_array(image: Any) -> Any:
 
 
 def load_rgb(path: str | Path, where: str | None = None) -> Any:
-    """The photo at ``path`` as an ``HxWx3 uint8`` array; a missing or undecodable file is an ``InputError``."""
-    from PIL import Image
+    """The photo at ``path`` (a file, or a reference into a tar shard) as an ``HxWx3 uint8`` array, read through
+    the one image loader (``ureca_cli.images``); a missing or undecodable image is an ``InputError`` naming
+    ``where``."""
+    from ..images import load_image
 
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return rgb_array(im)
-    except FileNotFoundError:
-        raise InputError(f"image {path}: no such file", source=where) from None
-    except Exception as e:  # noqa: BLE001 - Pillow raises many kinds for a bad file
-        raise InputError(f"image {path}: does not decode ({type(e).__name__})", source=where) from None
+    said = where is None or str(where) == str(path)  # the loader's message names the file itself: once is enough
+    return rgb_array(load_image(path, where=None if said else str(where)))
 
 
 @dataclass

@@ -83,3 +83,19 @@ def segment_regions(seg: Any, image: Any, regions: Sequence[Region], *, encoding
         for j, i in enumerate(idx):
             out[i] = RegionMask(masks[j], float(scores[j]), int(iou.shape[1]))
     return out  # type: ignore[return-value]
+
+
+SAM_FIELD = "sam"  # a region record's block that says how SAM made its mask: model, prompt, score
+
+
+def mask_fields(region: Region, rm: RegionMask, model: str, where: str = "", what: str | None = None) -> dict:
+    """The fields a region record takes from SAM's mask of ``region``: ``rle`` (COCO RLE of the mask) and
+    ``sam``: ``{"model", "points"/"box" (the prompt, image pixels; box XYWH), "score" (SAM's predicted IoU)}``,
+    enough to make the mask again. A mask that holds no pixel is an ``InputError`` naming the prompt (``what``,
+    default its command-line options) and ``where``: there is nothing to caption, and a rectangle in its place would be a silent substitute."""
+    from ..errors import InputError
+
+    if not rm.mask.any():
+        raise InputError(f"{what or region.spec()}: SAM's mask holds no pixel (predicted IoU {rm.score:.2f}); give "
+                         "another prompt", source=where or None)
+    return {"rle": rm.rle(), SAM_FIELD: {"model": model, **region.prompt(), "score": round(float(rm.score), 4)}}

@@ -48,6 +48,23 @@ class Region:
         """(number of points, has a box): regions of one kind go through SAM's decoder in one call."""
         return len(self.points), self.box is not None
 
+    def spec(self) -> str:
+        """The command-line options that give this region (``--point 412,300 --point 500,310:0``)."""
+        parts = [f"--point {p.spec()}" for p in self.points]
+        if self.box is not None:
+            parts.append(f"--box {box_spec(self.box)}")
+        return " ".join(parts)
+
+    def prompt(self) -> dict:
+        """The prompt as JSON fields, for the record of its mask: ``points`` ``[[x, y, label], ...]`` (image
+        pixels) and ``box`` ``[x, y, w, h]`` (XYWH pixels), each where the region has it."""
+        out: dict = {}
+        if self.points:
+            out["points"] = [[p.x, p.y, p.label] for p in self.points]
+        if self.box is not None:
+            out["box"] = list(self.box)
+        return out
+
 
 def box_spec(box: Box) -> str:
     """The ``--box`` value that gives this box (``x,y,w,h``)."""
@@ -90,12 +107,24 @@ def parse_box(text: str, option: str = "--box") -> Box:
     return (x, y, w, h)
 
 
+def regions_from_options(points: Sequence[str] = (), boxes: Sequence[str] = ()) -> list[Region]:
+    """The regions ``ureca caption IMAGE --point ... --box ...`` describes, parsed (not yet checked against
+    the image: ``check_regions``). Each ``--box`` is a region of its own, in the order given; all ``--point``
+    options together make one more region, after the boxes: the positive and negative clicks on one object
+    (``--point 412,300 --point 500,310:0``). A point is never attached to a box."""
+    regions = [Region(box=parse_box(b)) for b in boxes]
+    if points:
+        regions.append(Region(points=tuple(parse_point(p) for p in points)))
+    return regions
+
+
 def check_regions(regions: Sequence[Region], width: int, height: int, where: str = "") -> None:
     """Check every region against a ``width x height`` image; the first problem raises ``InputError``.
 
     A region needs a point or a box; a point must lie in the image (``0 <= x < W``, ``0 <= y < H``) with
     label 0 or 1; a box must have ``w, h > 0`` and lie in the image (``x, y >= 0``, ``x + w <= W``,
-    ``y + h <= H``). ``where`` names the image in the message.
+    ``y + h <= H``). A region of points alone needs a positive one: negative points say only where the region
+    is not, so they have nothing to attach to. ``where`` names the image in the message.
     """
     img = f"the {width}x{height} image" + (f" {where}" if where else "")
     if not regions:
@@ -112,6 +141,10 @@ def check_regions(regions: Sequence[Region], width: int, height: int, where: str
                 raise InputError(f"--point {p.spec()}: coordinates must be finite numbers")
             if not (0 <= p.x < width and 0 <= p.y < height):
                 raise InputError(f"--point {p.spec()}: outside {img} (x in [0, {width}), y in [0, {height}))")
+        if region.points and region.box is None and not any(p.label == 1 for p in region.points):
+            raise InputError(f"{region.spec()}: negative points with no region to attach to in {img}: add a positive "
+                             "--point X,Y on the region (all --point options make one region; a --box is a "
+                             "region of its own)")
         if region.box is not None:
             box = region.box
             if len(box) != 4 or not all(math.isfinite(v) for v in box):

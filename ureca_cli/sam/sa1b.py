@@ -30,6 +30,11 @@ def sa1b_record(annotations: list[dict], *, image_id: str, width: int, height: i
     return rec
 
 
+def image_id_of(image_path: str | Path) -> str:
+    """The ``image_id`` of a photo with no SA-1B id: its file's stem (the package's rule for such images)."""
+    return Path(image_path).stem
+
+
 def generate_mask_file(seg: Any, image_path: str | Path, cfg: AmgConfig | None = None, *,
                        where: str | None = None) -> dict:
     """Run automatic mask generation on the photo at ``image_path`` -> its SA-1B per-image dict.
@@ -42,7 +47,7 @@ def generate_mask_file(seg: Any, image_path: str | Path, cfg: AmgConfig | None =
     path = Path(image_path)
     image = load_rgb(path, where)
     anns = generate_masks(seg, image, cfg)
-    return sa1b_record(anns, image_id=path.stem, width=image.shape[1], height=image.shape[0],
+    return sa1b_record(anns, image_id=image_id_of(path), width=image.shape[1], height=image.shape[0],
                        file_name=path.name,
                        generator={"model": getattr(seg, "name", ""), "settings": cfg.settings()})
 
