@@ -56,7 +56,7 @@ def annotate(
         stdin_binary(terminal_ok=False)  # a closed stdin or a terminal is named before any server is asked
     cfg = AnnotateConfig(
         generation=chat.generation(),
-        visual=VisualSettings(sigma=blur_sigma, max_side=chat.max_side),
+        visual=VisualSettings.for_max_side(chat.max_side, sigma=blur_sigma),
         prompts=prompts,
         save_prompts=save_prompts,
         images_in_flight=images_in_flight,

@@ -51,7 +51,8 @@ class AnnotateConfig:
     """Settings of the annotate stage (the CLI's options map onto these fields)."""
 
     generation: GenerationSettings = field(default_factory=GenerationSettings)
-    visual: VisualSettings = field(default_factory=VisualSettings)
+    # drawn at the size InternVL's tiling keeps of each picture (VisualSettings.for_max_side: --max-side not given)
+    visual: VisualSettings = field(default_factory=lambda: VisualSettings.for_max_side(None))
     prompts: Path | None = None  # folder of templates overriding the package's
     save_prompts: Path | None = None  # write every image sent here, by image and node
     images_in_flight: int | None = None  # None: twice the backend's concurrency, at most 64
@@ -107,12 +108,11 @@ class Annotator(InFlight):
             return self._prep
 
     def provenance(self) -> dict[str, Any]:
-        v = self.cfg.visual
         return {
             **self.backend.describe(),
             "prompt_version": self.templates.version,
             "generation": self.cfg.generation.to_dict(),
-            "visual": {"sigma": v.sigma, "contour_width": v.contour_width, "max_side": v.max_side},
+            "visual": self.cfg.visual.describe(),
         }
 
     # ----------------------------------------------------------------------------------- one request

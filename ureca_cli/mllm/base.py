@@ -83,7 +83,7 @@ class EncodedImage:
         if fmt == "png":
             image.save(buf, format="PNG", compress_level=1)
         else:
-            image.convert("RGB").save(buf, format="JPEG", quality=quality)
+            (image if image.mode == "RGB" else image.convert("RGB")).save(buf, format="JPEG", quality=quality)
         return cls(buf.getvalue(), f"image/{fmt}", tuple(image.size))
 
     def to_pil(self) -> Any:

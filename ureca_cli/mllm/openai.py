@@ -81,7 +81,7 @@ def image_data_url(image: Any, fmt: str = "jpeg", quality: int = 92) -> str:
         image.save(buf, format="PNG", compress_level=1)
         mime = "image/png"
     else:
-        image.convert("RGB").save(buf, format="JPEG", quality=quality)
+        (image if image.mode == "RGB" else image.convert("RGB")).save(buf, format="JPEG", quality=quality)
         mime = "image/jpeg"
     return f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
@@ -99,16 +99,18 @@ def _forget(key: int) -> Any:
 
 
 def _cached_data_url(image: Any, fmt: str) -> str:
-    """``image_data_url`` once per live image object: a stage that sends one image twice encodes it once.
-    An ``EncodedImage`` is sent as its own bytes."""
-    if isinstance(image, EncodedImage):
-        return f"data:{image.mime};base64," + base64.b64encode(image.data).decode("ascii")
+    """``image_data_url`` once per live image object: a stage that sends one image twice (a main object's
+    context picture is also its paragraph's) encodes it, and base64-encodes it, once. An ``EncodedImage`` is
+    sent as its own bytes (base64 of them, also once per object)."""
     key = id(image)
     with _ENCODED_LOCK:
         hit = _ENCODED.get(key)
     if hit is not None and hit[0]() is image and hit[1] == fmt:
         return hit[2]
-    url = image_data_url(image, fmt)
+    if isinstance(image, EncodedImage):
+        url = f"data:{image.mime};base64," + base64.b64encode(image.data).decode("ascii")
+    else:
+        url = image_data_url(image, fmt)
     try:
         ref = weakref.ref(image, _forget(key))
     except TypeError:  # not weak-referenceable: no caching

@@ -18,20 +18,30 @@ The contour is the outer boundary only (holes are filled first), about ``contour
 centred on the boundary, as OpenCV's ``drawContours`` with thickness 3 draws the contour pixels of
 ``findContours(RETR_EXTERNAL)``: the mask's boundary pixels dilated by one pixel each way.
 
-``max_side`` downscales every image sent so that its longer side is at most that many pixels. The window is
-resampled first and the contour drawn afterwards, so the contour stays ``contour_width`` pixels wide.
+The size a picture is sent at (``VisualSettings.size``): with ``max_side`` its longer side is at most that many
+pixels; otherwise, with ``tiles`` (a ``tiles.TileBudget``: annotate's default), the smallest size that still
+holds every pixel InternVL's tiling keeps of it; with neither, full size. The window is cut from the
+full-resolution photo (its box taken from the full-resolution mask) and only the window is resampled; the
+contour is drawn afterwards, at the size sent, so it stays ``contour_width`` pixels wide, and the blur is
+computed once per photo at a reduced size (``blur``). Resampled windows and the blurred-background composites
+that several prompts share (a main object's crop is the backdrop of all its parts' context pictures) are made
+once per photo and kept in a small cache.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFilter
 
 from ..errors import InputError
 from ..masks import pixel_box
+from .tiles import TileBudget
 
 YELLOW = (255, 255, 0)
 Box = tuple[int, int, int, int]  # XYWH pixels
@@ -103,15 +113,17 @@ def _spread_runs(bg: np.ndarray, reach: np.ndarray) -> np.ndarray:
     return out.reshape(h, w)
 
 
-def contour_band(mask: np.ndarray, width: int = 3) -> np.ndarray:
+def contour_band(mask: np.ndarray, width: int = 3, box: Box | None = None) -> np.ndarray:
     """``HxW`` bool: the pixels a ``width``-pixel line along the mask's outer contour covers.
 
     The contour pixels are the pixels of the hole-filled mask with a background pixel among their eight
     neighbours (or on the array's edge); the band is those pixels dilated by ``(width - 1) // 2`` pixels,
     so it straddles the boundary: a pixel inside, the boundary pixel, a pixel outside for ``width`` 3.
+    ``box`` (XYWH), when the caller knows it, is a box holding every pixel of the mask (saves a pass over it).
     """
     m = np.asarray(mask, dtype=bool)
-    box = pixel_box(m)
+    if box is None:
+        box = pixel_box(m)
     out = np.zeros(m.shape, dtype=bool)
     if box is None:
         return out
@@ -164,12 +176,13 @@ def fit_size(w: int, h: int, max_side: int | None) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class VisualSettings:
-    """How visual prompts are drawn."""
+    """How visual prompts are drawn, and at what size they are sent (``size``)."""
 
     sigma: float = 100.0  # Gaussian blur of the background, in full-size pixels (released code: 100)
     contour_width: int = 3  # pixels, centred on the boundary
-    max_side: int | None = None  # downscale what is sent so its longer side is at most this
+    max_side: int | None = None  # downscale what is sent so its longer side is at most this (None or 0: no limit)
     color: tuple[int, int, int] = YELLOW
+    tiles: TileBudget | None = None  # without max_side: downscale to what this tile budget keeps (None: full size)
 
     def __post_init__(self):
         if not math.isfinite(self.sigma):
@@ -178,21 +191,76 @@ class VisualSettings:
             raise InputError(f"--blur-sigma {self.sigma}: must be >= 0")
         if self.contour_width < 1:
             raise InputError(f"contour width {self.contour_width}: must be >= 1")
-        if self.max_side is not None and self.max_side < 16:
-            raise InputError(f"--max-side {self.max_side}: must be at least 16")
+        if self.max_side is not None and self.max_side != 0 and self.max_side < 16:
+            raise InputError(f"--max-side {self.max_side}: must be at least 16 (0: full size)")
+
+    @classmethod
+    def for_max_side(cls, max_side: int | None, **changes: Any) -> VisualSettings:
+        """``--max-side`` as annotate reads it: not given (None): the size InternVL's tiling uses
+        (``TileBudget()``: tiles of 448 pixels, up to 12); 0: full size; N: the longer side at most N."""
+        base = cls(**changes)
+        if max_side is None:
+            return replace(base, tiles=TileBudget())
+        return replace(base, max_side=max_side or None, tiles=None)
+
+    def size(self, w: int, h: int) -> tuple[int, int]:
+        """``(W, H)`` a ``w x h`` window is sent at: ``max_side`` if set, else the tile budget's fit, else as is."""
+        if self.max_side:
+            return fit_size(w, h, self.max_side)
+        if self.tiles is not None:
+            return self.tiles.fit(w, h)
+        return w, h
+
+    def describe(self) -> dict[str, Any]:
+        """The settings as records' provenance states them."""
+        return {"sigma": self.sigma, "contour_width": self.contour_width, "max_side": self.max_side,
+                "size": f"longest side {self.max_side}" if self.max_side else
+                        self.tiles.describe() if self.tiles is not None else "full"}
+
+
+class _Cache:
+    """A small thread-safe LRU of values made from a photo (resampled windows, composites); a key may hold
+    objects whose identity matters (masks), kept alive with the entry and compared with ``is``."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict[Any, tuple[tuple, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any, pins: tuple = ()) -> Any:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is None or len(hit[0]) != len(pins) or any(a is not b for a, b in zip(hit[0], pins, strict=True)):
+                return None
+            self._items.move_to_end(key)
+            return hit[1]
+
+    def put(self, key: Any, value: Any, pins: tuple = ()) -> Any:
+        with self._lock:
+            self._items[key] = (pins, value)
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
 
 
 class VisualPrompter:
-    """Builds every visual prompt of one photo; the blurred copy is computed once, on first use.
+    """Builds every visual prompt of one photo; the blurred copy is computed once, on first use, and resampled
+    windows and shared composites are cached (a few, least recently used dropped first).
 
-    Thread-safe for reading once built (the blur is computed under the GIL at worst twice, harmlessly).
+    Thread-safe (a value two threads need at once may be computed twice, harmlessly). The images returned may be
+    shared between calls: do not modify them.
     """
+
+    CACHE = 8  # windows and composites kept: a main object's backdrop serves all its parts
 
     def __init__(self, image: Image.Image, settings: VisualSettings | None = None):
         self.image = image.convert("RGB")
         self.settings = settings or VisualSettings()
         self._small: Image.Image | None = None
-        self._whole: Image.Image | None = None
+        self._windows = _Cache(self.CACHE)
+        self._bases = _Cache(self.CACHE)
+        self._boxes = _Cache(self.CACHE)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -204,19 +272,17 @@ class VisualPrompter:
         return self._small
 
     def _sharp_window(self, box: Box) -> tuple[Image.Image, tuple[int, int]]:
-        """The photo's ``box`` (XYWH) resampled to the size that will be sent; the whole photo is cached."""
+        """The photo's ``box`` (XYWH, full-resolution pixels) at the size it is sent (``settings.size``): cut
+        from the full-resolution photo, then only that window resampled. Resampled windows are cached."""
         x, y, w, h = box
-        size = fit_size(w, h, self.settings.max_side)
-        whole = box == self.whole()
-        if whole and self._whole is not None:
-            return self._whole, size
+        size = self.settings.size(w, h)
         if size == (w, h):
-            sharp = self.image if whole else self.image.crop((x, y, x + w, y + h))
-        else:
-            sharp = self.image.resize(size, Image.Resampling.BILINEAR, box=(x, y, x + w, y + h), reducing_gap=2.0)
-        if whole:
-            self._whole = sharp
-        return sharp, size
+            return (self.image if box == self.whole() else self.image.crop((x, y, x + w, y + h))), size
+        hit = self._windows.get(box)
+        if hit is None:
+            hit = self._windows.put(box, self.image.resize(size, Image.Resampling.BILINEAR, box=(x, y, x + w, y + h),
+                                                           reducing_gap=2.0))
+        return hit, size
 
     def _blurred_window(self, box: Box, size: tuple[int, int]) -> Image.Image:
         """The blurred photo's ``box`` at ``size`` (W, H), upsampled from the small blurred copy."""
@@ -226,20 +292,29 @@ class VisualPrompter:
         return small.resize(size, Image.Resampling.BILINEAR, box=(x * fx, y * fy, (x + w) * fx, (y + h) * fy))
 
     @staticmethod
-    def _mask_window(mask: np.ndarray, box: Box, size: tuple[int, int]) -> np.ndarray:
-        """The ``box`` window of an ``HxW`` 0/1 mask at ``size`` (W, H): ``size[1] x size[0]`` bool.
+    def _mask_window(mask: np.ndarray, box: Box, size: tuple[int, int], mask_box: Box | None = None
+                     ) -> tuple[np.ndarray, Box | None]:
+        """The ``box`` window of an ``HxW`` 0/1 mask at ``size`` (W, H): ``size[1] x size[0]`` bool, and a box
+        (XYWH, in the window at ``size``) that holds all its pixels (None: none).
 
         Resampled by nearest neighbour (each output pixel takes the mask pixel under its centre), and only
-        over the mask's own pixel box, so a small region in a large window costs little.
+        over the mask's own pixel box (``mask_box``, full-resolution XYWH, when known), so a small region in a
+        large window costs little.
         """
         x, y, w, h = box
         win = np.asarray(mask[y : y + h, x : x + w], dtype=bool)
+        if mask_box is None:
+            pb = pixel_box(win)
+        else:
+            mx, my, mw, mh = mask_box
+            px, py = max(0, mx - x), max(0, my - y)
+            pw, ph = min(w, mx + mw - x) - px, min(h, my + mh - y) - py
+            pb = (px, py, pw, ph) if pw > 0 and ph > 0 else None
         if size == (w, h):
-            return win
+            return win, pb
         out = np.zeros((size[1], size[0]), dtype=bool)
-        pb = pixel_box(win)
         if pb is None:
-            return out
+            return out, None
         sx, sy = size[0] / w, size[1] / h
         px, py, pw, ph = pb
         x0, x1 = int(np.floor(px * sx)), min(size[0], int(np.ceil((px + pw) * sx)) + 1)
@@ -247,36 +322,54 @@ class VisualPrompter:
         cols = np.minimum(((np.arange(x0, x1) + 0.5) / sx).astype(np.int64), w - 1)
         rows = np.minimum(((np.arange(y0, y1) + 0.5) / sy).astype(np.int64), h - 1)
         out[y0:y1, x0:x1] = win[rows[:, None], cols[None, :]]
-        return out
+        return out, (x0, y0, x1 - x0, y1 - y0)
+
+    def _base(self, box: Box, sharp_mask: np.ndarray | None) -> tuple[Image.Image, tuple[int, int]]:
+        """The ``box`` window at the size sent, ``sharp_mask`` (``HxW`` 0/1, the photo's frame) kept sharp and the
+        rest blurred (``None``: all sharp). Composites are cached by box and mask object (a main object's is the
+        backdrop of every part's context picture, and its own blurred crop)."""
+        sharp, size = self._sharp_window(box)
+        if sharp_mask is None:
+            return sharp, size
+        hit = self._bases.get(box, (sharp_mask,))
+        if hit is None:
+            keep, _ = self._mask_window(sharp_mask, box, size, self._box_of(sharp_mask))
+            out = self._blurred_window(box, size)
+            out.paste(sharp, (0, 0), Image.fromarray(keep.astype(np.uint8) * 255))
+            hit = self._bases.put(box, out, (sharp_mask,))
+        return hit, size
 
     def _compose(self, box: Box, sharp_mask: np.ndarray | None, contour_mask: np.ndarray | None) -> Image.Image:
         """The ``box`` window with ``sharp_mask`` kept sharp and the rest blurred (``None``: all sharp), and
         ``contour_mask`` contoured; both masks ``HxW`` 0/1 in the photo's frame. Pillow does the pixel work
-        (pastes under masks), numpy only touches the masks' own windows."""
-        sharp, size = self._sharp_window(box)
-        if sharp_mask is None:
-            out = sharp.copy()
-        else:
-            keep = self._mask_window(sharp_mask, box, size)
-            out = self._blurred_window(box, size)
-            out.paste(sharp, (0, 0), Image.fromarray(keep.astype(np.uint8) * 255))
-        if contour_mask is not None:
-            band = contour_band(self._mask_window(contour_mask, box, size), self.settings.contour_width)
-            bb = pixel_box(band)
-            if bb is not None:
-                bx, by, bw, bh = bb
-                sub = Image.fromarray(band[by : by + bh, bx : bx + bw].astype(np.uint8) * 255)
-                out.paste(self.settings.color, (bx, by, bx + bw, by + bh), sub)
+        (pastes under masks), numpy only touches the masks' own windows. Without a contour the result may be a
+        cached image shared with other calls."""
+        base, size = self._base(box, sharp_mask)
+        if contour_mask is None:
+            return base
+        win, win_box = self._mask_window(contour_mask, box, size, self._box_of(contour_mask))
+        band = contour_band(win, self.settings.contour_width, win_box) if win_box is not None else win
+        out = base.copy()
+        bb = pixel_box(band)
+        if bb is not None:
+            bx, by, bw, bh = bb
+            sub = Image.fromarray(band[by : by + bh, bx : bx + bw].astype(np.uint8) * 255)
+            out.paste(self.settings.color, (bx, by, bx + bw, by + bh), sub)
         return out
 
     def _box_of(self, mask: np.ndarray) -> Box:
+        """The XYWH box of ``mask``'s pixels in full-resolution pixels (cached per mask object)."""
         if mask.shape != (self.image.height, self.image.width):
             raise InputError(
                 f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is {self.image.width}x{self.image.height}"
             )
-        box = pixel_box(mask)
+        key = id(mask)
+        box = self._boxes.get(key, (mask,))
         if box is None:
-            raise InputError("the region's mask is empty")
+            box = pixel_box(mask)
+            if box is None:
+                raise InputError("the region's mask is empty")
+            self._boxes.put(key, box, (mask,))
         return box
 
     def whole(self) -> Box:

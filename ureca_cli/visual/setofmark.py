@@ -51,14 +51,14 @@ class MarkSettings:
     """How set-of-mark images are drawn."""
 
     contour_width: int = 3  # pixels at the size sent
-    max_side: int | None = None  # downscale so the longer side is at most this
+    max_side: int | None = None  # downscale so the longer side is at most this (None or 0: full size)
     font_size: int | None = None  # None: about 1/20 of the shorter side, at least 12 pixels
 
     def __post_init__(self):
         if self.contour_width < 1:
             raise InputError(f"contour width {self.contour_width}: must be >= 1")
-        if self.max_side is not None and self.max_side < 16:
-            raise InputError(f"--max-side {self.max_side}: must be at least 16")
+        if self.max_side is not None and self.max_side != 0 and self.max_side < 16:
+            raise InputError(f"--max-side {self.max_side}: must be at least 16 (0: full size)")
         if self.font_size is not None and self.font_size < 6:
             raise InputError(f"font size {self.font_size}: must be at least 6")
 
