@@ -27,7 +27,7 @@ from .. import prompts
 from .. import records as R
 from ..errors import UrecaError
 from ..images import load_image
-from ..masks import node_mask
+from ..masks.boxed import boxed_node_mask
 from ..mllm import ChatBackend, EncodedImage, GenerationSettings
 from ..stream import check_output_folder
 from ..visual.prompter import VisualPrompter, VisualSettings
@@ -210,8 +210,8 @@ class Annotator(InFlight):
 
 
 class _ImageContext:
-    """One image in flight: the photo, its prompter, and node masks decoded on demand (and kept while the
-    image is in flight; a 1500x2250 mask is 3.4 MB)."""
+    """One image in flight: the photo, its prompter, and node masks decoded on demand, each only over its own
+    box (``masks.BoxedMask``), and kept while the image is in flight."""
 
     def __init__(self, rec: dict, plan: Plan, where: str, visual: VisualSettings):
         self.image_id = str(rec[R.IMAGE_ID])
@@ -248,11 +248,11 @@ class _ImageContext:
         return im
 
     def mask(self, nid: Any):
-        """``HxW uint8`` 0/1 mask of node ``nid``."""
+        """The mask of node ``nid`` as a ``masks.BoxedMask`` (its box's window: what the prompts need of it)."""
         with self._lock:
             m = self._masks.get(nid)
         if m is None:
-            m = node_mask(self.plan.nodes[nid], self.height, self.width, self.where)
+            m = boxed_node_mask(self.plan.nodes[nid], self.height, self.width, self.where)
             with self._lock:
                 self._masks[nid] = m
         return m

@@ -2,7 +2,8 @@
 
 Frames and formats used here:
 - image: a ``PIL.Image`` in RGB, ``W x H`` pixels (the record's ``width`` x ``height``);
-- mask: ``HxW uint8`` (or bool) 0/1 bitmap in the same pixel frame as the image;
+- mask: ``HxW uint8`` (or bool) 0/1 bitmap in the same pixel frame as the image, or a ``masks.BoxedMask`` of it
+  (only its box's window);
 - box: XYWH in pixels of the mask's own pixels (``masks.pixel_box``), never SA-1B's one-pixel-short box.
 
 The kinds of image, all built from one ``VisualPrompter`` per photo (the blur is computed once per photo):
@@ -41,6 +42,7 @@ from PIL import Image, ImageFilter
 
 from ..errors import InputError
 from ..masks import pixel_box
+from ..masks.boxed import BoxedMask
 from .tiles import TileBudget
 
 YELLOW = (255, 255, 0)
@@ -74,43 +76,41 @@ def _erode(m: np.ndarray) -> np.ndarray:
 def fill_holes(mask: np.ndarray) -> np.ndarray:
     """``HxW`` bool: the mask with every background area not 4-connected to the border filled in.
 
-    Reachability spreads along row runs and column runs of background pixels in turn (numpy only), which
-    settles in a few sweeps for real masks.
+    Background pixels are grouped into row runs and column runs once; reachability from the border then
+    spreads from row runs to the column runs they cross and back (numpy gathers over the background pixels),
+    which settles in a few sweeps for real masks.
     """
     m = np.asarray(mask, dtype=bool)
     if m.size == 0:
         return m.copy()
-    bg = ~m
-    reach = np.zeros_like(bg)
-    reach[0, :] = bg[0, :]
-    reach[-1, :] = bg[-1, :]
-    reach[:, 0] |= bg[:, 0]
-    reach[:, -1] |= bg[:, -1]
-    total = int(bg.sum())
+    h, w = m.shape
+    idx = np.flatnonzero(~m)  # background pixels, row-major
+    if idx.size == 0:
+        return m.copy()
+    start = np.ones(idx.size, dtype=bool)
+    start[1:] = (np.diff(idx) != 1) | (idx[1:] % w == 0)
+    rows = np.cumsum(start, dtype=np.int32) - 1  # the row run of each background pixel
+    idx_t = np.flatnonzero(~m.T)  # the same pixels, column-major
+    start_t = np.ones(idx_t.size, dtype=bool)
+    start_t[1:] = (np.diff(idx_t) != 1) | (idx_t[1:] % h == 0)
+    col_of = np.empty(h * w, dtype=np.int32)
+    col_of[idx_t] = np.cumsum(start_t, dtype=np.int32) - 1
+    cols = col_of.reshape(w, h).T.ravel()[idx]  # the column run of each background pixel, row-major
+    y, x = np.divmod(idx, w)
+    row_hit = np.zeros(int(rows[-1]) + 1, dtype=bool)
+    col_hit = np.zeros(int(col_of[idx_t[-1]]) + 1, dtype=bool)
+    row_hit[rows[(y == 0) | (y == h - 1) | (x == 0) | (x == w - 1)]] = True  # runs that touch the border
+    count = -1
     for _ in range(10_000):
-        before = int(reach.sum())
-        reach = _spread_runs(bg, reach)
-        reach = _spread_runs(bg.T, reach.T).T
-        after = int(reach.sum())
-        if after == before or after == total:  # settled, or every background pixel reached (no holes)
+        col_hit[cols[row_hit[rows]]] = True
+        row_hit[rows[col_hit[cols]]] = True
+        now = int(row_hit.sum())
+        if now == count or now == row_hit.size:  # settled, or every background pixel reached (no holes)
             break
-    return ~reach
-
-
-def _spread_runs(bg: np.ndarray, reach: np.ndarray) -> np.ndarray:
-    """Mark whole horizontal runs of ``bg`` that hold at least one ``reach`` pixel (both ``HxW`` bool)."""
-    h, w = bg.shape
-    flat = np.ascontiguousarray(bg).ravel()
-    prev = np.zeros_like(flat)
-    prev[1:] = flat[:-1]
-    prev[::w] = False  # a run never continues across rows
-    starts = flat & ~prev
-    run_id = np.cumsum(starts) - 1
-    hit = np.zeros(int(starts.sum()) + 1, dtype=bool)
-    r = np.ascontiguousarray(reach).ravel() & flat
-    hit[run_id[r]] = True
-    out = flat & hit[np.maximum(run_id, 0)]
-    return out.reshape(h, w)
+        count = now
+    out = m.copy()
+    out.ravel()[idx[~row_hit[rows]]] = True
+    return out
 
 
 def contour_band(mask: np.ndarray, width: int = 3, box: Box | None = None) -> np.ndarray:
@@ -248,27 +248,37 @@ class VisualPrompter:
     """Builds every visual prompt of one photo; the blurred copy is computed once, on first use, and resampled
     windows and shared composites are cached (a few, least recently used dropped first).
 
-    Thread-safe (a value two threads need at once may be computed twice, harmlessly). The images returned may be
-    shared between calls: do not modify them.
+    Masks are ``HxW`` 0/1 arrays in the photo's frame or ``masks.BoxedMask``s of it (annotate decodes its masks
+    as those: only the box's window). Thread-safe (a value two threads need at once may be computed twice,
+    harmlessly). The images returned may be shared between calls: do not modify them.
     """
 
     CACHE = 8  # windows and composites kept: a main object's backdrop serves all its parts
 
     def __init__(self, image: Image.Image, settings: VisualSettings | None = None):
-        self.image = image.convert("RGB")
+        self.image = image if image.mode == "RGB" else image.convert("RGB")
         self.settings = settings or VisualSettings()
         self._small: Image.Image | None = None
         self._windows = _Cache(self.CACHE)
         self._bases = _Cache(self.CACHE)
-        self._boxes = _Cache(self.CACHE)
+        self._boxed = _Cache(self.CACHE)
 
     @property
     def size(self) -> tuple[int, int]:
         return self.image.size
 
     def _blurred_small(self) -> Image.Image:
+        """The blurred photo at a reduced size (``blur``). When the whole photo is sent downscaled and the blur
+        reduces it further anyway, it is reduced from that downscaled copy (made once, and a third of the pixels
+        to read for a 1500x2250 photo): the same picture after a blur that strong."""
         if self._small is None:
-            self._small = blur(self.image, self.settings.sigma)
+            sigma = self.settings.sigma
+            whole, size = self._sharp_window(self.whole())
+            scale = size[0] / self.image.width
+            if scale < 1 and sigma * scale / 6.0 >= 1:
+                self._small = blur(whole, sigma * scale)
+            else:
+                self._small = blur(self.image, sigma)
         return self._small
 
     def _sharp_window(self, box: Box) -> tuple[Image.Image, tuple[int, int]]:
@@ -291,112 +301,127 @@ class VisualPrompter:
         fx, fy = small.width / self.image.width, small.height / self.image.height
         return small.resize(size, Image.Resampling.BILINEAR, box=(x * fx, y * fy, (x + w) * fx, (y + h) * fy))
 
-    @staticmethod
-    def _mask_window(mask: np.ndarray, box: Box, size: tuple[int, int], mask_box: Box | None = None
-                     ) -> tuple[np.ndarray, Box | None]:
-        """The ``box`` window of an ``HxW`` 0/1 mask at ``size`` (W, H): ``size[1] x size[0]`` bool, and a box
-        (XYWH, in the window at ``size``) that holds all its pixels (None: none).
+    def _as_boxed(self, mask: Any) -> BoxedMask:
+        """``mask`` (``HxW`` 0/1 array or ``BoxedMask``) as a ``BoxedMask`` of this photo, checked (an array's
+        box is found once per array object)."""
+        shape = mask.shape
+        if tuple(shape) != (self.image.height, self.image.width):
+            raise InputError(f"mask is {shape[1]}x{shape[0]} but the image is {self.image.width}x{self.image.height}")
+        if isinstance(mask, BoxedMask):
+            return mask
+        key = id(mask)
+        boxed = self._boxed.get(key, (mask,))
+        if boxed is None:
+            boxed = BoxedMask.from_bitmap(mask)
+            if boxed is None:
+                raise InputError("the region's mask is empty")
+            self._boxed.put(key, boxed, (mask,))
+        return boxed
 
-        Resampled by nearest neighbour (each output pixel takes the mask pixel under its centre), and only
-        over the mask's own pixel box (``mask_box``, full-resolution XYWH, when known), so a small region in a
-        large window costs little.
+    @staticmethod
+    def _local(m: BoxedMask, box: Box, size: tuple[int, int], pad: int = 0) -> tuple[np.ndarray, int, int] | None:
+        """The part of mask ``m`` that falls in the ``box`` window (XYWH, full resolution) at ``size`` (W, H):
+        ``(bits, ox, oy)``, ``bits`` a bool array placed at ``(ox, oy)`` of the window at ``size``, covering the
+        mask's pixels there and ``pad`` more pixels each way (clipped to the window); ``None`` when none fall in it.
+
+        Resampled by nearest neighbour (each output pixel takes the mask pixel under its centre), over the
+        mask's own box only, so a small region in a large window costs little.
         """
         x, y, w, h = box
-        win = np.asarray(mask[y : y + h, x : x + w], dtype=bool)
-        if mask_box is None:
-            pb = pixel_box(win)
-        else:
-            mx, my, mw, mh = mask_box
-            px, py = max(0, mx - x), max(0, my - y)
-            pw, ph = min(w, mx + mw - x) - px, min(h, my + mh - y) - py
-            pb = (px, py, pw, ph) if pw > 0 and ph > 0 else None
-        if size == (w, h):
-            return win, pb
-        out = np.zeros((size[1], size[0]), dtype=bool)
-        if pb is None:
-            return out, None
-        sx, sy = size[0] / w, size[1] / h
-        px, py, pw, ph = pb
-        x0, x1 = int(np.floor(px * sx)), min(size[0], int(np.ceil((px + pw) * sx)) + 1)
-        y0, y1 = int(np.floor(py * sy)), min(size[1], int(np.ceil((py + ph) * sy)) + 1)
-        cols = np.minimum(((np.arange(x0, x1) + 0.5) / sx).astype(np.int64), w - 1)
-        rows = np.minimum(((np.arange(y0, y1) + 0.5) / sy).astype(np.int64), h - 1)
-        out[y0:y1, x0:x1] = win[rows[:, None], cols[None, :]]
-        return out, (x0, y0, x1 - x0, y1 - y0)
+        mx, my, mw, mh = m.box
+        ax0, ay0, ax1, ay1 = mx - x, my - y, mx - x + mw, my - y + mh  # the mask's box in the window
+        if ax1 <= 0 or ay1 <= 0 or ax0 >= w or ay0 >= h:
+            return None
+        W, H = size
+        if (W, H) == (w, h):
+            x0, y0, x1, y1 = max(0, ax0 - pad), max(0, ay0 - pad), min(W, ax1 + pad), min(H, ay1 + pad)
+            out = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+            cx0, cy0, cx1, cy1 = max(0, ax0), max(0, ay0), min(w, ax1), min(h, ay1)
+            out[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = m.bits[cy0 - ay0 : cy1 - ay0, cx0 - ax0 : cx1 - ax0]
+            return out, x0, y0
+        sx, sy = W / w, H / h
 
-    def _base(self, box: Box, sharp_mask: np.ndarray | None) -> tuple[Image.Image, tuple[int, int]]:
-        """The ``box`` window at the size sent, ``sharp_mask`` (``HxW`` 0/1, the photo's frame) kept sharp and the
-        rest blurred (``None``: all sharp). Composites are cached by box and mask object (a main object's is the
-        backdrop of every part's context picture, and its own blurred crop)."""
-        sharp, size = self._sharp_window(box)
-        if sharp_mask is None:
-            return sharp, size
-        hit = self._bases.get(box, (sharp_mask,))
+        def axis(a0: int, a1: int, n_out: int, n_in: int, scale: float) -> tuple[int, int, np.ndarray]:
+            """Output range [o0, o1) (padded, clipped) and, per output pixel, the mask-box index under its
+            centre (-1 where outside the mask's box)."""
+            o0 = max(0, math.floor(max(a0, 0) * scale) - pad)
+            o1 = min(n_out, math.ceil(min(a1, n_in) * scale) + 1 + pad)
+            src = np.minimum(((np.arange(o0, o1) + 0.5) / scale).astype(np.int64), n_in - 1) - a0
+            return o0, o1, np.where((src >= 0) & (src < a1 - a0), src, -1)
+
+        x0, x1, cols = axis(ax0, ax1, W, w, sx)
+        y0, y1, rows = axis(ay0, ay1, H, h, sy)
+        out = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+        ci, ri = np.flatnonzero(cols >= 0), np.flatnonzero(rows >= 0)
+        if ci.size and ri.size:  # both ranges are contiguous: the sampled mask pixels land in one block
+            out[ri[0] : ri[-1] + 1, ci[0] : ci[-1] + 1] = m.bits[rows[ri][:, None], cols[ci][None, :]]
+        return out, x0, y0
+
+    def _base(self, box: Box, sharp: BoxedMask | None) -> tuple[Image.Image, tuple[int, int]]:
+        """The ``box`` window at the size sent, ``sharp`` kept sharp and the rest blurred (``None``: all sharp).
+        Composites are cached by box and mask object (a main object's is the backdrop of every part's context
+        picture, and its own blurred crop)."""
+        window, size = self._sharp_window(box)
+        if sharp is None:
+            return window, size
+        hit = self._bases.get(box, (sharp,))
         if hit is None:
-            keep, _ = self._mask_window(sharp_mask, box, size, self._box_of(sharp_mask))
-            out = self._blurred_window(box, size)
-            out.paste(sharp, (0, 0), Image.fromarray(keep.astype(np.uint8) * 255))
-            hit = self._bases.put(box, out, (sharp_mask,))
+            hit = self._blurred_window(box, size)
+            local = self._local(sharp, box, size)
+            if local is not None:
+                keep, ox, oy = local
+                region = (ox, oy, ox + keep.shape[1], oy + keep.shape[0])
+                src = window if region == (0, 0, *size) else window.crop(region)
+                hit.paste(src, region[:2], Image.fromarray(keep.astype(np.uint8) * 255))
+            hit = self._bases.put(box, hit, (sharp,))
         return hit, size
 
-    def _compose(self, box: Box, sharp_mask: np.ndarray | None, contour_mask: np.ndarray | None) -> Image.Image:
-        """The ``box`` window with ``sharp_mask`` kept sharp and the rest blurred (``None``: all sharp), and
-        ``contour_mask`` contoured; both masks ``HxW`` 0/1 in the photo's frame. Pillow does the pixel work
-        (pastes under masks), numpy only touches the masks' own windows. Without a contour the result may be a
-        cached image shared with other calls."""
-        base, size = self._base(box, sharp_mask)
-        if contour_mask is None:
+    def _compose(self, box: Box, sharp: BoxedMask | None, contour: BoxedMask | None) -> Image.Image:
+        """The ``box`` window with ``sharp`` kept sharp and the rest blurred (``None``: all sharp), and
+        ``contour`` contoured. Pillow does the pixel work (pastes under masks), numpy only touches the masks'
+        own windows. Without a contour the result may be a cached image shared with other calls."""
+        base, size = self._base(box, sharp)
+        if contour is None:
             return base
-        win, win_box = self._mask_window(contour_mask, box, size, self._box_of(contour_mask))
-        band = contour_band(win, self.settings.contour_width, win_box) if win_box is not None else win
         out = base.copy()
-        bb = pixel_box(band)
-        if bb is not None:
-            bx, by, bw, bh = bb
-            sub = Image.fromarray(band[by : by + bh, bx : bx + bw].astype(np.uint8) * 255)
-            out.paste(self.settings.color, (bx, by, bx + bw, by + bh), sub)
+        width = self.settings.contour_width
+        local = self._local(contour, box, size, pad=max(0, (width - 1) // 2) + 1)
+        if local is not None:
+            bits, ox, oy = local
+            band = contour_band(bits, width)
+            bb = pixel_box(band)
+            if bb is not None:
+                bx, by, bw, bh = bb
+                sub = Image.fromarray(band[by : by + bh, bx : bx + bw].astype(np.uint8) * 255)
+                out.paste(self.settings.color, (ox + bx, oy + by, ox + bx + bw, oy + by + bh), sub)
         return out
-
-    def _box_of(self, mask: np.ndarray) -> Box:
-        """The XYWH box of ``mask``'s pixels in full-resolution pixels (cached per mask object)."""
-        if mask.shape != (self.image.height, self.image.width):
-            raise InputError(
-                f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is {self.image.width}x{self.image.height}"
-            )
-        key = id(mask)
-        box = self._boxes.get(key, (mask,))
-        if box is None:
-            box = pixel_box(mask)
-            if box is None:
-                raise InputError("the region's mask is empty")
-            self._boxes.put(key, box, (mask,))
-        return box
 
     def whole(self) -> Box:
         return (0, 0, self.image.width, self.image.height)
 
     # ------------------------------------------------------------------------------- the prompt images
-    def blurred_crop(self, mask: np.ndarray) -> Image.Image:
+    def blurred_crop(self, mask: Any) -> Image.Image:
         """The region sharp on a blurred background, cropped to the box of the mask's pixels."""
-        return self._compose(self._box_of(mask), mask, None)
+        m = self._as_boxed(mask)
+        return self._compose(m.box, m, None)
 
-    def contour_in_context(self, mask: np.ndarray, main: np.ndarray | None = None) -> Image.Image:
+    def contour_in_context(self, mask: Any, main: Any | None = None) -> Image.Image:
         """A main object (``main`` None): the whole photo with the region contoured. A part: its main
         object's box, main object sharp, the rest blurred, the part contoured."""
+        m = self._as_boxed(mask)
         if main is None:
-            self._box_of(mask)
-            return self._compose(self.whole(), None, mask)
-        return self._compose(self._box_of(main), main, mask)
+            return self._compose(self.whole(), None, m)
+        mm = self._as_boxed(main)
+        return self._compose(mm.box, mm, m)
 
-    def full_contour(self, mask: np.ndarray) -> Image.Image:
+    def full_contour(self, mask: Any) -> Image.Image:
         """The whole photo with the region's outer contour drawn."""
-        self._box_of(mask)
-        return self._compose(self.whole(), None, mask)
+        return self._compose(self.whole(), None, self._as_boxed(mask))
 
     def plain(self) -> Image.Image:
-        """The whole photo, only downscaled to ``max_side``."""
+        """The whole photo, only downscaled to the size sent."""
         return self._compose(self.whole(), None, None)
 
-    def crop(self, mask: np.ndarray) -> Image.Image:
+    def crop(self, mask: Any) -> Image.Image:
         """The plain photo cropped to the box of the mask's pixels (the Crop baseline: nothing blurred)."""
-        return self._compose(self._box_of(mask), None, None)
+        return self._compose(self._as_boxed(mask).box, None, None)
