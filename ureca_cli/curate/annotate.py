@@ -30,6 +30,7 @@ from ..images import load_image
 from ..masks.boxed import boxed_node_mask
 from ..mllm import ChatBackend, EncodedImage, GenerationSettings
 from ..stream import check_output_folder
+from ..visual.jpeg import JpegEncoder, Picture
 from ..visual.prompter import VisualPrompter, VisualSettings
 from .annotate_plan import ImageState, Plan, Workers, count_requests, plan_record, remaining_chain
 from .inflight import InFlight
@@ -224,28 +225,31 @@ class _ImageContext:
         self._full: dict[Any, Any] = {}
         self._lock = threading.Lock()
 
-    def context(self, nid: Any):
+    def context(self, nid: Any, layered: bool = False):
         """Top-down picture 1: a main object's whole photo contoured (the same image as its paragraph's),
-        a part's main-object crop with the part contoured."""
+        a part's main-object crop with the part contoured. ``layered``: as a ``visual.jpeg.Picture``."""
         main = self.plan.main_of[nid]
         if main == nid:
-            return self.full(nid)
-        return self.prompter.contour_in_context(self.mask(nid), self.mask(main))
+            return self.full(nid, layered)
+        pic = self.prompter.picture("contour_in_context", self.mask(nid), self.mask(main))
+        return pic if layered else pic.image()
 
-    def crop(self, nid: Any):
+    def crop(self, nid: Any, layered: bool = False):
         """Top-down picture 2: the region sharp on a blurred background, cropped to its pixel box."""
-        return self.prompter.blurred_crop(self.mask(nid))
+        pic = self.prompter.picture("blurred_crop", self.mask(nid))
+        return pic if layered else pic.image()
 
-    def full(self, nid: Any):
+    def full(self, nid: Any, layered: bool = False):
         """The whole photo with node ``nid`` contoured, made once (a main object's context and its
         paragraph use the same image, so the HTTP backend encodes it once)."""
         with self._lock:
-            im = self._full.get(nid)
-        if im is None:
-            im = self.prompter.full_contour(self.mask(nid))
+            hit = self._full.get(nid)
+        if hit is None:
+            pic = self.prompter.picture("full_contour", self.mask(nid))
+            hit = (pic, pic.image())
             with self._lock:
-                self._full[nid] = im
-        return im
+                hit = self._full.setdefault(nid, hit)
+        return hit[0] if layered else hit[1]
 
     def mask(self, nid: Any):
         """The mask of node ``nid`` as a ``masks.BoxedMask`` (its box's window: what the prompts need of it)."""
@@ -286,18 +290,27 @@ class _Prepared:
 
 def prepare_images(rec: dict, where: str, visual: VisualSettings) -> dict[str, dict[Any, EncodedImage]]:
     """Every prompt image one tree record needs, JPEG-encoded: ``{"context"|"crop"|"full": {node: image}}``
-    (``full`` for nodes with children). Runs in a worker process; raises ``InputError`` on bad input."""
+    (``full`` for nodes with children). Runs in a worker process; raises ``InputError`` on bad input.
+
+    Each node's pictures are made in turn (full, context, crop), parents before children, so a main object's
+    backdrop is still cached when its parts' context pictures are drawn; the JPEG encoder encodes each backdrop
+    once and, for a contoured picture, only the rows its contour touches (``visual.jpeg``)."""
     plan = plan_record(rec, where)
     ctx = _ImageContext(rec, plan, where, visual)
+    encoder = JpegEncoder()
+
+    def encoded(pic: Picture) -> EncodedImage:
+        return EncodedImage(encoder.encode(pic), "image/jpeg", pic.size)
+
     out: dict[str, dict[Any, EncodedImage]] = {"context": {}, "crop": {}, "full": {}}
     for nid in plan.order:
         if plan.kids[nid] or plan.main_of[nid] == nid:
-            out["full"][nid] = EncodedImage.from_pil(ctx.full(nid))
+            out["full"][nid] = encoded(ctx.full(nid, layered=True))
         if plan.main_of[nid] == nid:
             out["context"][nid] = out["full"][nid]
         else:
-            out["context"][nid] = EncodedImage.from_pil(ctx.context(nid))
-        out["crop"][nid] = EncodedImage.from_pil(ctx.crop(nid))
+            out["context"][nid] = encoded(ctx.context(nid, layered=True))
+        out["crop"][nid] = encoded(ctx.crop(nid, layered=True))
     return out
 
 

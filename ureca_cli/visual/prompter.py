@@ -43,6 +43,7 @@ from PIL import Image, ImageFilter
 from ..errors import InputError
 from ..masks import pixel_box
 from ..masks.boxed import BoxedMask
+from .jpeg import Overlay, Picture
 from .tiles import TileBudget
 
 YELLOW = (255, 255, 0)
@@ -376,52 +377,64 @@ class VisualPrompter:
             hit = self._bases.put(box, hit, (sharp,))
         return hit, size
 
-    def _compose(self, box: Box, sharp: BoxedMask | None, contour: BoxedMask | None) -> Image.Image:
+    def _picture(self, box: Box, sharp: BoxedMask | None, contour: BoxedMask | None) -> Picture:
         """The ``box`` window with ``sharp`` kept sharp and the rest blurred (``None``: all sharp), and
-        ``contour`` contoured. Pillow does the pixel work (pastes under masks), numpy only touches the masks'
-        own windows. Without a contour the result may be a cached image shared with other calls."""
+        ``contour`` contoured: the (cached, shared) backdrop and the contour as an overlay. Pillow does the pixel
+        work (pastes under masks), numpy only touches the masks' own windows."""
         base, size = self._base(box, sharp)
         if contour is None:
-            return base
-        out = base.copy()
+            return Picture(base)
         width = self.settings.contour_width
         local = self._local(contour, box, size, pad=max(0, (width - 1) // 2) + 1)
-        if local is not None:
-            bits, ox, oy = local
-            band = contour_band(bits, width)
-            bb = pixel_box(band)
-            if bb is not None:
-                bx, by, bw, bh = bb
-                sub = Image.fromarray(band[by : by + bh, bx : bx + bw].astype(np.uint8) * 255)
-                out.paste(self.settings.color, (ox + bx, oy + by, ox + bx + bw, oy + by + bh), sub)
-        return out
+        if local is None:
+            return Picture(base)
+        bits, ox, oy = local
+        band = contour_band(bits, width)
+        bb = pixel_box(band)
+        if bb is None:
+            return Picture(base)
+        bx, by, bw, bh = bb
+        return Picture(base, Overlay(band[by : by + bh, bx : bx + bw], ox + bx, oy + by, self.settings.color))
 
     def whole(self) -> Box:
         return (0, 0, self.image.width, self.image.height)
 
     # ------------------------------------------------------------------------------- the prompt images
+    def picture(self, kind: str, mask: Any = None, main: Any = None) -> Picture:
+        """The prompt image ``kind`` (the name of one of the methods below, which give ``picture(...).image()``)
+        as a ``jpeg.Picture``: its shared backdrop and its contour, so that ``jpeg.JpegEncoder`` re-encodes only
+        the rows the contour touches."""
+        if kind == "plain":
+            return self._picture(self.whole(), None, None)
+        m = self._as_boxed(mask)
+        if kind == "blurred_crop":
+            return self._picture(m.box, m, None)
+        if kind == "crop":
+            return self._picture(m.box, None, None)
+        if kind == "full_contour" or (kind == "contour_in_context" and main is None):
+            return self._picture(self.whole(), None, m)
+        if kind == "contour_in_context":
+            mm = self._as_boxed(main)
+            return self._picture(mm.box, mm, m)
+        raise ValueError(f"unknown prompt image {kind!r}")
+
     def blurred_crop(self, mask: Any) -> Image.Image:
         """The region sharp on a blurred background, cropped to the box of the mask's pixels."""
-        m = self._as_boxed(mask)
-        return self._compose(m.box, m, None)
+        return self.picture("blurred_crop", mask).image()
 
     def contour_in_context(self, mask: Any, main: Any | None = None) -> Image.Image:
         """A main object (``main`` None): the whole photo with the region contoured. A part: its main
         object's box, main object sharp, the rest blurred, the part contoured."""
-        m = self._as_boxed(mask)
-        if main is None:
-            return self._compose(self.whole(), None, m)
-        mm = self._as_boxed(main)
-        return self._compose(mm.box, mm, m)
+        return self.picture("contour_in_context", mask, main).image()
 
     def full_contour(self, mask: Any) -> Image.Image:
         """The whole photo with the region's outer contour drawn."""
-        return self._compose(self.whole(), None, self._as_boxed(mask))
+        return self.picture("full_contour", mask).image()
 
     def plain(self) -> Image.Image:
         """The whole photo, only downscaled to the size sent."""
-        return self._compose(self.whole(), None, None)
+        return self.picture("plain").image()
 
     def crop(self, mask: Any) -> Image.Image:
         """The plain photo cropped to the box of the mask's pixels (the Crop baseline: nothing blurred)."""
-        return self._compose(self._as_boxed(mask).box, None, None)
+        return self.picture("crop", mask).image()

@@ -9,8 +9,9 @@ any pixel beyond that is thrown away by the model's processor.
 
 ``TileBudget.fit(w, h)`` is therefore the smallest size, keeping the aspect ratio, whose width and height both
 still cover the canvas of every grid the rule may pick for that aspect ratio (all tied grids, whichever way a
-server breaks the tie): the model gets at least as many pixels as its processor keeps, never fewer. A picture
-already that small or smaller is left alone (never enlarged). For a 1500x2250 SA-1B photo (2:3, grid 2x3) that
+server breaks the tie), and for which the rule still has the same choice of grids: the model gets at least as
+many pixels as its processor keeps, never fewer. A picture already that small or smaller is left alone (never
+enlarged). For a 1500x2250 SA-1B photo (2:3, grid 2x3) that
 is 896x1344; for 2000x1500 (4:3, grid 4x3) 1792x1344; for a region's 300x500 crop, the crop itself.
 
 No Pillow, numpy or transformers here: the rule is arithmetic (``tests/test_visual_budget.py`` checks it against
@@ -64,15 +65,15 @@ class TileBudget:
 
     def fit(self, w: int, h: int) -> tuple[int, int]:
         """``(w, h)`` scaled down (never up), keeping the aspect ratio, to the smallest size that still covers
-        ``canvas(w, h)`` in both directions; unchanged when that is no smaller, or when rounding would move the
-        picture to another grid."""
+        ``canvas(w, h)`` in both directions; unchanged when that is no smaller, or when the rounded size would
+        lead the processor to other grids (a picture whose ratio lies halfway between two grids' ratios, such as
+        2250x1000 between 2x1 and 5x2: any change of ratio breaks the tie, perhaps towards the smaller grid)."""
         cw, ch = self.canvas(w, h)
         s = max(cw / w, ch / h)
         if s >= 1:
             return w, h
         size = min(w, max(cw, math.ceil(w * s - 1e-9))), min(h, max(ch, math.ceil(h * s - 1e-9)))
-        nw, nh = self.canvas(*size)
-        if nw > size[0] or nh > size[1]:
+        if self.grids(*size) != self.grids(w, h):
             return w, h
         return size
 
