@@ -222,7 +222,8 @@ class _ImageContext:
         image = load_image(rec[R.IMAGE], width=self.width, height=self.height, where=where)
         self.prompter = VisualPrompter(image, visual)
         self._masks: dict[Any, Any] = {}
-        self._full: dict[Any, Any] = {}
+        self._full: dict[Any, Any] = {}  # node -> its paragraph picture (visual.jpeg.Picture)
+        self._full_images: dict[Any, Any] = {}  # node -> that picture drawn, for backends that take images
         self._lock = threading.Lock()
 
     def context(self, nid: Any, layered: bool = False):
@@ -243,13 +244,20 @@ class _ImageContext:
         """The whole photo with node ``nid`` contoured, made once (a main object's context and its
         paragraph use the same image, so the HTTP backend encodes it once)."""
         with self._lock:
-            hit = self._full.get(nid)
-        if hit is None:
+            pic = self._full.get(nid)
+        if pic is None:
             pic = self.prompter.picture("full_contour", self.mask(nid))
-            hit = (pic, pic.image())
             with self._lock:
-                hit = self._full.setdefault(nid, hit)
-        return hit[0] if layered else hit[1]
+                pic = self._full.setdefault(nid, pic)
+        if layered:
+            return pic
+        with self._lock:
+            im = self._full_images.get(nid)
+        if im is None:
+            im = pic.image()
+            with self._lock:
+                im = self._full_images.setdefault(nid, im)
+        return im
 
     def mask(self, nid: Any):
         """The mask of node ``nid`` as a ``masks.BoxedMask`` (its box's window: what the prompts need of it)."""

@@ -77,40 +77,51 @@ def _erode(m: np.ndarray) -> np.ndarray:
 def fill_holes(mask: np.ndarray) -> np.ndarray:
     """``HxW`` bool: the mask with every background area not 4-connected to the border filled in.
 
-    Background pixels are grouped into row runs and column runs once; reachability from the border then
-    spreads from row runs to the column runs they cross and back (numpy gathers over the background pixels),
-    which settles in a few sweeps for real masks.
+    Works on the background's row runs (a few per row) rather than its pixels: a run touches the runs of the
+    next row whose columns overlap its own; connected runs are grouped by hooking each edge's larger root under
+    its smaller and jumping to the roots (a handful of numpy passes over the runs, even for a spiral); groups
+    with no run on the border are holes, and only their runs are painted.
     """
     m = np.asarray(mask, dtype=bool)
     if m.size == 0:
         return m.copy()
     h, w = m.shape
-    idx = np.flatnonzero(~m)  # background pixels, row-major
-    if idx.size == 0:
+    p = np.zeros((h, w + 2), dtype=np.int8)
+    p[:, 1:-1] = ~m
+    d = np.diff(p, axis=1)  # +1 where a background run starts, -1 one past where it ends
+    rows, starts = np.nonzero(d == 1)
+    ends = np.nonzero(d == -1)[1]
+    n = rows.size
+    if n == 0:
         return m.copy()
-    start = np.ones(idx.size, dtype=bool)
-    start[1:] = (np.diff(idx) != 1) | (idx[1:] % w == 0)
-    rows = np.cumsum(start, dtype=np.int32) - 1  # the row run of each background pixel
-    idx_t = np.flatnonzero(~m.T)  # the same pixels, column-major
-    start_t = np.ones(idx_t.size, dtype=bool)
-    start_t[1:] = (np.diff(idx_t) != 1) | (idx_t[1:] % h == 0)
-    col_of = np.empty(h * w, dtype=np.int32)
-    col_of[idx_t] = np.cumsum(start_t, dtype=np.int32) - 1
-    cols = col_of.reshape(w, h).T.ravel()[idx]  # the column run of each background pixel, row-major
-    y, x = np.divmod(idx, w)
-    row_hit = np.zeros(int(rows[-1]) + 1, dtype=bool)
-    col_hit = np.zeros(int(col_of[idx_t[-1]]) + 1, dtype=bool)
-    row_hit[rows[(y == 0) | (y == h - 1) | (x == 0) | (x == w - 1)]] = True  # runs that touch the border
-    count = -1
-    for _ in range(10_000):
-        col_hit[cols[row_hit[rows]]] = True
-        row_hit[rows[col_hit[cols]]] = True
-        now = int(row_hit.sum())
-        if now == count or now == row_hit.size:  # settled, or every background pixel reached (no holes)
+    stride = w + 1
+    key_s, key_e = rows * stride + starts, rows * stride + ends  # runs in row-major order: both sorted
+    below = np.flatnonzero(rows > 0)  # each run and the runs of the row above that overlap it
+    above = (rows[below] - 1) * stride
+    lo = np.searchsorted(key_e, above + starts[below], side="right")
+    count = np.maximum(np.searchsorted(key_s, above + ends[below], side="left") - lo, 0)
+    eb = np.repeat(below, count)
+    ea = np.repeat(lo - np.cumsum(count) + count, count) + np.arange(int(count.sum()))
+    parent = np.arange(n)
+    while True:
+        pa, pb = parent[ea], parent[eb]
+        small, big = np.minimum(pa, pb), np.maximum(pa, pb)
+        if not (small != big).any():
             break
-        count = now
+        np.minimum.at(parent, big, small)
+        while True:
+            pp = parent[parent]
+            if (pp == parent).all():
+                break
+            parent = pp
+    outside = np.zeros(n, dtype=bool)
+    outside[parent[(rows == 0) | (rows == h - 1) | (starts == 0) | (ends == w)]] = True
+    hole = np.flatnonzero(~outside[parent])
     out = m.copy()
-    out.ravel()[idx[~row_hit[rows]]] = True
+    if hole.size:
+        length = ends[hole] - starts[hole]
+        first = rows[hole] * w + starts[hole]
+        out.ravel()[np.repeat(first - np.cumsum(length) + length, length) + np.arange(int(length.sum()))] = True
     return out
 
 
@@ -162,7 +173,8 @@ def blur(image: Image.Image, sigma: float) -> Image.Image:
     factor = max(1.0, sigma / 6.0)
     w, h = image.size
     sw, sh = max(1, round(w / factor)), max(1, round(h / factor))
-    small = image.convert("RGB").resize((sw, sh), Image.Resampling.BOX) if (sw, sh) != (w, h) else image.convert("RGB")
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    small = rgb.resize((sw, sh), Image.Resampling.BOX) if (sw, sh) != (w, h) else rgb
     radius = sigma * sw / w
     return small.filter(ImageFilter.GaussianBlur(radius)) if radius > 0 else small
 
