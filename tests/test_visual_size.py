@@ -229,18 +229,20 @@ def test_spliced_jpeg_is_the_whole_encoding_byte_for_byte():
     base = _photo(203, 181, seed=2)  # neither side a multiple of 16: partial MCUs at the right and bottom
     enc = JpegEncoder()
     rng = np.random.default_rng(7)
-    cases = [(0, 5), (181 - 9, 9), (40, 1), (16, 16), (0, 181)] + [
-        (int(y), int(hh)) for y, hh in zip(rng.integers(0, 170, 10), rng.integers(1, 60, 10), strict=True)]
-    for y, hh in cases:
-        hh = min(hh, 181 - y)
-        mask = rng.random((hh, 50)) < 0.5
-        pic = Picture(base, Overlay(mask, 30, y, YELLOW))
+    # (x, y, w, h) of the overlay: corners, edges, one MCU, the whole picture, and random boxes
+    cases = [(0, 0, 5, 5), (203 - 9, 181 - 9, 9, 9), (40, 0, 1, 181), (16, 16, 16, 16), (0, 0, 203, 181),
+             (190, 30, 13, 40), (3, 170, 60, 11)]
+    for _ in range(12):
+        w, h = (int(v) for v in rng.integers(1, 80, 2))
+        cases.append((int(rng.integers(0, 203 - w + 1)), int(rng.integers(0, 181 - h + 1)), w, h))
+    for x, y, w, h in cases:
+        pic = Picture(base, Overlay(rng.random((h, w)) < 0.5, x, y, YELLOW))
         data = enc.encode(pic)
-        assert data == encode_jpeg(pic.image(), restart_rows=1), (y, hh)
+        assert data == encode_jpeg(pic.image(), restart_blocks=1), (x, y, w, h)
         with Image.open(io.BytesIO(data)) as im:
             assert im.size == (203, 181)
     assert enc.spliced == len(cases) and enc.whole == 0
-    assert enc.encode(Picture(base)) == encode_jpeg(base, restart_rows=1)
+    assert enc.encode(Picture(base)) == encode_jpeg(base, restart_blocks=1)
 
 
 def test_jpeg_without_restart_markers_is_encoded_whole(monkeypatch):
@@ -251,11 +253,11 @@ def test_jpeg_without_restart_markers_is_encoded_whole(monkeypatch):
     base = _photo(64, 80)
     pic = Picture(base, Overlay(np.ones((5, 5), bool), 3, 30, YELLOW))
     real = jpeg.encode_jpeg
-    monkeypatch.setattr(jpeg, "encode_jpeg", lambda im, q=92, restart_rows=0: real(im, q, 0))
+    monkeypatch.setattr(jpeg, "encode_jpeg", lambda im, q=92, restart_blocks=0: real(im, q, 0))
     enc = JpegEncoder()
     assert enc.encode(pic) == real(pic.image(), 92, 0) and enc.whole == 1 and enc.spliced == 0
     calls = iter([92, 80])  # the backdrop at 92, the strip at 80: other quantisation tables
-    monkeypatch.setattr(jpeg, "encode_jpeg", lambda im, q=92, restart_rows=0: real(im, next(calls, 92), restart_rows))
+    monkeypatch.setattr(jpeg, "encode_jpeg", lambda im, q=92, restart_blocks=0: real(im, next(calls, 92), restart_blocks))
     enc = JpegEncoder()
     assert enc.encode(pic) == real(pic.image(), 92, 1) and enc.whole == 1
 
@@ -275,7 +277,7 @@ def test_prepared_images_are_the_drawn_pictures_encoded(tmp_path):
     for kind, images in out.items():
         for nid, e in images.items():
             pil = getattr(ctx, kind)(nid)
-            assert e.size == pil.size and e.data == encode_jpeg(pil, restart_rows=1), (kind, nid)
+            assert e.size == pil.size and e.data == encode_jpeg(pil, restart_blocks=1), (kind, nid)
     full = out["full"][plan.mains[0]]
     assert full.size == visual.size(w, h) and full.size != (w, h)  # drawn at the budget's size
 

@@ -7,20 +7,22 @@ region contoured. ``Picture`` is such a prompt: ``base`` (an RGB ``PIL.Image``, 
 ``Overlay`` (pixels painted in one colour). ``Picture.image()`` paints it on a copy.
 
 ``JpegEncoder.encode(picture)`` gives the same bytes as encoding ``picture.image()`` as a baseline JPEG with a
-restart marker after every row of MCUs (Pillow's ``restart_marker_rows=1``), but works less: each backdrop is
-encoded once (and kept while in use), and a picture is its backdrop's encoded MCU rows with the rows the overlay
-touches encoded afresh. That is exact because, with a restart marker per MCU row, each row's entropy-coded
-segment depends only on its own pixels: the colour conversion, the 2x2 chroma averaging (inside an MCU row), the
-DCT and the quantisation work block by block, the Huffman tables are the standard ones (no ``optimize``), and the
-DC prediction restarts at every marker. The strip is checked to have been written with the backdrop's very
-tables; if not (another libjpeg, a Pillow without restart markers), the picture is encoded whole.
+restart marker after every MCU (Pillow's ``restart_marker_blocks=1``; 2 bytes per 16x16 pixels, about 2% of the
+file), but works less: each backdrop is encoded once (and kept while in use), and a picture is its backdrop's
+encoded MCUs with the MCUs under the overlay's box encoded afresh (the box's MCU-aligned rectangle, cut from the
+backdrop, painted and encoded on its own). That is exact because, with a restart marker after every MCU, each
+MCU's entropy-coded segment depends only on its own pixels: the colour conversion, the 2x2 chroma averaging
+(inside an MCU), the DCT and the quantisation work block by block, the Huffman tables are the standard ones (no
+``optimize``), the DC prediction restarts at every marker, and a rectangle that reaches the picture's right or
+bottom edge is padded there as the picture is. The rectangle is checked to have been written with the
+backdrop's very tables and layout; if not (another libjpeg, a Pillow without restart markers), the picture is
+encoded whole.
 """
 
 from __future__ import annotations
 
 import io
 import math
-import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -29,7 +31,6 @@ import numpy as np
 from PIL import Image
 
 QUALITY = 92
-_RST = re.compile(rb"\xff[\xd0-\xd7]")
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,10 +42,10 @@ class Overlay:
     y: int
     color: tuple[int, int, int]
 
-    def paint(self, image: Image.Image, dy: int = 0) -> None:
-        """Paint onto ``image`` in place, ``dy`` rows up (``image`` is a strip starting at row ``dy``)."""
+    def paint(self, image: Image.Image, dx: int = 0, dy: int = 0) -> None:
+        """Paint onto ``image`` in place; ``image`` is the part of the backdrop from ``(dx, dy)`` on."""
         h, w = self.mask.shape
-        image.paste(self.color, (self.x, self.y - dy, self.x + w, self.y - dy + h),
+        image.paste(self.color, (self.x - dx, self.y - dy, self.x - dx + w, self.y - dy + h),
                     Image.fromarray(self.mask.astype(np.uint8) * 255))
 
 
@@ -68,69 +69,76 @@ class Picture:
         return out
 
 
-def encode_jpeg(image: Image.Image, quality: int = QUALITY, restart_rows: int = 0) -> bytes:
-    """A baseline JPEG of an RGB image; ``restart_rows``: a restart marker after every that many MCU rows."""
+def encode_jpeg(image: Image.Image, quality: int = QUALITY, restart_blocks: int = 0) -> bytes:
+    """A baseline JPEG of an RGB image; ``restart_blocks``: a restart marker after every that many MCUs."""
     buf = io.BytesIO()
     rgb = image if image.mode == "RGB" else image.convert("RGB")
-    if restart_rows:
-        rgb.save(buf, format="JPEG", quality=quality, restart_marker_rows=restart_rows)
+    if restart_blocks:
+        rgb.save(buf, format="JPEG", quality=quality, restart_marker_blocks=restart_blocks)
     else:
         rgb.save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
 
 
+_MARKERS = [bytes((0xFF, 0xD0 + i)) for i in range(8)]
+_NOT_BASELINE = {0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
 @dataclass(frozen=True)
 class _Parsed:
-    """A JPEG cut into its header (SOI up to the end of the SOS header), with the SOF height zeroed in ``key``,
-    and its entropy-coded segments, one per MCU row of ``mcu_h`` pixels."""
+    """A JPEG with a restart marker after every MCU, cut for splicing: ``key`` is its header (SOI up to the end
+    of the SOS header) with the picture's size zeroed; MCU ``i`` (raster order) is ``data[starts[i]:ends[i]]``,
+    of ``cols x rows`` MCUs of ``mcu_w x mcu_h`` pixels."""
 
     data: bytes
-    header: bytes
     key: bytes
-    segments: list[bytes]
+    starts: list[int]
+    ends: list[int]
+    cols: int
+    rows: int
+    mcu_w: int
     mcu_h: int
 
 
 def _parse(data: bytes) -> _Parsed | None:
-    """``data`` cut for splicing; ``None`` unless it is a baseline JPEG with one restart interval per MCU row."""
+    """``data`` cut for splicing; ``None`` unless it is a baseline JPEG with a restart marker after every MCU."""
     if data[:2] != b"\xff\xd8" or data[-2:] != b"\xff\xd9":
         return None
-    pos, height, vmax, width, restart, hpos = 2, None, 1, None, None, None
+    pos, sof, restart = 2, None, None
     while pos + 4 <= len(data):
         if data[pos] != 0xFF:
             return None
         marker = data[pos + 1]
         length = int.from_bytes(data[pos + 2 : pos + 4], "big")
         body = data[pos + 4 : pos + 2 + length]
-        if marker in (0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
-            return None  # not baseline Huffman
+        if marker in _NOT_BASELINE:
+            return None
         if marker == 0xC0:
-            height, width = int.from_bytes(body[1:3], "big"), int.from_bytes(body[3:5], "big")
-            hpos = pos + 5
-            comps = body[5]
-            vmax = max(body[6 + 3 * i + 1] & 0x0F for i in range(comps))
-            hmax = max(body[6 + 3 * i + 1] >> 4 for i in range(comps))
+            comps = [(body[6 + 3 * i + 1] >> 4, body[6 + 3 * i + 1] & 0x0F) for i in range(body[5])]
+            sof = (pos + 5, int.from_bytes(body[1:3], "big"), int.from_bytes(body[3:5], "big"),
+                   8 * max(c[0] for c in comps), 8 * max(c[1] for c in comps))
         elif marker == 0xDD:
             restart = int.from_bytes(body[0:2], "big")
         elif marker == 0xDA:
+            if sof is None or restart != 1:
+                return None
             end = pos + 2 + length
-            if height is None or width is None or hpos is None or not restart:
+            spos, height, width, mcu_w, mcu_h = sof
+            cols, rows = math.ceil(width / mcu_w), math.ceil(height / mcu_h)
+            arr = np.frombuffer(data, dtype=np.uint8, count=len(data) - 2 - end, offset=end)
+            marks = np.flatnonzero((arr[:-1] == 0xFF) & ((arr[1:] & 0xF8) == 0xD0)) + end
+            if marks.size != cols * rows - 1:
                 return None
-            mcu_h = 8 * vmax
-            if restart != math.ceil(width / (8 * hmax)):
-                return None  # not one interval per MCU row
-            segments = _RST.split(data[end:-2])
-            if len(segments) != math.ceil(height / mcu_h):
-                return None
-            header = data[:end]
-            key = header[:hpos] + b"\0\0" + header[hpos + 2 :]
-            return _Parsed(data, header, key, segments, mcu_h)
+            starts = np.concatenate(([end], marks + 2)).tolist()
+            ends = np.concatenate((marks, [len(data) - 2])).tolist()
+            key = data[:spos] + b"\0\0\0\0" + data[spos + 4 : end]
+            return _Parsed(data, key, starts, ends, cols, rows, mcu_w, mcu_h)
         pos += 2 + length
     return None
 
 
 class JpegEncoder:
-    """JPEG bytes of ``Picture``s, re-encoding only the MCU rows an overlay changes (see the module docstring).
+    """JPEG bytes of ``Picture``s, re-encoding only the MCUs an overlay changes (see the module docstring).
 
     Backdrop encodings are kept for the ``cache`` most recently used backdrops. Thread-safe.
     """
@@ -140,7 +148,7 @@ class JpegEncoder:
         self.cache = cache
         self._bases: OrderedDict[int, tuple[Image.Image, bytes, _Parsed | None]] = OrderedDict()
         self._lock = threading.Lock()
-        self.spliced = 0  # pictures made from a backdrop's rows, for tests and benchmarks
+        self.spliced = 0  # pictures made from a backdrop's MCUs, for tests and benchmarks
         self.whole = 0  # pictures encoded whole
 
     def _base(self, base: Image.Image) -> tuple[bytes, _Parsed | None]:
@@ -150,7 +158,7 @@ class JpegEncoder:
             if hit is not None and hit[0] is base:
                 self._bases.move_to_end(key)
                 return hit[1], hit[2]
-        data = encode_jpeg(base, self.quality, restart_rows=1)
+        data = encode_jpeg(base, self.quality, restart_blocks=1)
         parsed = _parse(data)
         with self._lock:
             self._bases[key] = (base, data, parsed)
@@ -162,7 +170,7 @@ class JpegEncoder:
     def encode(self, picture: Picture | Image.Image) -> bytes:
         """The picture's JPEG bytes (a plain ``PIL.Image`` is encoded as it is, with the same settings)."""
         if not isinstance(picture, Picture):
-            return encode_jpeg(picture, self.quality, restart_rows=1)
+            return encode_jpeg(picture, self.quality, restart_blocks=1)
         data, parsed = self._base(picture.base)
         overlay = picture.overlay
         if overlay is None:
@@ -173,29 +181,35 @@ class JpegEncoder:
                 self.whole += 1
             else:
                 self.spliced += 1
-        return out if out is not None else encode_jpeg(picture.image(), self.quality, restart_rows=1)
+        return out if out is not None else encode_jpeg(picture.image(), self.quality, restart_blocks=1)
 
-    def _splice(self, base: Image.Image, overlay: Overlay, parsed: _Parsed) -> bytes | None:
-        """The backdrop's segments with the rows under ``overlay`` encoded afresh; None if the strip's tables
-        differ from the backdrop's."""
+    def _splice(self, base: Image.Image, overlay: Overlay, b: _Parsed) -> bytes | None:
+        """The backdrop's MCUs with those under ``overlay``'s box encoded afresh; None if the rectangle's
+        encoding does not fit the backdrop's (other tables or layout)."""
         w, h = base.size
-        m = parsed.mcu_h
-        y0 = max(0, overlay.y) // m * m
-        y1 = min(h, math.ceil((overlay.y + overlay.mask.shape[0]) / m) * m)
-        if y1 <= y0:
-            return parsed.data
-        strip = base.crop((0, y0, w, y1))
-        overlay.paint(strip, dy=y0)
-        s = _parse(encode_jpeg(strip, self.quality, restart_rows=1))
-        if s is None or s.key != parsed.key or s.mcu_h != m:
+        oh, ow = overlay.mask.shape
+        c0, r0 = max(0, overlay.x) // b.mcu_w, max(0, overlay.y) // b.mcu_h
+        c1 = min(b.cols, math.ceil(min(w, overlay.x + ow) / b.mcu_w))
+        r1 = min(b.rows, math.ceil(min(h, overlay.y + oh) / b.mcu_h))
+        if c1 <= c0 or r1 <= r0:
+            return b.data
+        x0, y0 = c0 * b.mcu_w, r0 * b.mcu_h
+        rect = base.crop((x0, y0, w if c1 == b.cols else c1 * b.mcu_w, h if r1 == b.rows else r1 * b.mcu_h))
+        overlay.paint(rect, dx=x0, dy=y0)
+        s = _parse(encode_jpeg(rect, self.quality, restart_blocks=1))
+        if s is None or s.key != b.key or (s.cols, s.rows, s.mcu_w, s.mcu_h) != (c1 - c0, r1 - r0, b.mcu_w, b.mcu_h):
             return None
-        first = y0 // m
-        segments = parsed.segments[:first] + s.segments + parsed.segments[first + len(s.segments) :]
-        parts: list[bytes] = [parsed.header]
-        for i, seg in enumerate(segments):
-            if i:
-                parts.append(bytes((0xFF, 0xD0 + (i - 1) % 8)))
-            parts.append(seg)
-        parts.append(b"\xff\xd9")
-        return b"".join(parts)
-
+        data, sd, ss, se, cw = b.data, s.data, s.starts, s.ends, c1 - c0
+        pieces: list[bytes] = []
+        prev = 0
+        for r in range(r0, r1):
+            g0 = r * b.cols + c0  # the first MCU replaced in this row
+            j = (r - r0) * cw
+            pieces.append(data[prev : b.starts[g0]])  # up to it, the markers between included
+            for k in range(cw):
+                pieces.append(sd[ss[j + k] : se[j + k]])
+                pieces.append(_MARKERS[(g0 + k) & 7])
+            pieces.pop()  # the marker after the row's last replaced MCU is the backdrop's own
+            prev = b.ends[g0 + cw - 1]
+        pieces.append(data[prev:])
+        return b"".join(pieces)
