@@ -110,7 +110,9 @@ OPTIONS: dict[str, tuple[str, Any, str]] = {
     "top_p": ("--top-p", float, "Nucleus sampling mass (with --temperature > 0)."),
     "seed": ("--seed", int | None, "Sampling seed, where the backend supports one."),
     "max_side": ("--max-side", int | None, "Downscale every image sent so its longer side is at most this many "
-                                           "pixels."),
+                                           "pixels; 0: full size. Default: annotate draws each picture at the size "
+                                           "InternVL's grid of up to 12 tiles of 448 pixels keeps of it (a 1500x2250 "
+                                           "photo: 896x1344); refine and caption send full size."),
 }
 
 
