@@ -85,8 +85,39 @@ def _unreadable(d: Path) -> tuple[Path, str]:
     return folder, "x.json: is a directory, expected a JSON file"
 
 
+def _id_a_list(d: Path) -> tuple[Path, str]:  # wrongly typed fields: the field and the type expected
+    p = _good(d, "idlist")
+    return _edit(p, lambda doc: doc["annotations"][1].update(id=[1])), \
+        "field 'annotations[1].id' should be a non-empty string or an integer, got list"
+
+
+def _id_an_object(d: Path) -> tuple[Path, str]:
+    p = _good(d, "idobj")
+    return _edit(p, lambda doc: doc["annotations"][2].update(id={"n": 2})), \
+        "field 'annotations[2].id' should be a non-empty string or an integer, got object"
+
+
+def _area_a_string(d: Path) -> tuple[Path, str]:
+    p = _good(d, "areastr")
+    return _edit(p, lambda doc: doc["annotations"][0].update(area="12")), \
+        "field 'annotations[0].area' should be a number, got string"
+
+
+def _bbox_strings(d: Path) -> tuple[Path, str]:
+    p = _good(d, "bboxstr")
+    return _edit(p, lambda doc: doc["annotations"][0].update(bbox=["1", "2", "3", "4"])), \
+        "field 'annotations[0].bbox' should be a list of 4 numbers"
+
+
+def _image_id_a_list(d: Path) -> tuple[Path, str]:
+    p = _good(d, "imgidlist")
+    return _edit(p, lambda doc: doc["image"].update(image_id=[7])), \
+        "field 'image.image_id' should be a string or an integer, got list"
+
+
 CASES = [_not_json, _no_annotations, _size_mismatch, _corrupt_counts, _short_counts, _missing_image,
-         _wrong_image_size, _empty_dir, _unreadable]
+         _wrong_image_size, _empty_dir, _unreadable, _id_a_list, _id_an_object, _area_a_string, _bbox_strings,
+         _image_id_a_list]
 
 
 def _lines(text: str) -> list[str]:

@@ -4,8 +4,8 @@
 (``images_in_flight``: twice the backends' concurrency, at least 2, at most 64, unless given), the
 ``stream.run_stage`` mapper that runs them and stops the requests still queued when the run ends early,
 ``ask`` (one chat request: stopped when the run stops, counted, and with ``--save-prompts`` every image it
-sends written to ``DIR/<image_id>/<node id>_<kind>.<ext>``), ``run`` (a stream of records through the stage),
-and ``close``.
+sends written to ``DIR/<image_id>/<node id>_<kind>.<ext>``, the ids made into names by ``records.file_name``),
+``run`` (a stream of records through the stage), and ``close``.
 """
 
 from __future__ import annotations
@@ -16,11 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UrecaError
-
-
-def safe_name(name: Any) -> str:
-    """A file-name-safe form of an image or node id."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name)) or "_"
+from ..records import file_name
 
 
 class InFlight:
@@ -46,13 +42,13 @@ class InFlight:
         if self._abort.is_set():
             raise UrecaError("stopped")
         if self.save_prompts is not None:
-            folder = Path(self.save_prompts) / safe_name(image_id)
+            folder = Path(self.save_prompts) / file_name(image_id)
             folder.mkdir(parents=True, exist_ok=True)
             for im, name in zip([p for p in parts if not isinstance(p, str)], names, strict=True):
                 if isinstance(im, EncodedImage):
-                    (folder / f"{safe_name(node_id)}_{name}{im.suffix}").write_bytes(im.data)
+                    (folder / f"{file_name(node_id)}_{name}{im.suffix}").write_bytes(im.data)
                 else:
-                    im.save(folder / f"{safe_name(node_id)}_{name}.png", compress_level=1)
+                    im.save(folder / f"{file_name(node_id)}_{name}.png", compress_level=1)
         with self._lock:
             self.requests += 1
         return backend.chat([user(*parts)], settings)

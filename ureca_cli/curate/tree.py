@@ -161,8 +161,10 @@ def load_mask_file(path: str | Path, cfg: TreeConfig) -> MaskFile:
             raise InputError("cannot tell the image size: no image.width/height and no RLE size", source=where)
         height = _positive_int(size[0], "height (from the RLE size)", where)
         width = _positive_int(size[1], "width (from the RLE size)", where)
-    image_id = info.get("image_id", src.stem)
-    image_id = str(image_id)
+    image_id = R.image_id_for(info.get("image_id"), src, where, "image.image_id")
+    if "file_name" in info and not (isinstance(info["file_name"], str) and info["file_name"]):
+        raise InputError(f"field 'image.file_name' should be the image's file name (a non-empty string), got "
+                         f"{R.type_name(info['file_name'])}", source=where)
 
     ids: list[Any] = []
     counts: list[bytes] = []
@@ -171,9 +173,12 @@ def load_mask_file(path: str | Path, cfg: TreeConfig) -> MaskFile:
         at = f"{where}: annotations[{i}]"
         if not isinstance(ann, dict):
             raise InputError(f"annotations[{i}] is not an object", source=where)
+        R.check_fields(ann, where, f"annotations[{i}].")  # id, area, bbox: the types every stage reads
+        for key in KEPT_ANNOTATION_FIELDS:
+            if key in ann and (not isinstance(ann[key], int | float) or isinstance(ann[key], bool)):
+                raise InputError(f"field 'annotations[{i}].{key}' should be a number, got {R.type_name(ann[key])}",
+                                 source=where)
         node_id = ann.get("id", i)
-        if not isinstance(node_id, int | str) or isinstance(node_id, bool):
-            raise InputError(f"annotations[{i}].id should be a number or a string, got {node_id!r}", source=where)
         if node_id in seen:
             raise InputError(f"annotations[{i}]: id {node_id} appears twice", source=where)
         seen.add(node_id)
@@ -354,7 +359,7 @@ def build_tree(path: str | Path, cfg: TreeConfig) -> dict:
     if cfg.render is not None:
         from ..visual.render import render_tree
 
-        render_tree(rec, Path(cfg.render) / f"{rec[R.IMAGE_ID]}.png")
+        render_tree(rec, Path(cfg.render) / f"{R.file_name(rec[R.IMAGE_ID])}.png")
     return rec
 
 
