@@ -252,3 +252,19 @@ def test_end_to_end_tiny_internvl_in_process(cli, tmp_path):
         assert rec["annotate"]["visual"]["max_side"] == 64
         for n in captioned(rec):
             assert n["short_caption"].strip() and n["caption"] == n["long_caption"]
+
+
+def test_uncompressed_counts_that_do_not_cover_the_image_are_refused(cli, tmp_path):
+    """Annotate took an uncompressed RLE whose runs cover fewer pixels than its size (pycocotools filled the rest
+    with garbage) where tree refuses it: the one mask rule (masks.rle) names the node, exit 2."""
+    rec = read(write_trees(tmp_path, n=1))[0]
+    main = next(n for n in rec["nodes"] if n["role"] == "main")
+    main["rle"] = {"size": [H, W], "counts": [10, 5]}
+    path = tmp_path / "short.jsonl"
+    path.write_text(json.dumps(rec) + "\n")
+    with ScriptedServer(Scripted()) as s:
+        r = cli("annotate", path, "--backend", "openai", "--base-url", s.url)
+        assert r.exit_code == 2, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and "short.jsonl:1" in lines[0] and f"node {main['id']!r}" in lines[0], lines
+        assert "uncompressed RLE counts do not cover the 120x90 image" in lines[0]

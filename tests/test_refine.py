@@ -354,3 +354,23 @@ def _default_prompt_version() -> str:
     from ureca_cli.curate.refine import load_templates
 
     return load_templates().version
+
+
+def test_uncompressed_counts_that_do_not_cover_the_image_are_refused(cli, photo, tmp_path):
+    """Refine took an uncompressed RLE whose runs stop short of its size (tree refuses it): the one mask rule
+    (masks.rle) names the node, exit 2, and the image before it is kept."""
+    image, spots = photo
+    good = annotated_record(image, spots, "ok")
+    short = annotated_record(image, spots, "short")
+    h, w = short["height"], short["width"]
+    short["nodes"][2]["rle"] = {"size": [h, w], "counts": [h * w - 7, 3]}
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps(short) + "\n")
+    out = tmp_path / "out.jsonl"
+    with ScriptedServer(refine_or_judge()) as server:
+        r = _run(cli, path, "--backend", "openai", "--base-url", server.url, "--threshold", -1, "-o", out)
+    assert r.exit_code == 2, r.stderr
+    lines = [x for x in r.stderr.splitlines() if "error" in x]
+    assert len(lines) == 1 and "in.jsonl:2" in lines[0] and "uncompressed RLE counts do not cover" in lines[0]
+    assert f"node {short['nodes'][2]['id']!r}" in lines[0]
+    assert [x["image_id"] for x in _lines(out)] == ["ok"]
