@@ -219,3 +219,29 @@ def test_options_that_would_be_ignored_are_refused(cli, photo, tmp_path):
     _fails(cli(*one, "--base-url", "http://127.0.0.1:9/v1"), "--base-url: only with --region-prompt")
     _fails(cli(*one, "--backend", "openai", "--max-side", "64"), "--backend, --max-side: only with --region-prompt")
     _fails(cli("caption", "--input", tmp_path, "--model", ckpt_dir), f"{tmp_path}: is a directory")
+
+
+def test_single_image_ids_agree_with_tree_and_flat_records(cli, ckpt, tmp_path):
+    """`caption sa_900003.png --mask m.png` named its regions sa_900003/0 while tree and refine --flat name the
+    image 900003, so its predictions never met their references: one image id rule (records.image_id_for)."""
+    from tests.tree_fixtures import rect, write_sa1b
+
+    masks = [rect(60, 80, 5, 55, 5, 70), rect(60, 80, 10, 30, 10, 40)]
+    sa1b = write_sa1b(tmp_path, "sa_900003", masks, image_id=900003)
+    tree = _ok(cli("tree", sa1b))[0]
+    for node in tree["nodes"]:
+        node["caption"] = f"region {node['id']}"
+    (tmp_path / "captioned.jsonl").write_text(json.dumps(tree) + "\n")
+    flat = _ok(cli("refine", tmp_path / "captioned.jsonl", "--no-refine", "--flat"))
+    Image.fromarray(masks[1] * 255).save(tmp_path / "m.png")
+    (pred,) = _ok(cli("caption", tmp_path / "sa_900003.png", "--mask", tmp_path / "m.png", "--model", ckpt,
+                      "--max-new-tokens", "4"))
+    assert tree["image_id"] == "900003"
+    assert {r["image_id"] for r in flat} == {pred["image_id"]} == {"900003"}
+    assert {r["id"].rsplit("/", 1)[0] for r in flat} == {pred["id"].rsplit("/", 1)[0]} == {"900003"}
+    assert pred["id"] == "900003/0"
+    # a photo with no SA-1B name keeps its stem, as tree names the SAM output next to it
+    (tmp_path / "photo.png").write_bytes((tmp_path / "sa_900003.png").read_bytes())
+    (other,) = _ok(cli("caption", tmp_path / "photo.png", "--mask", tmp_path / "m.png", "--model", ckpt,
+                       "--max-new-tokens", "4"))
+    assert other["id"] == "photo/0" and other["image_id"] == "photo"

@@ -250,14 +250,17 @@ def image_regions(image: Path, masks: list[Path], rles: list[str], boxes: list[s
 
 def write_image_regions(image: Path, picture: Any, bitmaps: list[np.ndarray], captioner: RegionCaptioner,
                         output: Path | None) -> None:
-    """Caption the regions of one image and write one region record each, ids ``<stem>/<i>``."""
+    """Caption the regions of one image and write one region record each: ``image_id`` by the package's one rule
+    (``records.image_id_for``: ``sa_900003.jpg`` -> ``900003``, as ``ureca tree`` names it), ids
+    ``<image_id>/<i>`` for the i-th region given."""
     from ..stream import JsonlWriter
 
     captions = captioner.caption_masks(picture, bitmaps)
+    image_id = R.image_id_for(None, image)
     writer = JsonlWriter(output)
     try:
         writer.write_many([
-            captioner.region_record({R.ID: f"{image.stem}/{i}", R.IMAGE_ID: image.stem, R.IMAGE: str(image),
+            captioner.region_record({R.ID: R.region_id(image_id, i), R.IMAGE_ID: image_id, R.IMAGE: str(image),
                                      R.WIDTH: picture.width, R.HEIGHT: picture.height, R.RLE: M.encode(bitmap),
                                      R.BBOX: list(M.pixel_box(bitmap) or ())}, text)
             for i, (bitmap, text) in enumerate(zip(bitmaps, captions, strict=True))

@@ -3,8 +3,8 @@
 The file is what SA-1B ships and what ``ureca tree`` reads: ``{"image": {image_id, width, height,
 file_name}, "annotations": [{id, segmentation: {size: [H, W], counts}, bbox [x, y, w, h], area,
 predicted_iou, stability_score, crop_box, point_coords}]}``, masks as COCO compressed RLE, boxes in SA-1B's
-convention (one pixel short of the pixels' extent). ``image_id`` is the photo's file stem (the package's
-rule for images without an SA-1B id); ``file_name`` is the photo's name, looked up next to the JSON (or in
+convention (one pixel short of the pixels' extent). ``image_id`` follows the package's rule for images without
+an SA-1B id (``records.image_id_from_stem``: the photo's stem, ``sa_`` dropped before a number); ``file_name`` is the photo's name, looked up next to the JSON (or in
 tree's ``--images DIR``); ``id`` is the mask's index in the file. The settings that made the masks are kept
 under ``"generator"``, which SA-1B readers ignore.
 """
@@ -35,6 +35,7 @@ def generate_mask_file(seg: Any, image_path: str | Path, cfg: AmgConfig | None =
     """Run automatic mask generation on the photo at ``image_path`` -> its SA-1B per-image dict.
 
     A missing or undecodable photo is an ``InputError`` naming it (and ``where``)."""
+    from ..records import image_id_from_stem
     from .amg import generate_masks
     from .model import load_rgb
 
@@ -42,7 +43,7 @@ def generate_mask_file(seg: Any, image_path: str | Path, cfg: AmgConfig | None =
     path = Path(image_path)
     image = load_rgb(path, where)
     anns = generate_masks(seg, image, cfg)
-    return sa1b_record(anns, image_id=path.stem, width=image.shape[1], height=image.shape[0],
+    return sa1b_record(anns, image_id=image_id_from_stem(path.stem), width=image.shape[1], height=image.shape[0],
                        file_name=path.name,
                        generator={"model": getattr(seg, "name", ""), "settings": cfg.settings()})
 
