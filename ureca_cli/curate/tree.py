@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import glob as globmod
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +102,23 @@ class MaskFile:
     ids: list[Any]  # annotation ids (the index in the file where there is none)
     counts: list[bytes]  # compressed RLE counts per mask, size [height, width]
     runs: RunSet  # the masks' foreground intervals, areas and pixel boxes
+    warnings: list[str] = field(default_factory=list)  # what a person should hear (an image not found, ...)
+
+
+class NotMaskFile(InputError):
+    """A JSON file that is not a mask file at all (a ``notes.json`` beside the masks): ``run`` skips it with one
+    warning, where a broken mask file fails."""
+
+
+def _is_mask_document(data: Any) -> bool:
+    """Whether a JSON document is meant as a mask file: an object with SA-1B's ``annotations`` or ``image``, or a
+    list whose first element is an object with a ``segmentation`` (SAM's automatic mask generator). Anything
+    else (``{"note": ...}``, a list of strings, a number) is some other JSON that happens to lie among them."""
+    if isinstance(data, dict):
+        return "annotations" in data or "image" in data
+    if isinstance(data, list):
+        return not data or isinstance(data[0], dict) and "segmentation" in data[0]
+    return False
 
 
 def _positive_int(value: Any, field: str, where: str) -> int:
@@ -110,21 +127,29 @@ def _positive_int(value: Any, field: str, where: str) -> int:
     return value
 
 
-def _find_image(src: Path, where: str, info: dict, images: Path | None) -> Path:
+def _find_image(src: Path, where: str, info: dict, images: Path | None, render: bool) -> tuple[Path, str | None]:
+    """(the image's path, a warning or None). A file that names its image (``file_name``) and holds its size
+    gives a tree without the image: only later stages look at the photo, so a missing one is a warning (an
+    error with ``--render``, which draws over it). Without ``file_name`` the image is found by the JSON's stem,
+    and must be there: the record could not name it otherwise."""
     folder = images if images is not None else src.parent
     name = info.get("file_name")
+    hint = "" if images is not None else "; --images DIR looks in another folder"
     if isinstance(name, str) and name:
         path = folder / name
         if path.is_file():
-            return path
-        hint = "" if images is not None else "; --images DIR looks in another folder"
-        raise InputError(f"image file {path} not found{hint}", source=where)
+            return path, None
+        if render:
+            raise InputError(f"image file {path} not found (--render draws the tree over it){hint}", source=where)
+        return path, (f"{where}: image file {path} not found; the tree is built from the JSON's size, but "
+                      f"annotate and refine will need the image{hint}")
     for suffix in IMAGE_SUFFIXES:
         path = folder / (src.stem + suffix)
         if path.is_file():
-            return path
+            return path, None
     raise InputError(
-        f"no image for this file: no image.file_name, and no {src.stem}.jpg/.png in {folder}", source=where
+        f"no image for this file: no image.file_name, and no {src.stem}.jpg/.png in {folder} (the record must name "
+        "its image)", source=where
     )
 
 
@@ -136,6 +161,9 @@ def load_mask_file(path: str | Path, cfg: TreeConfig) -> MaskFile:
     src = Path(os.path.abspath(path))
     where = str(path)  # messages name the file as the user gave it
     data = read_json_file(path)
+    if not _is_mask_document(data):
+        raise NotMaskFile("not a mask file (neither an SA-1B per-image JSON with 'image' and 'annotations' nor SAM "
+                          "automatic-mask-generator output); skipped", source=where)
     if isinstance(data, list):  # SAM's automatic mask generator: a list of annotation dicts, no image info
         anns, info = data, {}
     elif isinstance(data, dict):
@@ -191,9 +219,11 @@ def load_mask_file(path: str | Path, cfg: TreeConfig) -> MaskFile:
     except BadCounts as e:
         raise InputError(f"annotations[{e.index}]: corrupt RLE counts ({e.reason})", source=where) from None
 
-    image = _find_image(src, where, info, cfg.images)
-    _check_image_size(image, width, height, where)
-    return MaskFile(str(src), image_id, os.path.abspath(image), width, height, anns, ids, counts, runs)
+    image, missing = _find_image(src, where, info, cfg.images, cfg.render is not None)
+    if missing is None:
+        _check_image_size(image, width, height, where)
+    return MaskFile(str(src), image_id, os.path.abspath(image), width, height, anns, ids, counts, runs,
+                    [missing] if missing else [])
 
 
 def _check_image_size(image: Path, width: int, height: int, where: str) -> None:
@@ -354,13 +384,36 @@ def tree_record(mf: MaskFile, cfg: TreeConfig) -> dict:
 
 
 def build_tree(path: str | Path, cfg: TreeConfig) -> dict:
-    """One input file -> its image record (and, with ``cfg.render``, its PNG). The unit of work of the stage."""
-    rec = tree_record(load_mask_file(path, cfg), cfg)
+    """One input file -> its image record (and, with ``cfg.render``, its PNG). ``NotMaskFile`` for a JSON that is
+    no mask file at all; ``InputError`` for a broken one."""
+    return _build(load_mask_file(path, cfg), cfg)
+
+
+def _build(mf: MaskFile, cfg: TreeConfig) -> dict:
+    rec = tree_record(mf, cfg)
     if cfg.render is not None:
         from ..visual.render import render_tree
 
         render_tree(rec, Path(cfg.render) / f"{R.file_name(rec[R.IMAGE_ID])}.png")
     return rec
+
+
+@dataclass
+class Built:
+    """What one input file gave the run: its image record (``None``: not a mask file, skipped) and the warnings
+    to print for it. Crosses from worker processes to the writer."""
+
+    record: dict | None
+    warnings: list[str]
+
+
+def build(path: str | Path, cfg: TreeConfig) -> Built:
+    """The unit of work of the stage: one input file -> ``Built``."""
+    try:
+        mf = load_mask_file(path, cfg)
+    except NotMaskFile as e:
+        return Built(None, [str(e)])
+    return Built(_build(mf, cfg), mf.warnings)
 
 
 def source_key(path: str | Path) -> str:
@@ -424,8 +477,27 @@ def run(specs: list[str], cfg: TreeConfig, scfg: Any) -> Any:
     summary."""
     from functools import partial
 
-    from ..stream import run_stage
+    from ..stream import Reporter, ordered_map, run_stage
 
     items = input_items(specs)
-    return run_stage("tree", items, partial(build_tree, cfg=cfg), scfg, input_key=source_key,
-                     output_key=lambda rec: rec.get(R.SOURCE), total=len(items), kind="process")
+    warn = Reporter("tree", show=False).warn
+    skipped = [0]
+
+    def mapper(fn: Any, todo: Any) -> Any:
+        """ordered_map, with each file's warnings printed and the files that are no mask files left out."""
+        for item, (ok, result) in ordered_map(fn, todo, jobs=scfg.jobs, kind="process"):
+            if ok:
+                for message in result.warnings:
+                    warn(message)
+                if result.record is None:
+                    skipped[0] += 1
+                    continue
+                result = result.record
+            yield item, (ok, result)
+
+    summary = run_stage("tree", items, partial(build, cfg=cfg), scfg, input_key=source_key,
+                        output_key=lambda rec: rec.get(R.SOURCE), total=len(items), mapper=mapper)
+    if skipped[0] and not (summary.written_items or summary.resumed or summary.failed):
+        raise UrecaError(f"no mask file among the inputs ({skipped[0]} JSON file(s) skipped, none of them an SA-1B "
+                         "per-image JSON or SAM output)")
+    return summary
