@@ -34,14 +34,17 @@ class InFlight:
     def images_in_flight(self) -> int:
         return self._images_in_flight or min(64, max(2, 2 * self.concurrency))
 
-    def ask(self, backend: Any, parts: list[Any], image_id: Any, node_id: Any, names: list[str], settings: Any) -> str:
+    def ask(self, backend: Any, parts: list[Any], image_id: Any, node_id: Any, names: list[str], settings: Any,
+            then: tuple[Any, ...] = ()) -> str:
         """One chat request of ``parts`` (text, ``PIL`` images, ``EncodedImage``s, in order) to ``backend``; the
-        images are saved first under ``names`` with ``--save-prompts``. Raises when the run has stopped."""
+        images are saved first under ``names`` with ``--save-prompts``. ``then``: messages that follow in the same
+        conversation (the model's answer and a reminder, when a question is asked again; the images were saved
+        the first time). Raises when the run has stopped."""
         from ..mllm import EncodedImage, user
 
         if self._abort.is_set():
             raise UrecaError("stopped")
-        if self.save_prompts is not None:
+        if self.save_prompts is not None and not then:
             folder = Path(self.save_prompts) / file_name(image_id)
             folder.mkdir(parents=True, exist_ok=True)
             for im, name in zip([p for p in parts if not isinstance(p, str)], names, strict=True):
@@ -51,7 +54,7 @@ class InFlight:
                     im.save(folder / f"{file_name(node_id)}_{name}.png", compress_level=1)
         with self._lock:
             self.requests += 1
-        return backend.chat([user(*parts)], settings)
+        return backend.chat([user(*parts), *then], settings)
 
     def mapper(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
         """A ``run_stage`` mapper: ``images_in_flight`` images at once, results in input order; stops the
