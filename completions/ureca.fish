@@ -149,6 +149,7 @@ complete -c ureca -n '__fish_seen_subcommand_from caption' -l device -r -F -d 'a
 complete -c ureca -n '__fish_seen_subcommand_from caption' -l dtype -r -F -d 'auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16, float16.'
 complete -c ureca -n '__fish_seen_subcommand_from caption' -l resize-mask -d 'Resize a mask whose size differs from the image (nearest).'
 complete -c ureca -n '__fish_seen_subcommand_from caption' -l region-prompt -r -F -d 'Papers Table 2 baselines - caption with a plain chat model (--backend; --model n'
+complete -c ureca -n '__fish_seen_subcommand_from caption' -l save-prompts -r -F -d 'With --region-prompt - write every picture sent to DIR/<image_id>/<node>_<contou'
 complete -c ureca -n '__fish_seen_subcommand_from caption' -l backend -x -a 'hf openai' -d 'hf - a transformers model in this process. openai - an OpenAI-compatible server.'
 complete -c ureca -n '__fish_seen_subcommand_from caption' -l base-url -r -F -d 'openai - server URL ending in /v1; repeat it to spread requests round-robin.'
 complete -c ureca -n '__fish_seen_subcommand_from caption' -l api-key-env -r -F -d 'openai - name of the environment variable holding the API key.'

@@ -68,6 +68,11 @@ class RegionCaptioner:
     def caption_masks(self, image: Any, masks: list[np.ndarray]) -> list[str]:
         raise NotImplementedError
 
+    def caption_named(self, image: Any, masks: list[np.ndarray], names: list[tuple[str, str]]) -> list[str]:
+        """``caption_masks``, told each region's name: ``(image id, node)``, its id ``"<image id>/<node>"`` (for
+        a captioner that writes files per region, such as the baselines' ``--save-prompts``)."""
+        return self.caption_masks(image, masks)
+
     def stamp(self) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -94,7 +99,7 @@ class RegionCaptioner:
         for rec in regions:
             what = _at(where, f"region {rec[R.ID]}")
             masks.append(fit_mask(M.decode(rec[R.RLE], what), image.size, what, self.resize_mask))
-        captions = self.caption_masks(image, masks)
+        captions = self.caption_named(image, masks, [_name_of(rec) for rec in regions])
         return [self.region_record(rec, c) for rec, c in zip(regions, captions, strict=True)]
 
     def work(self, regions: list[dict], where: str = "") -> list[dict]:
@@ -179,6 +184,14 @@ def _at(where: str, what: str) -> str:
     return f"{where} {what}" if where else what
 
 
+def _name_of(rec: dict) -> tuple[str, str]:
+    """``(image id, node)`` of a region record: its ``image_id`` (else its image's, ``records.image_id_for``) and
+    its id without that image id in front."""
+    image_id = str(rec.get(R.IMAGE_ID) or R.image_id_for(None, rec[R.IMAGE]))
+    rid = str(rec[R.ID])
+    return image_id, rid[len(image_id) + 1:] if rid.startswith(f"{image_id}/") else rid
+
+
 def _input_key(regions: Any) -> Any:
     """--resume key of an input record: its last region's id (an image's records are written together, so its
     last one present means the image is done)."""
@@ -255,8 +268,8 @@ def write_image_regions(image: Path, picture: Any, bitmaps: list[np.ndarray], ca
     ``<image_id>/<i>`` for the i-th region given."""
     from ..stream import JsonlWriter
 
-    captions = captioner.caption_masks(picture, bitmaps)
     image_id = R.image_id_for(None, image)
+    captions = captioner.caption_named(picture, bitmaps, [(image_id, str(i)) for i in range(len(bitmaps))])
     writer = JsonlWriter(output)
     try:
         writer.write_many([

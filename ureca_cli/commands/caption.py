@@ -90,6 +90,12 @@ def caption(
                      "plain chat model (--backend; --model names it) shown the plain photo, the region contoured, or "
                      "its crop.", show_default=False),
     ] = None,
+    save_prompts: Annotated[
+        Path | None,
+        typer.Option("--save-prompts", metavar="DIR", help="With --region-prompt: write every picture sent to "
+                     "DIR/<image_id>/<node>_<contour|crop>.png (none: DIR/<image_id>/none.png).",
+                     show_default=False),
+    ] = None,
     chat: ChatOptions,
     output: Output = None,
     on_error: OnErrorOpt = OnErrorChoice.stop,
@@ -114,6 +120,7 @@ def caption(
       ureca caption --input regions.jsonl --model runs/ureca-1b -o preds.jsonl
       ureca caption --input trees.jsonl --model runs/ureca-1b -o preds.jsonl && ureca score preds.jsonl regions.jsonl
       ureca caption --input regions.jsonl --region-prompt contour --backend openai --base-url http://gpu1:8000/v1 --model m -o base.jsonl
+      ureca caption --input regions.jsonl --region-prompt crop --backend openai --base-url http://gpu1:8000/v1 --model m --save-prompts sent/ -o base.jsonl
     """
     from ..caption.captioner import (
         CaptionConfig,
@@ -143,7 +150,7 @@ def caption(
         if batch_only:
             raise UrecaError(f"{', '.join(batch_only)}: only with --input FILE (one IMAGE is one unit of work)")
     if region_prompt is None:
-        chat_only = chat.given(CHAT_ONLY)
+        chat_only = chat.given(CHAT_ONLY) + (["--save-prompts"] if save_prompts is not None else [])
         if chat_only:
             raise UrecaError(f"{', '.join(chat_only)}: only with --region-prompt (the chat-model baselines); "
                              "the URECA model runs in this process")
@@ -171,7 +178,8 @@ def caption(
                        batch_size=batch_size, max_new_tokens=max_new_tokens, seed=seed,
                        temperature=temperature if sample else 0.0, top_p=top_p if sample else 1.0)
         bcfg = BaselineConfig(region_prompt=region_prompt, question=question, resize_mask=resize_mask,
-                              visual=VisualSettings(max_side=chat.max_side), generation=chat.generation())
+                              visual=VisualSettings(max_side=chat.max_side), generation=chat.generation(),
+                              save_prompts=save_prompts)
         with chat.build() as backend:
             run(BaselineCaptioner(backend, bcfg))
         return

@@ -19,6 +19,23 @@ from ..errors import UrecaError
 from ..records import file_name
 
 
+def save_prompt_images(folder: Path, image_id: Any, node_id: Any, images: list[Any], names: list[str]) -> None:
+    """Write the images of one request (``PIL`` images as PNG, ``EncodedImage``s as they are) to
+    ``folder/<image_id>/<node id>_<name>.<ext>`` (``--save-prompts``: annotate, refine, and caption's baselines),
+    the ids made into names by ``records.file_name``; ``node_id`` ``None``: ``<name>.<ext>`` (one picture for
+    the whole image)."""
+    from ..mllm import EncodedImage
+
+    where = Path(folder) / file_name(image_id)
+    where.mkdir(parents=True, exist_ok=True)
+    for im, name in zip(images, names, strict=True):
+        stem = name if node_id is None else f"{file_name(node_id)}_{name}"
+        if isinstance(im, EncodedImage):
+            (where / f"{stem}{im.suffix}").write_bytes(im.data)
+        else:
+            im.save(where / f"{stem}.png", compress_level=1)
+
+
 class InFlight:
     """Images in flight over chat backends of ``concurrency`` requests at once (see the module docstring)."""
 
@@ -40,18 +57,13 @@ class InFlight:
         images are saved first under ``names`` with ``--save-prompts``. ``then``: messages that follow in the same
         conversation (the model's answer and a reminder, when a question is asked again; the images were saved
         the first time). Raises when the run has stopped."""
-        from ..mllm import EncodedImage, user
+        from ..mllm import user
 
         if self._abort.is_set():
             raise UrecaError("stopped")
         if self.save_prompts is not None and not then:
-            folder = Path(self.save_prompts) / file_name(image_id)
-            folder.mkdir(parents=True, exist_ok=True)
-            for im, name in zip([p for p in parts if not isinstance(p, str)], names, strict=True):
-                if isinstance(im, EncodedImage):
-                    (folder / f"{file_name(node_id)}_{name}{im.suffix}").write_bytes(im.data)
-                else:
-                    im.save(folder / f"{file_name(node_id)}_{name}.png", compress_level=1)
+            save_prompt_images(self.save_prompts, image_id, node_id, [p for p in parts if not isinstance(p, str)],
+                               names)
         with self._lock:
             self.requests += 1
         return backend.chat([user(*parts), *then], settings)
