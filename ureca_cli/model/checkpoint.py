@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UrecaError
+from ..loading import quiet_peft
 from ..loading import quiet_progress as _quiet_progress
 from .shards import load_state_strict
 
@@ -260,7 +261,8 @@ def load_checkpoint(folder: str | Path, *, device: str | None = None, dtype: str
         from peft import PeftModel
 
         try:
-            model.base = PeftModel.from_pretrained(internvl, str(folder / ADAPTER_DIR), is_trainable=trainable)
+            with quiet_peft():
+                model.base = PeftModel.from_pretrained(internvl, str(folder / ADAPTER_DIR), is_trainable=trainable)
         except Exception as e:
             raise UrecaError(f"{folder / ADAPTER_DIR}: cannot load the LoRA adapter ({type(e).__name__}: "
                              f"{str(e).splitlines()[0]})") from None
