@@ -165,7 +165,7 @@ _ureca() {
             --failed) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --shard) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
         esac
-        if [[ "$cur" == -* ]]; then COMPREPLY=( $(compgen -W "--model -m --mask --rle --box --input -i --format --images --masks --question --max-new-tokens --sample --temperature --top-p --seed --batch-size -b --device --dtype --resize-mask --region-prompt --save-prompts --backend --base-url --api-key-env --concurrency --timeout --retries --max-side --output -o --on-error --failed --resume --shard --progress --no-progress --help -h" -- "$cur") );
+        if [[ "$cur" == -* ]]; then COMPREPLY=( $(compgen -W "--model -m --mask --rle --box --input -i --format --images --masks --question --max-new-tokens --sample --temperature --top-p --seed --batch-size -b --device --dtype --verbose -v --resize-mask --region-prompt --save-prompts --backend --base-url --api-key-env --concurrency --timeout --retries --max-side --output -o --on-error --failed --resume --shard --progress --no-progress --help -h" -- "$cur") );
         else COMPREPLY=( $(compgen -f -- "$cur") ); fi ;;
     score)
         case "$prev" in

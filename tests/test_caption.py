@@ -245,3 +245,25 @@ def test_single_image_ids_agree_with_tree_and_flat_records(cli, ckpt, tmp_path):
     (other,) = _ok(cli("caption", tmp_path / "photo.png", "--mask", tmp_path / "m.png", "--model", ckpt,
                        "--max-new-tokens", "4"))
     assert other["id"] == "photo/0" and other["image_id"] == "photo"
+
+
+def test_verbose_says_where_the_time_goes_and_auto_keeps_the_stored_dtype(cli, tmp_path, monkeypatch):
+    """A single caption spent most of its time loading: --verbose names the phases; on the CPU, dtype auto reads
+    bfloat16 weights as they are stored where the CPU computes bfloat16 at speed, else float32 (as before)."""
+    from ureca_cli.caption import captioner as C
+    from ureca_cli.model import build_tiny_ureca, save_checkpoint
+
+    folder = save_checkpoint(build_tiny_ureca(seed=1).to(torch.bfloat16), tmp_path / "bf16")
+    image = tmp_path / "p.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(image)
+    args = ("caption", image, "--box", "5,5,30,20", "--model", folder, "--max-new-tokens", "3")
+    r = cli(*args, "--verbose")
+    (rec,) = _ok(r)
+    (line,) = [x for x in r.stderr.splitlines() if x.startswith("ureca caption: imports")]
+    for phase in ("load", "preprocess", "generate", "1 region(s) of 1 image(s)", "s in all"):
+        assert phase in line, line
+    assert f"({'bfloat16' if C.cpu_computes(torch.bfloat16) else 'float32'} weights)" in line
+    monkeypatch.setattr(C, "cpu_computes", lambda dtype: dtype == torch.float32)  # a CPU without fast bfloat16
+    r = cli(*args, "--verbose")
+    assert r.exit_code == 0 and "(float32 weights)" in r.stderr
+    assert "imports" not in cli(*args).stderr  # quiet without --verbose

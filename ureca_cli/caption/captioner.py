@@ -27,7 +27,10 @@ MAX_GROUP = 256  # most consecutive region records of one image captioned togeth
 
 @dataclass(frozen=True)
 class CaptionConfig:
-    """Settings of `ureca caption`. device/dtype "auto": CUDA with bfloat16 when present, else CPU float32."""
+    """Settings of `ureca caption`. device "auto": CUDA when present, else the CPU. dtype "auto": bfloat16 on
+    CUDA; on the CPU the dtype the weights are stored in (bfloat16 for InternVL's -hf checkpoints), read
+    memory-mapped as they are, unless this CPU has no fast bfloat16 (or the weights are float16), then float32.
+    A ``Captioner`` keeps ``timings`` (where the time goes), which ``--verbose`` prints."""
 
     model: Path
     question: str | None = None
@@ -113,24 +116,35 @@ class Captioner(RegionCaptioner):
     """A loaded URECA checkpoint that captions masks of an image (`caption_masks`) and records (`work`)."""
 
     def __init__(self, cfg: CaptionConfig):
+        import time
+
+        start = time.perf_counter()
         import torch
+        import transformers  # noqa: F401 - the libraries' own start-up, timed apart from the weights
 
         from ..model.checkpoint import load_checkpoint
 
+        transformers.AutoProcessor, transformers.InternVLForConditionalGeneration  # noqa: B018 - their imports
+        self.timings = Timings(imports=time.perf_counter() - start)
         self.cfg = cfg
         device = cfg.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = cfg.dtype
         if dtype == "auto":
-            dtype = "bfloat16" if device.startswith("cuda") else "float32"
+            dtype = "bfloat16" if device.startswith("cuda") else "auto"  # CPU: as the weights are stored
         try:
             torch.device(device)
         except (RuntimeError, ValueError):
             raise UrecaError(f"--device {cfg.device!r}: not a torch device (cpu, cuda, cuda:1, ...)") from None
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise UrecaError(f"--device {device}: CUDA is not available on this machine")
+        start = time.perf_counter()
         self.model = load_checkpoint(cfg.model, device=device, dtype=dtype)
+        if dtype == "auto" and not cpu_computes(self.model.dtype):
+            self.model.to(torch.float32)
+        self.timings.load = time.perf_counter() - start
+        self.timings.dtype = str(self.model.dtype).removeprefix("torch.")
         self.processor = self.model.processor
         self.model_name = Path(cfg.model).name
         self.resize_mask = cfg.resize_mask
@@ -159,6 +173,8 @@ class Captioner(RegionCaptioner):
     def caption_masks(self, image, masks: list[np.ndarray], question: str | None = None) -> list[str]:
         """Captions of the regions `masks` (each HxW 0/1, the image's size) of one PIL image, the image encoded
         once for all of them."""
+        import time
+
         import torch
 
         if not masks:
@@ -166,18 +182,66 @@ class Captioner(RegionCaptioner):
         torch.manual_seed(self.cfg.seed)
         question = question or self.cfg.question
         proc = self.processor
+        start = time.perf_counter()
         first = proc(image, masks[0], question)
-        if len(masks) == 1:
-            out = self.model.generate(**first, **self._generate_kwargs())
-            return [self._decode(out[0])]
         tiles = [first["mask_tiles"]] + [torch.from_numpy(proc.mask_tiles(m)) for m in masks[1:]]
-        outs = self.model.generate_shared(first["input_ids"], first["pixel_values"], tiles,
-                                          batch_size=self.cfg.batch_size, **self._generate_kwargs())
-        return [self._decode(o) for o in outs]
+        mid = time.perf_counter()
+        if len(masks) == 1:
+            outs = [self.model.generate(**first, **self._generate_kwargs())[0]]
+        else:
+            outs = self.model.generate_shared(first["input_ids"], first["pixel_values"], tiles,
+                                              batch_size=self.cfg.batch_size, **self._generate_kwargs())
+        captions = [self._decode(o) for o in outs]
+        self.timings.add(mid - start, time.perf_counter() - mid, len(masks))
+        return captions
 
     def stamp(self) -> dict[str, Any]:
         """The model and the question each output record names."""
         return {"model": self.model_name, "question": self.cfg.question or self.processor.config.question}
+
+
+@dataclass
+class Timings:
+    """Where a caption run's time goes (seconds), for ``--verbose``: ``imports`` (torch and transformers start),
+    ``load`` (the checkpoint into the model, in ``dtype``), ``preprocess`` (image tiles, mask tiles, tokens),
+    ``generate`` (vision encoding, prefill and decoding) over ``images`` images and ``regions`` regions."""
+
+    imports: float = 0.0
+    load: float = 0.0
+    dtype: str = ""
+    preprocess: float = 0.0
+    generate: float = 0.0
+    images: int = 0
+    regions: int = 0
+
+    def add(self, preprocess: float, generate: float, regions: int) -> None:
+        self.preprocess += preprocess
+        self.generate += generate
+        self.images += 1
+        self.regions += regions
+
+    def line(self) -> str:
+        total = self.imports + self.load + self.preprocess + self.generate
+        return (f"imports {self.imports:.1f} s, load {self.load:.1f} s ({self.dtype} weights), preprocess "
+                f"{self.preprocess:.2f} s, generate {self.generate:.1f} s ({self.regions} region(s) of "
+                f"{self.images} image(s)); {total:.1f} s in all")
+
+
+def cpu_computes(dtype: Any) -> bool:
+    """Whether the CPU runs a model of ``dtype`` at speed: float32 always; bfloat16 where torch's oneDNN says it
+    supports it (AVX-512 CPUs, native with AVX512-BF16 or AMX; on AVX2-only CPUs it is emulated and slower than
+    float32); float16 not."""
+    import torch
+
+    if dtype == torch.float32:
+        return True
+    if dtype == torch.bfloat16:
+        check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+        try:
+            return bool(check()) if check is not None else False
+        except RuntimeError:
+            return False
+    return False
 
 
 def _at(where: str, what: str) -> str:

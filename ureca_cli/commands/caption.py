@@ -79,8 +79,13 @@ def caption(
     ] = 8,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, ...")] = "auto",
     dtype: Annotated[
-        str, typer.Option("--dtype", help="auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16, float16.")
+        str, typer.Option("--dtype", help="auto (bfloat16 on CUDA; on CPU the weights' own dtype, read as they "
+                          "are stored, or float32 where the CPU lacks fast bfloat16), float32, bfloat16, float16.")
     ] = "auto",
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Say where the time went: imports, loading the model, "
+                           "preprocessing, generation (the URECA model).")
+    ] = False,
     resize_mask: Annotated[
         bool, typer.Option("--resize-mask", help="Resize a mask whose size differs from the image (nearest).")
     ] = False,
@@ -117,6 +122,7 @@ def caption(
       ureca caption photo.jpg --mask dog.png --model SammyLim/URECA   # the paper's released model
       ureca caption photo.jpg --box 40,60,200,120 --box 300,10,80,80 --model runs/ureca-1b
       ureca caption photo.jpg --rle region.json --model runs/ureca-1b --sample --temperature 0.7
+      ureca caption photo.jpg --mask dog.png --model runs/ureca-1b --verbose   # where the time goes
       ureca caption --input regions.jsonl --model runs/ureca-1b -o preds.jsonl
       ureca caption --input trees.jsonl --model runs/ureca-1b -o preds.jsonl && ureca score preds.jsonl regions.jsonl
       ureca caption --input regions.jsonl --region-prompt contour --backend openai --base-url http://gpu1:8000/v1 --model m -o base.jsonl
@@ -149,6 +155,8 @@ def caption(
                       if given]
         if batch_only:
             raise UrecaError(f"{', '.join(batch_only)}: only with --input FILE (one IMAGE is one unit of work)")
+    if region_prompt is not None and verbose:
+        raise UrecaError("--verbose: only for the URECA model (with --region-prompt the time is the server's)")
     if region_prompt is None:
         chat_only = chat.given(CHAT_ONLY) + (["--save-prompts"] if save_prompts is not None else [])
         if chat_only:
@@ -186,7 +194,10 @@ def caption(
     from ..model.released import resolve_source
 
     model = resolve_source(model, "--model")  # a folder, or a hub id (the paper's model: SammyLim/URECA)
-    run(Captioner(CaptionConfig(
+    captioner = Captioner(CaptionConfig(
         model=model, question=question, max_new_tokens=max_new_tokens, sample=sample, temperature=temperature,
         top_p=top_p, batch_size=batch_size, device=device, dtype=dtype, resize_mask=resize_mask, seed=seed,
-    )))
+    ))
+    run(captioner)
+    if verbose:
+        typer.echo(f"ureca caption: {captioner.timings.line()}", err=True)
