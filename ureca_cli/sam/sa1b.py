@@ -49,13 +49,16 @@ def generate_mask_file(seg: Any, image_path: str | Path, cfg: AmgConfig | None =
 
 
 def write_mask_file(record: dict, folder: str | Path) -> Path:
-    """Write ``record`` to ``folder/<stem of file_name>.json`` atomically (a temporary file in the same
-    folder, then a rename), so a reader or an interrupted run never sees half a file. Returns the path."""
+    """Write ``record`` to ``folder/<stem of file_name>.json`` (else ``<image_id>.json``, made a name by
+    ``records.file_name``) atomically (a temporary file in the same folder, then a rename), so a reader or an
+    interrupted run never sees half a file. Returns the path."""
     import orjson
+
+    from ..records import file_name
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    stem = Path(record["image"]["file_name"]).stem or str(record["image"]["image_id"])
+    stem = Path(record["image"]["file_name"]).stem or file_name(record["image"]["image_id"])
     path = folder / f"{stem}.json"
     tmp = folder / f".{stem}.json.{os.getpid()}.tmp"
     try:
