@@ -268,3 +268,19 @@ def test_uncompressed_counts_that_do_not_cover_the_image_are_refused(cli, tmp_pa
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and "short.jsonl:1" in lines[0] and f"node {main['id']!r}" in lines[0], lines
         assert "uncompressed RLE counts do not cover the 120x90 image" in lines[0]
+
+
+def test_saved_prompts_stay_inside_their_folder(cli, tmp_path):
+    """--save-prompts made folders from image ids as they were ("..", ".") or with look-alikes ("a/b" and "a_b"
+    shared one): every id now has its own folder inside DIR (records.file_name)."""
+    trees = read(write_trees(tmp_path, n=1))[0]
+    ids = ["..", ".", "a/b", "a_b"]
+    path = tmp_path / "hostile.jsonl"
+    path.write_text("".join(json.dumps({**trees, "image_id": i}) + "\n" for i in ids))
+    sent = tmp_path / "deep" / "sent"
+    with ScriptedServer(Scripted()) as s:
+        r = cli("annotate", path, "--backend", "openai", "--base-url", s.url, "--save-prompts", sent)
+    assert r.exit_code == 0, r.stderr
+    folders = sorted(p for p in sent.iterdir())
+    assert len(folders) == len(ids) and all(p.is_dir() and any(p.iterdir()) for p in folders)
+    assert sorted(p.name for p in (tmp_path / "deep").iterdir()) == ["sent"]  # nothing written beside DIR
