@@ -376,3 +376,26 @@ def test_image_ids_follow_the_one_rule(cli, tmp_path):
     assert [orjson.loads(line)["image_id"] for line in res.stdout.splitlines()] == ["photo", "900003", "sa_x7"]
     given = write_sa1b(tmp_path / "given", "sa_5", [rect(40, 60, 0, 30, 0, 50)], image_id=77)
     assert build_tree(given, TreeConfig())["image_id"] == "77"
+
+
+def test_photos_are_expanded_as_mask_files_are_each_photo_once_through_a_loop(tmp_path):
+    """`tree 'd/**/*.jpg' --generate-masks` walked its glob with glob(recursive=True), which never ends on a
+    symlink loop: photos go through the same expansion as SA-1B files (tree_inputs.expand_specs)."""
+    import signal
+
+    from ureca_cli.curate.tree_photos import photo_items
+
+    d = tmp_path / "d"
+    (d / "sub").mkdir(parents=True)
+    for rel in ("a.jpg", "sub/b.png", "sub/notes.txt"):
+        (d / rel).write_bytes(b"x")
+    (d / "loop").symlink_to(d)
+    (d / "sub" / "up").symlink_to(tmp_path)
+    signal.alarm(30)  # the loop made this endless: fail, don't hang
+    try:
+        items = photo_items([str(d / "**" / "*.*"), str(d / "a.jpg"), str(d / "loop" / "a.jpg")])
+    finally:
+        signal.alarm(0)
+    assert [i.value for i in items] == [str(d / "a.jpg"), str(d / "sub" / "b.png")]
+    (bad,) = photo_items([str(tmp_path / "none" / "*.jpg")])
+    assert bad.error is not None and "no image (" in str(bad.error)
