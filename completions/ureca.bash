@@ -172,6 +172,7 @@ _ureca() {
             --device) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --dtype) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --region-prompt) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
+            --save-prompts) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --backend) COMPREPLY=( $(compgen -W "hf openai" -- "$cur") ); return 0 ;;
             --base-url) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --api-key-env) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
@@ -184,7 +185,7 @@ _ureca() {
             --failed) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
             --shard) COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
         esac
-        if [[ "$cur" == -* ]]; then COMPREPLY=( $(compgen -W "--model -m --mask --rle --box --point --box-to-mask --sam-model --sam-dtype --save-masks --input -i --format --images --masks --question --max-new-tokens --sample --temperature --top-p --seed --batch-size -b --device --dtype --resize-mask --region-prompt --backend --base-url --api-key-env --concurrency --timeout --retries --max-side --output -o --on-error --failed --resume --shard --progress --no-progress --help -h" -- "$cur") );
+        if [[ "$cur" == -* ]]; then COMPREPLY=( $(compgen -W "--model -m --mask --rle --box --point --box-to-mask --sam-model --sam-dtype --save-masks --input -i --format --images --masks --question --max-new-tokens --sample --temperature --top-p --seed --batch-size -b --device --dtype --verbose -v --resize-mask --region-prompt --save-prompts --backend --base-url --api-key-env --concurrency --timeout --retries --max-side --output -o --on-error --failed --resume --shard --progress --no-progress --help -h" -- "$cur") );
         else COMPREPLY=( $(compgen -f -- "$cur") ); fi ;;
     score)
         case "$prev" in

@@ -440,3 +440,35 @@ def test_hf_backend_damaged_model_is_one_line(cli, tmp_path):
     lines = r.stderr.strip().splitlines()
     assert r.exit_code == 2 and len(lines) == 1, r.stderr
     assert f"--model {folder}: cannot load it" in lines[0] and "unexpected" not in lines[0], lines[0]
+
+
+def test_uncompressed_counts_that_do_not_cover_the_image_are_refused(cli, tmp_path):
+    """Annotate took an uncompressed RLE whose runs cover fewer pixels than its size (pycocotools filled the rest
+    with garbage) where tree refuses it: the one mask rule (masks.rle) names the node, exit 2."""
+    rec = read(write_trees(tmp_path, n=1))[0]
+    main = next(n for n in rec["nodes"] if n["role"] == "main")
+    main["rle"] = {"size": [H, W], "counts": [10, 5]}
+    path = tmp_path / "short.jsonl"
+    path.write_text(json.dumps(rec) + "\n")
+    with ScriptedServer(Scripted()) as s:
+        r = cli("annotate", path, "--backend", "openai", "--base-url", s.url)
+        assert r.exit_code == 2, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and "short.jsonl:1" in lines[0] and f"node {main['id']!r}" in lines[0], lines
+        assert "uncompressed RLE counts do not cover the 120x90 image" in lines[0]
+
+
+def test_saved_prompts_stay_inside_their_folder(cli, tmp_path):
+    """--save-prompts made folders from image ids as they were ("..", ".") or with look-alikes ("a/b" and "a_b"
+    shared one): every id now has its own folder inside DIR (records.file_name)."""
+    trees = read(write_trees(tmp_path, n=1))[0]
+    ids = ["..", ".", "a/b", "a_b"]
+    path = tmp_path / "hostile.jsonl"
+    path.write_text("".join(json.dumps({**trees, "image_id": i}) + "\n" for i in ids))
+    sent = tmp_path / "deep" / "sent"
+    with ScriptedServer(Scripted()) as s:
+        r = cli("annotate", path, "--backend", "openai", "--base-url", s.url, "--save-prompts", sent)
+    assert r.exit_code == 0, r.stderr
+    folders = sorted(p for p in sent.iterdir())
+    assert len(folders) == len(ids) and all(p.is_dir() and any(p.iterdir()) for p in folders)
+    assert sorted(p.name for p in (tmp_path / "deep").iterdir()) == ["sent"]  # nothing written beside DIR

@@ -164,3 +164,44 @@ def test_model_left_out_is_the_servers_first(cli, tmp_path):
     assert r.exit_code == 2 and len(lines) == 1 and "--model" in lines[0] and "checkpoint" in lines[0], r.stderr
     r = cli("caption", "--input", trees, "--region-prompt", "crop")  # --backend hf: its default model
     assert r.exit_code == 2 and "OpenGVLab/InternVL3-1B-hf" in r.stderr, r.stderr
+
+
+def test_baselines_save_the_pictures_they_send(cli, tmp_path):
+    """`caption --region-prompt` had no --save-prompts, unlike annotate and refine: every picture sent is written
+    to DIR/<image_id>/<node>_<kind>.png (names by records.file_name), the very picture the server got."""
+    trees = write_trees(tmp_path, n=1)
+    rec = json.loads(trees.read_text())
+    for prompt in ("contour", "crop"):
+        sent = tmp_path / f"sent_{prompt}"
+        r, script, requests = _run(cli, tmp_path, prompt, trees, args=("--save-prompts", sent))
+        assert r.exit_code == 0, r.stderr
+        out = [json.loads(x) for x in r.stdout.splitlines()]
+        assert sorted(p.name for p in (sent / "im0").iterdir()) == sorted(f"{n['id']}_{prompt}.png"
+                                                                           for n in rec["nodes"])
+        src = np.asarray(Image.open(tmp_path / "im0.jpg").convert("RGB")).astype(int)
+        pairs = []
+        for o, node in zip(out, rec["nodes"], strict=True):
+            (url,) = request_images(script.by_answer[o["caption"]])
+            got = _decode(url).astype(int)
+            saved = np.asarray(Image.open(sent / "im0" / f"{node['id']}_{prompt}.png").convert("RGB")).astype(int)
+            assert saved.shape == got.shape  # crops: each region's own box
+            assert np.abs(saved - got).mean() < 8  # the same picture (the server got it as JPEG)
+            pairs.append((saved, got))
+        if prompt == "contour":  # each saved contour is its own request's: where each differs from the photo
+            drawn = [[np.abs(x - src).max(axis=2) > 90 for x in pair] for pair in pairs]
+            for i, (a, _) in enumerate(drawn):
+                iou = [(a & b).sum() / (a | b).sum() for _, b in drawn]
+                assert int(np.argmax(iou)) == i and iou[i] > 0.6, iou
+    r, _, requests = _run(cli, tmp_path, "none", trees, args=("--save-prompts", tmp_path / "plain"))
+    assert r.exit_code == 0 and len(requests) == 1
+    assert [p.name for p in (tmp_path / "plain" / "im0").iterdir()] == ["none.png"]
+    # one image on the command line: its regions are named by their place, under the image's id
+    with ScriptedServer(Scripted()) as s:
+        r = cli("caption", tmp_path / "im0.jpg", "--box", "10,20,30,15", "--box", "0,0,5,5", "--region-prompt",
+                "crop", "--backend", "openai", "--base-url", s.url, "--model", "scripted", "--save-prompts",
+                tmp_path / "one")
+    assert r.exit_code == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "one" / "im0").iterdir()) == ["0_crop.png", "1_crop.png"]
+    r = cli("caption", tmp_path / "im0.jpg", "--box", "10,20,30,15", "--model", tmp_path, "--save-prompts",
+            tmp_path / "x")
+    assert r.exit_code == 2 and "--save-prompts: only with --region-prompt" in r.stderr

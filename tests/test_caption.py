@@ -267,3 +267,51 @@ def test_damaged_embedded_base_names_the_file(cli, ckpt, photo, tmp_path):
     weights = broken / "base" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-100])
     _fails(cli("caption", photo, "--model", broken, "--box", "0,0,5,5"), str(weights), "truncated")
+
+
+def test_single_image_ids_agree_with_tree_and_flat_records(cli, ckpt, tmp_path):
+    """`caption sa_900003.png --mask m.png` named its regions sa_900003/0 while tree and refine --flat name the
+    image 900003, so its predictions never met their references: one image id rule (records.image_id_for)."""
+    from tests.tree_fixtures import rect, write_sa1b
+
+    masks = [rect(60, 80, 5, 55, 5, 70), rect(60, 80, 10, 30, 10, 40)]
+    sa1b = write_sa1b(tmp_path, "sa_900003", masks, image_id=900003)
+    tree = _ok(cli("tree", sa1b))[0]
+    for node in tree["nodes"]:
+        node["caption"] = f"region {node['id']}"
+    (tmp_path / "captioned.jsonl").write_text(json.dumps(tree) + "\n")
+    flat = _ok(cli("refine", tmp_path / "captioned.jsonl", "--no-refine", "--flat"))
+    Image.fromarray(masks[1] * 255).save(tmp_path / "m.png")
+    (pred,) = _ok(cli("caption", tmp_path / "sa_900003.png", "--mask", tmp_path / "m.png", "--model", ckpt,
+                      "--max-new-tokens", "4"))
+    assert tree["image_id"] == "900003"
+    assert {r["image_id"] for r in flat} == {pred["image_id"]} == {"900003"}
+    assert {r["id"].rsplit("/", 1)[0] for r in flat} == {pred["id"].rsplit("/", 1)[0]} == {"900003"}
+    assert pred["id"] == "900003/0"
+    # a photo with no SA-1B name keeps its stem, as tree names the SAM output next to it
+    (tmp_path / "photo.png").write_bytes((tmp_path / "sa_900003.png").read_bytes())
+    (other,) = _ok(cli("caption", tmp_path / "photo.png", "--mask", tmp_path / "m.png", "--model", ckpt,
+                       "--max-new-tokens", "4"))
+    assert other["id"] == "photo/0" and other["image_id"] == "photo"
+
+
+def test_verbose_says_where_the_time_goes_and_auto_keeps_the_stored_dtype(cli, tmp_path, monkeypatch):
+    """A single caption spent most of its time loading: --verbose names the phases; on the CPU, dtype auto reads
+    bfloat16 weights as they are stored where the CPU computes bfloat16 at speed, else float32 (as before)."""
+    from ureca_cli.caption import captioner as C
+    from ureca_cli.model import build_tiny_ureca, save_checkpoint
+
+    folder = save_checkpoint(build_tiny_ureca(seed=1).to(torch.bfloat16), tmp_path / "bf16")
+    image = tmp_path / "p.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(image)
+    args = ("caption", image, "--box", "5,5,30,20", "--model", folder, "--max-new-tokens", "3")
+    r = cli(*args, "--verbose")
+    (rec,) = _ok(r)
+    (line,) = [x for x in r.stderr.splitlines() if x.startswith("ureca caption: imports")]
+    for phase in ("load", "preprocess", "generate", "1 region(s) of 1 image(s)", "s in all"):
+        assert phase in line, line
+    assert f"({'bfloat16' if C.cpu_computes(torch.bfloat16) else 'float32'} weights)" in line
+    monkeypatch.setattr(C, "cpu_computes", lambda dtype: dtype == torch.float32)  # a CPU without fast bfloat16
+    r = cli(*args, "--verbose")
+    assert r.exit_code == 0 and "(float32 weights)" in r.stderr
+    assert "imports" not in cli(*args).stderr  # quiet without --verbose

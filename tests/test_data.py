@@ -45,7 +45,7 @@ def test_released_format_loads_from_the_fixture(monkeypatch):
     samples = load_samples([FIXTURE / "train.jsonl"], _released_cfg())
     assert reads == [2]  # two SA-1B files, each read once for all six lines
     assert len(samples) == 6
-    assert samples[0].id == "sa_9100001/1000" and samples[0].image_id == "sa_9100001"
+    assert samples[0].id == "9100001/1000" and samples[0].image_id == "9100001"  # the one image id rule
     assert samples[0].caption == "a green square on the right"
     assert samples[0].question == "Describe this region in the image."
     assert samples[0].rle["size"] == [84, 112]
@@ -166,3 +166,27 @@ def test_sa1b_file_shapes_that_cannot_be_read_name_the_file(tmp_path):
     path.write_text(json.dumps(sized))
     samples = load_samples([root / "train.jsonl"], _released_cfg(root))
     assert samples[0].rle["size"] == [84, 112]
+
+
+def test_masks_follow_the_one_mask_rule(syn, tmp_path, cli):
+    """Train took an all-zero mask (and counts that stop short of the image) that caption refuses: the one mask
+    rule (masks.rle) now stops loading at the line, before anything is trained or written."""
+    import numpy as np
+
+    from ureca_cli import masks as M
+
+    good = [json.loads(x) for x in open(syn["train"])][:2]
+    h, w = good[1]["rle"]["size"]
+    cases = {
+        "mask is empty (no pixel of the region is set)": dict(good[1], rle=M.encode(np.zeros((h, w)))),
+        "uncompressed RLE counts do not cover": dict(good[1], rle={"size": [h, w], "counts": [5, 5]}),
+        "corrupt RLE counts (runs cover": dict(good[1], rle={"size": [h, w + 1], "counts": good[1]["rle"]["counts"]}),
+    }
+    for words, bad in cases.items():
+        path = _write(tmp_path / "bad.jsonl", [good[0], bad])
+        with pytest.raises(InputError) as e:
+            load_samples([path])
+        assert "bad.jsonl:2" in str(e.value) and words in str(e.value), str(e.value)
+    r = cli("train", path, "--out", tmp_path / "run", "--base", "tiny", "--cpu")
+    assert r.exit_code == 2 and "bad.jsonl:2" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "run").exists()

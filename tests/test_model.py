@@ -180,9 +180,20 @@ def test_generation_greedy_deterministic_and_shared_equals_single():
     assert [s.tolist() for s in shared] == single
 
 
+def _no_checkpointing_warning(caught: list) -> None:
+    """transformers' FutureWarning on `is_gradient_checkpointing`, which peft reads each time it wraps a model,
+    was printed by every train (stage 2) and every caption with an adapter."""
+    assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)], [str(w.message) for w in caught]
+
+
 def test_save_load_identical_logits_with_lora(tmp_path):
+    import warnings
+
     model = build_tiny_ureca(seed=3, mask_projector="mlp", num_mask_tokens=4)
-    model.add_lora(r=4, alpha=8, dropout=0.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.add_lora(r=4, alpha=8, dropout=0.0)
+    _no_checkpointing_warning(caught)
     with torch.no_grad():  # LoRA B starts at zero; make the adapter matter
         for name, p in model.base.named_parameters():
             if "lora_B" in name:
@@ -193,7 +204,10 @@ def test_save_load_identical_logits_with_lora(tmp_path):
     folder = save_checkpoint(model, tmp_path / "ckpt")
     assert {"ureca.json", "mask_encoder.safetensors", "added_tokens.safetensors", "adapter", "base",
             "tokenizer.json"} <= {p.name for p in folder.iterdir()}
-    loaded = load_checkpoint(folder)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = load_checkpoint(folder)
+    _no_checkpointing_warning(caught)
     assert loaded.has_lora and loaded.config == model.config
     assert torch.equal(_logits(loaded, loaded.processor(_image(70, 150), _mask(70, 150, (10, 5, 90, 60)))), before)
 
@@ -273,3 +287,31 @@ def test_checkpoint_of_a_base_with_an_id_keeps_only_the_id(tmp_path):
     (base_dir / "model.safetensors").unlink()
     with pytest.raises(UrecaError, match="cannot load base model"):
         load_checkpoint(folder)
+
+
+def test_auto_dtype_reads_the_weights_as_stored(tmp_path):
+    """`load_checkpoint(dtype="auto")` reads the base in the dtype its files hold (memory-mapped, no cast), where
+    None follows ureca.json's dtype (a trained checkpoint says float32 over a bfloat16 base: a load and a cast of
+    every weight, most of a single caption's start-up at 1B size, bench/caption.py)."""
+    from safetensors import safe_open
+
+    model = build_tiny_ureca(seed=5).to(torch.bfloat16)
+    model.add_lora(r=4, alpha=8, dropout=0.0)  # peft keeps the LoRA weights in float32, and saves them so
+    folder = save_checkpoint(model, tmp_path / "ckpt")
+    meta = json.loads((folder / "ureca.json").read_text())
+    meta["dtype"] = "float32"  # as train writes it: the model trained in float32 over bfloat16 files
+    (folder / "ureca.json").write_text(json.dumps(meta))
+    with safe_open(str(folder / "base" / "model.safetensors"), "pt") as f:
+        assert f.get_slice(next(iter(f.keys()))).get_dtype() == "BF16"
+    auto = load_checkpoint(folder, dtype="auto")
+    assert auto.dtype == torch.bfloat16 and auto.mask_encoder.conv1.weight.dtype == torch.bfloat16
+    assert load_checkpoint(folder).dtype == torch.float32  # None: ureca.json's dtype, as before
+    saved = model.state_dict()
+    loaded = auto.state_dict()
+    assert set(saved) == set(loaded)
+    assert all(torch.equal(loaded[k], v) for k, v in saved.items() if "lora_" not in k)  # untouched
+    lora = [k for k in saved if "lora_" in k]
+    assert lora and all(saved[k].dtype == torch.float32 and loaded[k].dtype == torch.bfloat16 for k in lora)
+    assert all(torch.equal(loaded[k], saved[k].to(torch.bfloat16)) for k in lora)  # inference: the model's dtype
+    trainable = load_checkpoint(folder, dtype="auto", trainable=True).state_dict()  # training: float32, as saved
+    assert all(torch.equal(trainable[k], saved[k]) for k in lora)

@@ -132,3 +132,57 @@ def test_refine_flat_refuses_node_ids_that_give_one_region_id(cli, tmp_path):
                     + "\n")
     _one_line(cli("refine", path, "--no-refine", "--flat"), "refine", "refined.jsonl:1",
               "nodes[1]: id '1' gives the region id '900000/1' of nodes[0] (id 1)")
+
+
+# ------------------------------------------------------------------------------------------- field types
+def test_wrongly_typed_fields_are_named_with_the_type_expected(cli, tmp_path):
+    """An id that is a list or an object, an area that is a string, a parent that is a list: annotate failed with
+    "unexpected TypeError", refine --flat wrote them on (a region id "a/[1]"); every reading stage now names the
+    field and the type it expects, one line, exit 2."""
+    import numpy as np
+    from PIL import Image
+
+    from tests.servers.chat import ScriptedServer
+    from ureca_cli import masks as M
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    m = np.zeros((8, 8), np.uint8)
+    m[2:5, 2:6] = 1
+    nodes = [{"id": 1, "parent": None, "children": [2], "depth": 1, "area": 12, "role": "main", "rle": M.encode(m),
+              "caption": "a box"},
+             {"id": 2, "parent": 1, "children": [], "depth": 2, "area": 12, "role": "part", "rle": M.encode(m),
+              "caption": "a lid"}]
+    image = {"schema": 1, "image_id": "a", "image": str(tmp_path / "a.png"), "width": 8, "height": 8, "nodes": nodes}
+    bad_nodes = {"id": ([1], "nodes[1].id", "a non-empty string or an integer, got list"),
+                 "parent": ([1], "nodes[1].parent", "a string or an integer (a node id"),
+                 "area": ("12", "nodes[1].area", "a number, got string"),
+                 "children": ("2", "nodes[1].children", "a list of node ids")}
+    for field, (value, name, expected) in bad_nodes.items():
+        rec = json.loads(json.dumps(image))
+        rec["image_id"] = "b"  # its own image: a repeated image_id is refused before its nodes are read
+        rec["nodes"][1][field] = value
+        path = tmp_path / f"bad_{field}.jsonl"
+        path.write_text(json.dumps(image) + "\n" + json.dumps(rec) + "\n")
+        _one_line(cli("refine", path, "--no-refine", "--flat", "-o", tmp_path / "flat.jsonl"), "refine",
+                  f"bad_{field}.jsonl:2", f"field '{name}' should be {expected}")
+        for n in rec["nodes"]:  # the same record before annotate: a tree record
+            n.pop("caption")
+        tree = tmp_path / f"tree_{field}.jsonl"
+        tree.write_text(json.dumps(rec) + "\n")
+        with ScriptedServer(lambda body: "a box") as server:
+            _one_line(cli("annotate", tree, "--backend", "openai", "--base-url", server.url, "-o",
+                          tmp_path / "ann.jsonl"), "annotate", f"tree_{field}.jsonl:1", f"field '{name}' should be")
+    region = {"id": "a/1", "image_id": "a", "image": str(tmp_path / "a.png"), "rle": M.encode(m), "caption": "a box"}
+    for field, value, expected in (("id", {"n": 1}, "'id' should be a string or an integer, got object"),
+                                   ("id", [1], "'id' should be a string or an integer, got list"),
+                                   ("area", "12", "'area' should be a number, got string"),
+                                   ("parent", [1], "'parent' should be a string or an integer")):
+        path = tmp_path / "regions.jsonl"
+        path.write_text(json.dumps(region) + "\n" + json.dumps({**region, "id": "a/2", field: value}) + "\n")
+        _one_line(cli("score", path, path, "--no-bertscore"), "score", "regions.jsonl:2", expected)
+        _one_line(cli("train", path, "--out", tmp_path / "run", "--base", "tiny", "--cpu"), "train",
+                  "regions.jsonl:2", expected)
+        with ScriptedServer(lambda body: "a box") as server:
+            _one_line(cli("caption", "--input", path, "--region-prompt", "contour", "--backend", "openai",
+                          "--base-url", server.url, "--model", "scripted", "-o", tmp_path / "preds.jsonl"),
+                      "caption", "regions.jsonl:2", expected)

@@ -370,3 +370,15 @@ def test_missing_photo_is_an_input_error(tiny, tmp_path):
     bad.write_bytes(b"not an image")
     with pytest.raises(InputError, match="image file '.*bad.jpg' does not decode"):
         sam.generate_mask_file(tiny, bad)
+
+
+def test_mask_file_named_after_an_id_stays_in_its_folder(tmp_path):
+    """Without a photo name the SA-1B file is named after its image id, through the one helper for names made
+    from ids (records.file_name): no id reaches outside the folder."""
+    from ureca_cli.sam.sa1b import sa1b_record, write_mask_file
+
+    out = tmp_path / "a" / "masks"
+    for image_id in ("../../x", "..", "a/b"):
+        path = write_mask_file(sa1b_record([], image_id=image_id, width=4, height=3, file_name=""), out)
+        assert path.parent == out and path.is_file()
+    assert len(list(out.iterdir())) == 3 and not (tmp_path / "x.json").exists()

@@ -91,6 +91,51 @@ def test_hand_computed_bleu_and_rouge():
     assert res.summary["Bleu_1"] == pytest.approx(100 * 5 / 6 * math.exp(1 - 8 / 6), abs=1e-6)
 
 
+@needs_java
+def test_references_that_tokenize_to_nothing(cli, tmp_path, capfd):
+    """A reference of "-", "..." or emoji only: CIDEr stopped with "unexpected ValueError" (when no reference had
+    a word). Such a reference is left out, and the figures equal pycocoevalcap called directly without it; a
+    region left with no reference names its file and line, exit 2; Java's "Untokenizable" notes stay off stderr."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    from ureca_cli.evaluate.score import ptb_tokenize
+
+    preds = ["a dog on the grass", "a red car", "two cats"]
+    refs = [["-", "a brown dog on green grass"], ["a red car parked", "\U0001F697\U0001F697", "..."], ["two cats"]]
+    kept = [["a brown dog on green grass"], ["a red car parked"], ["two cats"]]
+    fast = ("bleu", "rouge", "cider")  # METEOR's JVM takes seconds; it gets the same references (score.py)
+    res = score(matched(preds, refs, ["x", "x", "y"]), ScoreConfig(metrics=fast, uniqueness=False))
+    assert res.warnings and "3 reference(s) tokenize to nothing" in res.warnings[0]
+    tok_p, tok_r = ptb_tokenize(preds, kept)
+    gts, hyp = dict(enumerate(tok_r)), {i: [p] for i, p in enumerate(tok_p)}
+    bleu, _ = Bleu(4).compute_score(gts, hyp, verbose=0)
+    direct = {**{f"Bleu_{k + 1}": bleu[k] for k in range(4)}, "ROUGE_L": Rouge().compute_score(gts, hyp)[0],
+              "CIDEr": Cider().compute_score(gts, hyp)[0]}
+    for name, value in direct.items():
+        assert res.summary[name] == pytest.approx(100 * float(value), abs=1e-9), name
+
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps({"id": f"a/{i}", "caption": c}) + "\n"
+                                              for i, c in enumerate(preds)))
+    (tmp_path / "r.jsonl").write_text("".join(json.dumps({"id": f"a/{i}", "captions": c}) + "\n"
+                                              for i, c in enumerate(refs)))
+    capfd.readouterr()
+    r = cli("score", tmp_path / "p.jsonl", tmp_path / "r.jsonl", "--metrics", "bleu,rouge,cider")
+    assert r.exit_code == 0, r.stderr
+    assert "warning: 3 reference(s) tokenize to nothing" in r.stderr
+    assert json.loads(r.stdout)["CIDEr"] == pytest.approx(res.summary["CIDEr"], abs=1e-9)
+    java = capfd.readouterr().err + r.stderr  # the JVM writes on descriptor 2, what it let through on sys.stderr
+    assert "Untokenizable" not in java and "PTBTokenizer" not in java and "PTBLexer" not in java, java
+    only = tmp_path / "only.jsonl"  # an id whose every reference tokenizes to nothing: CIDEr's ValueError before
+    only.write_text(json.dumps({"id": "a/0", "caption": "a dog"}) + "\n" + json.dumps({"id": "a/1", "caption": "..."})
+                    + "\n")
+    r = cli("score", tmp_path / "p.jsonl", only, "--metrics", "cider", "--allow-missing")
+    assert r.exit_code == 2 and "unexpected" not in r.stderr
+    (line,) = [x for x in r.stderr.splitlines() if "error" in x]
+    assert f"{only}:2: id 'a/1': its reference '...' tokenizes to nothing" in line
+
+
 # ----------------------------------------------------------------------------------- uniqueness
 def test_unique_at_1_ties_count_one_over_m():
     assert unique_at_1([[0.9, 0.1], [0.2, 0.8]]) == [1.0, 1.0]

@@ -335,3 +335,67 @@ def test_demo_masks_nest_into_main_objects(tmp_path):
     roles = [n["role"] for n in rec["nodes"]]
     assert roles.count("main") >= 2 and roles.count("part") >= 10
     assert max(n["depth"] for n in rec["nodes"]) >= 4
+
+
+# ------------------------------------------------------------------------------------- ids and file names
+def test_render_names_stay_inside_the_folder_and_apart(cli, tmp_path):
+    """`tree --render` wrote ../../x.png outside its folder for an image_id of "../../x", and failed with an
+    unexpected error for "" or "."; every id now makes one distinct file inside the folder."""
+    d = tmp_path / "in" / "deep"
+    ids = ["../../x", ".", "..", "a/b", "a%2Fb", "a_b", "sa_1"]
+    for k, image_id in enumerate(ids):
+        blob_file(d, f"f{k}", objects=1, seed=k, image_id=image_id)
+    out = tmp_path / "in" / "deep" / "png"
+    res = cli("tree", d, "--render", out)
+    assert res.exit_code == 0, res.stderr
+    assert [orjson.loads(line)["image_id"] for line in res.stdout.splitlines()] == ids
+    made = sorted(p for p in tmp_path.rglob("*.png") if p.parent == out)
+    assert len(made) == len(ids)  # one each, none shared
+    assert not (tmp_path / "x.png").exists() and not (tmp_path / "in" / "x.png").exists()
+    assert sorted(p for p in tmp_path.rglob("*.png") if p.parent != d) == made  # nothing written elsewhere
+    empty = blob_file(tmp_path / "e", "e", objects=1, image_id="")
+    res = cli("tree", empty, "--render", out)
+    assert res.exit_code == 2 and "image.image_id" in res.stderr and "unexpected" not in res.stderr
+
+
+def test_image_ids_follow_the_one_rule(cli, tmp_path):
+    """SA-1B's image_id where the file gives one; else the stem, with SA-1B's sa_ prefix dropped before a
+    number (SAM output saved as sa_900003.json names its image 900003, as SA-1B's own JSON would)."""
+    d = tmp_path / "sam"
+    d.mkdir()
+    anns = [ann(m, None) for m in (rect(40, 60, 0, 30, 0, 50), rect(40, 60, 5, 20, 5, 20))]
+    for stem in ("sa_900003", "sa_x7", "photo"):
+        (d / f"{stem}.json").write_bytes(orjson.dumps(anns))
+        (d / f"{stem}.png").write_bytes(b"")
+    from tests.tree_fixtures import write_image
+
+    for stem in ("sa_900003", "sa_x7", "photo"):
+        write_image(d / f"{stem}.png", 60, 40)
+    res = cli("tree", d)
+    assert res.exit_code == 0, res.stderr
+    assert [orjson.loads(line)["image_id"] for line in res.stdout.splitlines()] == ["photo", "900003", "sa_x7"]
+    given = write_sa1b(tmp_path / "given", "sa_5", [rect(40, 60, 0, 30, 0, 50)], image_id=77)
+    assert build_tree(given, TreeConfig())["image_id"] == "77"
+
+
+def test_photos_are_expanded_as_mask_files_are_each_photo_once_through_a_loop(tmp_path):
+    """`tree 'd/**/*.jpg' --generate-masks` walked its glob with glob(recursive=True), which never ends on a
+    symlink loop: photos go through the same expansion as SA-1B files (tree_inputs.expand_specs)."""
+    import signal
+
+    from ureca_cli.curate.tree_photos import photo_items
+
+    d = tmp_path / "d"
+    (d / "sub").mkdir(parents=True)
+    for rel in ("a.jpg", "sub/b.png", "sub/notes.txt"):
+        (d / rel).write_bytes(b"x")
+    (d / "loop").symlink_to(d)
+    (d / "sub" / "up").symlink_to(tmp_path)
+    signal.alarm(30)  # the loop made this endless: fail, don't hang
+    try:
+        items = photo_items([str(d / "**" / "*.*"), str(d / "a.jpg"), str(d / "loop" / "a.jpg")])
+    finally:
+        signal.alarm(0)
+    assert [i.value for i in items] == [str(d / "a.jpg"), str(d / "sub" / "b.png")]
+    (bad,) = photo_items([str(tmp_path / "none" / "*.jpg")])
+    assert bad.error is not None and "no image (" in str(bad.error)

@@ -52,10 +52,21 @@ def _short_counts(d: Path) -> tuple[Path, str]:  # valid characters, but the run
         "annotations[0]: corrupt RLE counts"
 
 
-def _missing_image(d: Path) -> tuple[Path, str]:
+def _no_image_named_or_found(d: Path) -> tuple[Path, str]:
+    """SAM output (no image block, so no file_name) with no photo of its stem: the record could not name its
+    image. (An SA-1B file whose named image is missing builds, with a warning: test_missing_image_...)"""
     p = _good(d, "noimage")
     (d / "noimage.png").unlink()
-    return p, "noimage.png not found"
+    return _edit(p, lambda doc: doc.pop("image")), "no image for this file"
+
+
+def _stray_list(d: Path) -> tuple[Path, str]:
+    """A list of masks (SAM output) whose later entry is broken is a broken mask file, not a stray JSON."""
+    p = _good(d, "sam")
+    doc = orjson.loads(p.read_bytes())
+    anns = [{k: v for k, v in a.items() if k != "id"} for a in doc["annotations"]]
+    p.write_bytes(orjson.dumps(anns + [{"area": 3}]))
+    return p, f"annotations[{len(anns)}] has no 'segmentation'"
 
 
 def _wrong_image_size(d: Path) -> tuple[Path, str]:
@@ -85,8 +96,40 @@ def _unreadable(d: Path) -> tuple[Path, str]:
     return folder, "x.json: is a directory, expected a JSON file"
 
 
-CASES = [_not_json, _no_annotations, _size_mismatch, _corrupt_counts, _short_counts, _missing_image,
-         _wrong_image_size, _empty_dir, _unreadable]
+def _id_a_list(d: Path) -> tuple[Path, str]:  # wrongly typed fields: the field and the type expected
+    p = _good(d, "idlist")
+    return _edit(p, lambda doc: doc["annotations"][1].update(id=[1])), \
+        "field 'annotations[1].id' should be a non-empty string or an integer, got list"
+
+
+def _id_an_object(d: Path) -> tuple[Path, str]:
+    p = _good(d, "idobj")
+    return _edit(p, lambda doc: doc["annotations"][2].update(id={"n": 2})), \
+        "field 'annotations[2].id' should be a non-empty string or an integer, got object"
+
+
+def _area_a_string(d: Path) -> tuple[Path, str]:
+    p = _good(d, "areastr")
+    return _edit(p, lambda doc: doc["annotations"][0].update(area="12")), \
+        "field 'annotations[0].area' should be a number, got string"
+
+
+def _bbox_strings(d: Path) -> tuple[Path, str]:
+    p = _good(d, "bboxstr")
+    return _edit(p, lambda doc: doc["annotations"][0].update(bbox=["1", "2", "3", "4"])), \
+        "field 'annotations[0].bbox' should be a list of 4 numbers"
+
+
+def _image_id_a_list(d: Path) -> tuple[Path, str]:
+    p = _good(d, "imgidlist")
+    return _edit(p, lambda doc: doc["image"].update(image_id=[7])), \
+        "field 'image.image_id' should be a string or an integer, got list"
+
+
+CASES = [_not_json, _no_annotations, _size_mismatch, _corrupt_counts, _short_counts, _no_image_named_or_found,
+         _stray_list,
+         _wrong_image_size, _empty_dir, _unreadable, _id_a_list, _id_an_object, _area_a_string, _bbox_strings,
+         _image_id_a_list]
 
 
 def _lines(text: str) -> list[str]:
@@ -145,3 +188,38 @@ def test_annotation_ids_that_give_one_region_id_are_refused(cli, tmp_path):
     lines = _lines(res.stderr)
     assert lines == [f"ureca tree: error: {path}: annotations[1]: id '1' is also the id of annotations[0] (1); "
                      "region ids (<image_id>/<id>) must differ"], lines
+
+
+def test_a_stray_json_in_the_folder_is_skipped_with_one_warning(cli, tmp_path):
+    """`ureca tree DIR` stopped at the first JSON that is not a mask file (a notes.json beside the masks): such
+    files are skipped with one warning each, and the mask files around them are built."""
+    d = tmp_path / "sa"
+    for name in ("a", "c"):
+        _good(d, name)
+    (d / "b_notes.json").write_text('{"note": "masks from the March run"}')
+    (d / "list.json").write_text('["x", "y"]')
+    out = tmp_path / "out.jsonl"
+    res = cli("tree", d, "-o", out)
+    assert res.exit_code == 0, res.stderr
+    assert [orjson.loads(line)["image_id"] for line in out.read_bytes().splitlines()] == ["a", "c"]
+    warnings = [line for line in _lines(res.stderr) if "warning" in line]
+    assert len(warnings) == 2 and all("not a mask file" in w for w in warnings)
+    assert str(d / "b_notes.json") in warnings[0] and str(d / "list.json") in warnings[1]
+    assert "2 images written" in res.stderr and "error" not in res.stderr
+    res = cli("tree", d / "b_notes.json")  # nothing but stray files: nothing to do is an error
+    assert res.exit_code == 2 and "no mask file among the inputs" in res.stderr
+
+
+def test_missing_image_builds_the_tree_with_a_warning(cli, tmp_path):
+    """`ureca tree` refused to build a tree when the image was missing though the JSON holds the size: it builds
+    it and warns (the image is needed only by annotate and refine); --render, which draws over it, still stops."""
+    p = _good(tmp_path, "noimage")
+    with_image = cli("tree", p).stdout
+    (tmp_path / "noimage.png").unlink()
+    res = cli("tree", p)
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout == with_image  # the same record, image path included
+    (warning,) = [line for line in _lines(res.stderr) if "warning" in line]
+    assert "noimage.png not found" in warning and "annotate and refine will need the image" in warning
+    res = cli("tree", p, "--render", tmp_path / "png")
+    assert res.exit_code == 2 and "noimage.png not found (--render draws the tree over it)" in res.stderr

@@ -4,7 +4,8 @@ ureca loads weights from safetensors only and never unpickles a file: every ``fr
 ``use_safetensors=True`` (on the hub, a repository with pickles only is then refused by transformers), and a
 local folder is looked at first (``check_safetensors``), so one holding only pickled weights
 (``pytorch_model.bin``, ``adapter_model.bin``, ...) is one clear error that says how to convert it, and the
-pickle is never even opened.
+pickle is never even opened. ``quiet_progress`` turns progress bars off and ``quiet_peft`` the deprecation
+warning peft's wrapping triggers.
 """
 
 from __future__ import annotations
@@ -68,3 +69,20 @@ def check_safetensors(folder: str | Path, *, stem: str = "model") -> None:
     weights = [n for n in pickle_files(folder) if stem in n]  # pytorch_model.bin, adapter_model.bin, shards
     if weights:
         raise refuse_pickle(folder / weights[0])
+
+
+class quiet_peft:  # noqa: N801 - a context manager, like quiet_progress
+    """peft's ``PeftModel`` reads the base's ``is_gradient_checkpointing`` when it wraps it (``get_peft_model``,
+    ``PeftModel.from_pretrained``), which transformers 5 deprecates with a FutureWarning on every read: that one
+    warning off inside a ``with`` (every other warning still shows)."""
+
+    def __enter__(self):
+        import warnings
+
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated",
+                                category=FutureWarning)
+
+    def __exit__(self, *exc):
+        self._ctx.__exit__(*exc)

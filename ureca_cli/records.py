@@ -23,12 +23,22 @@ is still checked when it is there):
 - ``schema``: the version of this contract the writer followed (``SCHEMA_VERSION``); a record from a newer
   major version is refused (``check_schema``), one written without one is read as this version.
 Which of ``image``, ``rle`` and the captions must be there depends on the reader: training needs all three,
-captioning ``image`` and ``rle``, scoring the captions (``need=``).
+captioning ``image`` and ``rle``, scoring the captions (``need=``). The optional fields a node or a region
+record may carry have one type rule too (``check_fields``): ``parent`` a node id or null, ``children`` a list
+of node ids, ``depth`` an integer, ``area`` a number, ``bbox`` four numbers, ``role`` a string.
+
+Image ids, one rule for every stage (``image_id_for``): the ``image_id`` the mask file gives (SA-1B's
+``image.image_id``), else the image's file stem with SA-1B's ``sa_`` prefix dropped when the rest is a whole
+number (``sa_900003.jpg`` -> ``"900003"``, which is what SA-1B's JSON says for that photo), else the stem. So
+``ureca tree sa_900003.json``, ``ureca caption sa_900003.jpg --mask m.png`` and the released dataset's lines
+for ``sa_900003`` all name the image ``900003``, and their region ids (``"900003/<node>"``) meet in ``score``.
+File and folder names made from ids (``--render``, ``--save-prompts``) all come from ``file_name``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from .errors import InputError
@@ -78,6 +88,58 @@ ROLES = (ROLE_MAIN, ROLE_PART, ROLE_DROPPED)
 def region_id(image_id: str, node_id: Any) -> str:
     """The id of one region across every stage: ``"<image_id>/<node id>"``."""
     return f"{image_id}/{node_id}"
+
+
+# ------------------------------------------------------------------------------------------------ image ids
+def image_id_from_stem(stem: str) -> str:
+    """The image id of an image known only by its file name: the stem, with SA-1B's ``sa_`` prefix dropped when
+    the rest is a whole number (``sa_900003.jpg`` -> ``"900003"``, the ``image_id`` SA-1B's own JSON gives that
+    photo); any other stem as it is (``photo.jpg`` -> ``"photo"``, ``sa_x1.jpg`` -> ``"sa_x1"``)."""
+    rest = stem[3:] if stem.startswith("sa_") else ""
+    return rest if rest.isascii() and rest.isdigit() else stem
+
+
+def image_id_for(given: Any, path: str | Path, where: str = "", field: str = IMAGE_ID) -> str:
+    """The one rule for an image's id, used by every stage that names an image: ``given`` (the id a mask file
+    holds, such as SA-1B's ``image.image_id``: a non-empty string or an integer, read as a string) where there is
+    one, else ``image_id_from_stem`` of ``path``'s stem (the image file, or the mask file named after it; for a
+    reference into a tar shard, its member's stem: ``images.image_stem``). A ``given`` of another type is an
+    ``InputError`` naming ``field`` (and ``where``)."""
+    if given is None:
+        from .images import image_stem
+
+        return image_id_from_stem(image_stem(path))
+    return _id_text(given, field, where)
+
+
+# ------------------------------------------------------------------------------------------ names of files
+_NAME_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+_NAME_MAX = 200  # bytes; file systems allow 255, and callers add suffixes such as "_verify_crop.png"
+
+
+def file_name(value: Any) -> str:
+    """A file or folder name made from an id (an image id, a node id): the one helper for every name the stages
+    write from an id (``tree --render``, ``--save-prompts``).
+
+    ASCII letters, digits, ``-`` and ``_`` are kept, and ``.`` where it is not the first character; every other
+    byte of the id's UTF-8 text is written ``%XX`` (``a/b`` -> ``a%2Fb``, ``../x`` -> ``%2E.%2Fx``). So a name
+    never holds a path separator, is never ``.``, ``..`` or hidden, and distinct ids give distinct names; the
+    empty id is ``%`` (which no other id gives). An id whose name would pass 200 bytes is cut and ends in ``~``
+    and 16 hex digits of its SHA-256."""
+    text = str(value)
+    out = []
+    for i, byte in enumerate(text.encode("utf-8", "surrogatepass")):
+        ch = chr(byte)
+        out.append(ch if ch in _NAME_SAFE or (ch == "." and i > 0) else f"%{byte:02X}")
+    name = "".join(out) or "%"
+    if len(name) > _NAME_MAX:
+        import hashlib
+
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        cut = name[: _NAME_MAX - 17]
+        pct = cut.find("%", len(cut) - 2)  # never cut a %XX in two
+        name = (cut if pct < 0 else cut[:pct]) + "~" + digest
+    return name
 
 
 def _need(obj: dict, field: str, types: type | tuple[type, ...], where: str) -> Any:
@@ -152,6 +214,7 @@ def check_image_record(rec: Any, where: str, *, need_nodes: bool = True) -> dict
             raise InputError(f"nodes[{i}] is not an object", source=where)
         if ID not in node:
             raise InputError(f"nodes[{i}] has no '{ID}'", source=where)
+        check_fields(node, where, f"nodes[{i}].")
         check_rle(node.get(RLE), f"{where} nodes[{i}]")
     check_node_ids(rec, where)
     return rec
@@ -211,9 +274,54 @@ def check_captions(obj: dict, where: str, what: str = "region record") -> list[s
 
 
 def _id_text(value: Any, field: str, where: str) -> str:
-    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
-        raise InputError(f"field '{field}' should be a non-empty string or an integer, got {value!r}", source=where)
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise InputError(f"field '{field}' should be a string or an integer, got {type_name(value)}", source=where)
+    if value == "":
+        raise InputError(f"field '{field}' should be a non-empty string or an integer, got an empty string",
+                         source=where)
     return str(value)
+
+
+def type_name(value: Any) -> str:
+    """How a message names a JSON value's type: ``list``, ``object``, ``string``, ``number``, ``boolean``."""
+    if value is None:
+        return "null"
+    if isinstance(value, str) and not value:
+        return "an empty string"
+    names = {bool: "boolean", dict: "object", list: "list", str: "string", int: "number", float: "number"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, str | int) and not isinstance(value, bool) and value != ""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+#: the optional fields of a node (and of a region record) and the type each must have where it is there
+_FIELD_TYPES: dict[str, tuple[str, Any]] = {
+    PARENT: ("a string or an integer (a node id; null for a child of the root)", _is_id),
+    CHILDREN: ("a list of node ids (strings or integers)", lambda v: isinstance(v, list) and all(map(_is_id, v))),
+    DEPTH: ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    AREA: ("a number", _is_number),
+    BBOX: ("a list of 4 numbers (x, y, w, h)", lambda v: isinstance(v, list) and len(v) == 4 and all(map(_is_number, v))),
+    ROLE: ("a string", lambda v: isinstance(v, str)),
+}
+
+
+def check_fields(obj: dict, where: str, prefix: str = "") -> None:
+    """The one type rule for the fields of a node or region record: ``id`` a non-empty string or an integer,
+    and where they are there and not null ``parent``, ``children``, ``depth``, ``area``, ``bbox``, ``role`` of
+    their types (``_FIELD_TYPES``); an ``InputError`` names the field (``prefix`` + name) and the type expected."""
+    if ID in obj and not _is_id(obj[ID]):
+        raise InputError(f"field '{prefix}{ID}' should be a non-empty string or an integer, got "
+                         f"{type_name(obj[ID])}", source=where)
+    for name, (expected, ok) in _FIELD_TYPES.items():
+        if obj.get(name) is not None and not ok(obj[name]):  # null: not there
+            raise InputError(f"field '{prefix}{name}' should be {expected}, got {type_name(obj[name])}",
+                             source=where)
 
 
 def check_region_record(rec: Any, where: str, need: tuple[str, ...] = ()) -> dict:
@@ -228,6 +336,7 @@ def check_region_record(rec: Any, where: str, need: tuple[str, ...] = ()) -> dic
     rec[ID] = _id_text(rec[ID], ID, where)
     if rec.get(IMAGE_ID) is not None:
         rec[IMAGE_ID] = _id_text(rec[IMAGE_ID], IMAGE_ID, where)
+    check_fields(rec, where)
     if rec.get(IMAGE) is not None:
         if not isinstance(rec[IMAGE], str) or not rec[IMAGE]:
             raise InputError(f"field '{IMAGE}' should be the image file's path, got {rec[IMAGE]!r}", source=where)

@@ -7,16 +7,20 @@
 
 Any backend of ``ureca_cli.mllm`` answers. ``ureca caption --region-prompt none|contour|crop`` writes the same
 region records as the URECA model path (``caption``, an input caption kept as ``reference``, ``model``,
-``question``), plus ``region_prompt`` and ``backend``, so ``ureca score`` compares them directly.
+``question``), plus ``region_prompt`` and ``backend``, so ``ureca score`` compares them directly. With
+``--save-prompts DIR`` every picture sent is written, as annotate and refine write theirs:
+``DIR/<image_id>/<node>_<contour|crop>.png`` (``none``: ``DIR/<image_id>/none.png``, one per photo).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..curate.inflight import save_prompt_images
 from ..errors import UrecaError
 from ..mllm import ChatBackend, GenerationSettings, user
 from ..prompts import package_text
@@ -40,10 +44,14 @@ class BaselineConfig:
     generation: GenerationSettings = field(default_factory=lambda: GenerationSettings(max_new_tokens=64))
     visual: VisualSettings = field(default_factory=VisualSettings)
     resize_mask: bool = False
+    save_prompts: Path | None = None  # write every picture sent here (DIR/<image_id>/<node>_<kind>.png)
 
     def __post_init__(self):
+        from ..stream import check_output_folder
+
         if self.region_prompt not in REGION_PROMPTS:
             raise UrecaError(f"--region-prompt {self.region_prompt!r}: choose none, contour or crop")
+        check_output_folder("--save-prompts", self.save_prompts)
 
     @property
     def text(self) -> str:
@@ -74,15 +82,27 @@ class BaselineCaptioner(RegionCaptioner):
     def caption_masks(self, image: Any, masks: list[np.ndarray]) -> list[str]:
         """Captions of the regions ``masks`` (each ``HxW`` 0/1) of one RGB PIL image, up to the backend's
         concurrency at once."""
+        return self.caption_named(image, masks, None)
+
+    def caption_named(self, image: Any, masks: list[np.ndarray], names: list[tuple[str, str]] | None) -> list[str]:
+        """``caption_masks``; with ``save_prompts``, each picture is written first under its region's ``names``
+        (``(image id, node)``)."""
         if not masks:
             return []
         text = self.cfg.text
         prompter = VisualPrompter(image, self.cfg.visual)
+        save = self.cfg.save_prompts is not None and names is not None
         if self.cfg.region_prompt == "none":  # the same request for every region of the photo
-            answer = self.backend.chat([user(prompter.plain(), text)], self.cfg.generation)
+            picture = prompter.plain()
+            if save:
+                save_prompt_images(self.cfg.save_prompts, names[0][0], None, [picture], ["none"])
+            answer = self.backend.chat([user(picture, text)], self.cfg.generation)
             return [answer] * len(masks)
-        convs = [[user(self.prompt_image(prompter, m), text)] for m in masks]
-        return self.backend.chat_many(convs, self.cfg.generation)
+        pictures = [self.prompt_image(prompter, m) for m in masks]
+        if save:
+            for (image_id, node), picture in zip(names, pictures, strict=True):
+                save_prompt_images(self.cfg.save_prompts, image_id, node, [picture], [self.cfg.region_prompt])
+        return self.backend.chat_many([[user(p, text)] for p in pictures], self.cfg.generation)
 
     def stamp(self) -> dict:
         """The model, question, region prompt and backend each output record names."""

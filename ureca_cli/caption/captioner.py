@@ -28,7 +28,10 @@ MAX_GROUP = 256  # most consecutive region records of one image captioned togeth
 
 @dataclass(frozen=True)
 class CaptionConfig:
-    """Settings of `ureca caption`. device/dtype "auto": CUDA with bfloat16 when present, else CPU float32."""
+    """Settings of `ureca caption`. device "auto": CUDA when present, else the CPU. dtype "auto": bfloat16 on
+    CUDA; on the CPU the dtype the weights are stored in (bfloat16 for InternVL's -hf checkpoints), read
+    memory-mapped as they are, unless this CPU has no fast bfloat16 (or the weights are float16), then float32.
+    A ``Captioner`` keeps ``timings`` (where the time goes), which ``--verbose`` prints."""
 
     model: Path
     question: str | None = None
@@ -71,6 +74,11 @@ class RegionCaptioner:
     def caption_masks(self, image: Any, masks: list[np.ndarray]) -> list[str]:
         raise NotImplementedError
 
+    def caption_named(self, image: Any, masks: list[np.ndarray], names: list[tuple[str, str]]) -> list[str]:
+        """``caption_masks``, told each region's name: ``(image id, node)``, its id ``"<image id>/<node>"`` (for
+        a captioner that writes files per region, such as the baselines' ``--save-prompts``)."""
+        return self.caption_masks(image, masks)
+
     def stamp(self) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -97,7 +105,7 @@ class RegionCaptioner:
         for rec in regions:
             what = _at(where, f"region {rec[R.ID]}")
             masks.append(fit_mask(M.decode(rec[R.RLE], what), image.size, what, self.resize_mask))
-        captions = self.caption_masks(image, masks)
+        captions = self.caption_named(image, masks, [_name_of(rec) for rec in regions])
         return [self.region_record(rec, c) for rec, c in zip(regions, captions, strict=True)]
 
     def work(self, regions: list[dict], where: str = "") -> list[dict]:
@@ -111,24 +119,35 @@ class Captioner(RegionCaptioner):
     """A loaded URECA checkpoint that captions masks of an image (`caption_masks`) and records (`work`)."""
 
     def __init__(self, cfg: CaptionConfig):
+        import time
+
+        start = time.perf_counter()
         import torch
+        import transformers  # noqa: F401 - the libraries' own start-up, timed apart from the weights
 
         from ..model.checkpoint import load_checkpoint
 
+        transformers.AutoProcessor, transformers.InternVLForConditionalGeneration  # noqa: B018 - their imports
+        self.timings = Timings(imports=time.perf_counter() - start)
         self.cfg = cfg
         device = cfg.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = cfg.dtype
         if dtype == "auto":
-            dtype = "bfloat16" if device.startswith("cuda") else "float32"
+            dtype = "bfloat16" if device.startswith("cuda") else "auto"  # CPU: as the weights are stored
         try:
             torch.device(device)
         except (RuntimeError, ValueError):
             raise UrecaError(f"--device {cfg.device!r}: not a torch device (cpu, cuda, cuda:1, ...)") from None
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise UrecaError(f"--device {device}: CUDA is not available on this machine")
+        start = time.perf_counter()
         self.model = load_checkpoint(cfg.model, device=device, dtype=dtype)
+        if dtype == "auto" and not cpu_computes(self.model.dtype):
+            self.model.to(torch.float32)
+        self.timings.load = time.perf_counter() - start
+        self.timings.dtype = str(self.model.dtype).removeprefix("torch.")
         self.processor = self.model.processor
         self.model_name = Path(cfg.model).name
         self.resize_mask = cfg.resize_mask
@@ -157,6 +176,8 @@ class Captioner(RegionCaptioner):
     def caption_masks(self, image, masks: list[np.ndarray], question: str | None = None) -> list[str]:
         """Captions of the regions `masks` (each HxW 0/1, the image's size) of one PIL image, the image encoded
         once for all of them."""
+        import time
+
         import torch
 
         if not masks:
@@ -164,22 +185,78 @@ class Captioner(RegionCaptioner):
         torch.manual_seed(self.cfg.seed)
         question = question or self.cfg.question
         proc = self.processor
+        start = time.perf_counter()
         first = proc(image, masks[0], question)
-        if len(masks) == 1:
-            out = self.model.generate(**first, **self._generate_kwargs())
-            return [self._decode(out[0])]
         tiles = [first["mask_tiles"]] + [torch.from_numpy(proc.mask_tiles(m)) for m in masks[1:]]
-        outs = self.model.generate_shared(first["input_ids"], first["pixel_values"], tiles,
-                                          batch_size=self.cfg.batch_size, **self._generate_kwargs())
-        return [self._decode(o) for o in outs]
+        mid = time.perf_counter()
+        if len(masks) == 1:
+            outs = [self.model.generate(**first, **self._generate_kwargs())[0]]
+        else:
+            outs = self.model.generate_shared(first["input_ids"], first["pixel_values"], tiles,
+                                              batch_size=self.cfg.batch_size, **self._generate_kwargs())
+        captions = [self._decode(o) for o in outs]
+        self.timings.add(mid - start, time.perf_counter() - mid, len(masks))
+        return captions
 
     def stamp(self) -> dict[str, Any]:
         """The model and the question each output record names."""
         return {"model": self.model_name, "question": self.cfg.question or self.processor.config.question}
 
 
+@dataclass
+class Timings:
+    """Where a caption run's time goes (seconds), for ``--verbose``: ``imports`` (torch and transformers start),
+    ``load`` (the checkpoint into the model, in ``dtype``), ``preprocess`` (image tiles, mask tiles, tokens),
+    ``generate`` (vision encoding, prefill and decoding) over ``images`` images and ``regions`` regions."""
+
+    imports: float = 0.0
+    load: float = 0.0
+    dtype: str = ""
+    preprocess: float = 0.0
+    generate: float = 0.0
+    images: int = 0
+    regions: int = 0
+
+    def add(self, preprocess: float, generate: float, regions: int) -> None:
+        self.preprocess += preprocess
+        self.generate += generate
+        self.images += 1
+        self.regions += regions
+
+    def line(self) -> str:
+        total = self.imports + self.load + self.preprocess + self.generate
+        return (f"imports {self.imports:.1f} s, load {self.load:.1f} s ({self.dtype} weights), preprocess "
+                f"{self.preprocess:.2f} s, generate {self.generate:.1f} s ({self.regions} region(s) of "
+                f"{self.images} image(s)); {total:.1f} s in all")
+
+
+def cpu_computes(dtype: Any) -> bool:
+    """Whether the CPU runs a model of ``dtype`` at speed: float32 always; bfloat16 where torch's oneDNN says it
+    supports it (AVX-512 CPUs, native with AVX512-BF16 or AMX; on AVX2-only CPUs it is emulated and slower than
+    float32); float16 not."""
+    import torch
+
+    if dtype == torch.float32:
+        return True
+    if dtype == torch.bfloat16:
+        check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+        try:
+            return bool(check()) if check is not None else False
+        except RuntimeError:
+            return False
+    return False
+
+
 def _at(where: str, what: str) -> str:
     return f"{where} {what}" if where else what
+
+
+def _name_of(rec: dict) -> tuple[str, str]:
+    """``(image id, node)`` of a region record: its ``image_id`` (else its image's, ``records.image_id_for``) and
+    its id without that image id in front."""
+    image_id = str(rec.get(R.IMAGE_ID) or R.image_id_for(None, rec[R.IMAGE]))
+    rid = str(rec[R.ID])
+    return image_id, rid[len(image_id) + 1:] if rid.startswith(f"{image_id}/") else rid
 
 
 def _input_key(regions: Any) -> Any:
@@ -257,14 +334,16 @@ def image_regions(image: Path, masks: list[Path], rles: list[str], boxes: list[s
 
 def write_image_regions(image: Path, picture: Any, bitmaps: list[np.ndarray], captioner: RegionCaptioner,
                         output: Path | None, extra: list[dict] | None = None, save_masks: Path | None = None) -> None:
-    """Caption the regions of one image and write one region record each, ids ``<stem>/<i>``. ``extra``: fields
-    per region to add to its record (SAM's ``sam`` block); ``save_masks``: a folder for each region's mask PNG
-    (``caption/sam_regions.save_mask_pngs``), written once the records are."""
+    """Caption the regions of one image and write one region record each: ``image_id`` by the package's one rule
+    (``records.image_id_for``: ``sa_900003.jpg`` -> ``900003``, as ``ureca tree`` names it), ids
+    ``<image_id>/<i>`` for the i-th region given. ``extra``: fields per region to add to its record (SAM's
+    ``sam`` block); ``save_masks``: a folder for each region's mask PNG (``caption/sam_regions.save_mask_pngs``),
+    written once the records are."""
     from ..stream import JsonlWriter
 
-    captions = captioner.caption_masks(picture, bitmaps)
+    image_id = R.image_id_for(None, image)
+    captions = captioner.caption_named(picture, bitmaps, [(image_id, str(i)) for i in range(len(bitmaps))])
     extra = extra or [{} for _ in bitmaps]
-    image_id = image.stem
     writer = JsonlWriter(output)
     try:
         writer.write_many([

@@ -15,8 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UrecaError
-
 BOX_TO_MASK = ("rect", "sam")  # --box-to-mask: the box's rectangle (masks.regions), or SAM's mask of it
 
 
@@ -64,12 +62,12 @@ def box_masker(sam_model: str, device: str | None, dtype: str) -> Any:
 
 
 def mask_png_name(image_id: str, index: int) -> str:
-    """The ``--save-masks`` file of region ``index`` of the image ``image_id``: ``<image_id>_<index>.png``.
-    ``image_id`` comes from the image's file name (its stem), so it holds no path separator, and the suffix
-    keeps the name from ever being ``.`` or ``..``; the last ``_`` separates the index, so names stay distinct."""
-    if "/" in image_id or "\\" in image_id or "\0" in image_id:
-        raise UrecaError(f"image id {image_id!r}: not usable in a file name")
-    return f"{image_id}_{index}.png"
+    """The ``--save-masks`` file of region ``index`` of the image ``image_id``: ``<image_id>_<index>.png``, the
+    id made safe by the package's one helper for names made from ids (``records.file_name``), so the name never
+    leaves its folder; the last ``_`` separates the index, so names stay distinct."""
+    from ..records import file_name
+
+    return f"{file_name(image_id)}_{index}.png"
 
 
 def save_mask_pngs(folder: Path, image_id: str, bitmaps: list[np.ndarray]) -> list[Path]:

@@ -110,8 +110,13 @@ def caption(
     ] = 8,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, ...")] = "auto",
     dtype: Annotated[
-        str, typer.Option("--dtype", help="auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16, float16.")
+        str, typer.Option("--dtype", help="auto (bfloat16 on CUDA; on CPU the weights' own dtype, read as they "
+                          "are stored, or float32 where the CPU lacks fast bfloat16), float32, bfloat16, float16.")
     ] = "auto",
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Say where the time went: imports, loading the model, "
+                           "preprocessing, generation (the URECA model).")
+    ] = False,
     resize_mask: Annotated[
         bool, typer.Option("--resize-mask", help="Resize a mask whose size differs from the image (nearest).")
     ] = False,
@@ -120,6 +125,12 @@ def caption(
         typer.Option("--region-prompt", metavar="none|contour|crop", help="Paper's Table 2 baselines: caption with a "
                      "plain chat model (--backend; --model names it, default: the server's first) shown the plain "
                      "photo, the region contoured, or its crop.", show_default=False),
+    ] = None,
+    save_prompts: Annotated[
+        Path | None,
+        typer.Option("--save-prompts", metavar="DIR", help="With --region-prompt: write every picture sent to "
+                     "DIR/<image_id>/<node>_<contour|crop>.png (none: DIR/<image_id>/none.png).",
+                     show_default=False),
     ] = None,
     chat: ChatOptions,
     output: Output = None,
@@ -146,12 +157,14 @@ def caption(
       ureca caption photo.jpg --rle region.json --model runs/ureca-1b --sample --temperature 0.7
       ureca caption photo.jpg --point 412,300 --point 500,310:0 --model runs/ureca-1b --save-masks masks/
       ureca caption photo.jpg --box 40,60,200,120 --box-to-mask sam --sam-model ./sam-vit-base --model runs/ureca-1b
+      ureca caption photo.jpg --mask dog.png --model runs/ureca-1b --verbose   # where the time goes
       ureca caption --input regions.jsonl --model runs/ureca-1b -o preds.jsonl
       ureca caption --input trees.jsonl --model runs/ureca-1b -o preds.jsonl && ureca score preds.jsonl regions.jsonl
       ureca caption --input finetune_refcocog_val_captions.json --images coco/train2014 --model runs/ureca-1b -o preds.jsonl
       ureca caption --input DLC-bench/ --model runs/ureca-1b -o dlc_preds.jsonl
       ureca caption --input region_descriptions.json --images vg/ --box-to-mask sam --model runs/ureca-1b -o vg_preds.jsonl
       ureca caption --input regions.jsonl --region-prompt contour --backend openai --base-url http://gpu1:8000/v1 -o base.jsonl
+      ureca caption --input regions.jsonl --region-prompt crop --backend openai --base-url http://gpu1:8000/v1 --save-prompts sent/ -o base.jsonl
     """
     from ..caption.captioner import (
         CaptionConfig,
@@ -196,8 +209,10 @@ def caption(
     sam_opts = {"sam_model": sam_model or DEFAULT_SAM_MODEL, "device": None if device == "auto" else device,
                 "dtype": check_sam_dtype(sam_dtype or "auto")}
     check_output_folder("--save-masks", save_masks)
+    if region_prompt is not None and verbose:
+        raise UrecaError("--verbose: only for the URECA model (with --region-prompt the time is the server's)")
     if region_prompt is None:
-        chat_only = chat.given(CHAT_ONLY)
+        chat_only = chat.given(CHAT_ONLY) + (["--save-prompts"] if save_prompts is not None else [])
         if chat_only:
             raise UrecaError(f"{', '.join(chat_only)}: only with --region-prompt (the chat-model baselines); "
                              "the URECA model runs in this process")
@@ -211,7 +226,8 @@ def caption(
                        batch_size=batch_size, max_new_tokens=max_new_tokens, seed=seed,
                        temperature=temperature if sample else 0.0, top_p=top_p if sample else 1.0)
         bcfg = BaselineConfig(region_prompt=region_prompt, question=question, resize_mask=resize_mask,
-                              visual=VisualSettings(max_side=chat.max_side), generation=chat.generation())
+                              visual=VisualSettings(max_side=chat.max_side), generation=chat.generation(),
+                              save_prompts=save_prompts)
     else:
         ccfg = CaptionConfig(
             model=model, question=question, max_new_tokens=max_new_tokens, sample=sample, temperature=temperature,
@@ -248,4 +264,7 @@ def caption(
     from ..model.released import resolve_source
 
     # a folder, or a hub id (the paper's model: SammyLim/URECA)
-    run(Captioner(replace(ccfg, model=resolve_source(model, "--model"))))
+    captioner = Captioner(replace(ccfg, model=resolve_source(model, "--model")))
+    run(captioner)
+    if verbose:
+        typer.echo(f"ureca caption: {captioner.timings.line()}", err=True)

@@ -29,8 +29,9 @@ Reads image records from `ureca annotate` (files or - for stdin). Each captioned
 DINOv2; the regions above --threshold cosine similarity form its similar set. A region with look-alikes is
 shown to the chat model in a set-of-mark image (itself outlined in blue as 0, the others numbered) with its
 caption, and the answer becomes its `unique_caption` and `caption`. Every region gets `similar` (ids and
-scores). --verify asks a judge model True or False per caption (`verified`); --drop-unverified removes the
-regions judged False. --flat writes one region record per captioned region (what train, caption and score
+scores). --verify asks a judge model True or False per caption (`verified`); an answer that is neither gets one
+reminder, and a second one leaves `verified: null` (undecided); --drop-unverified removes the regions not
+judged True. --flat writes one region record per captioned region (what train, caption and score
 read); --format internvl writes the released URECA dataset's chat JSONL. Both carry the refined captions.
 
 Examples:
@@ -75,14 +76,15 @@ def refine(
                                             "look-alikes. --no-refine with neither --verify: only export.")] = True,
     verify: Annotated[bool, typer.Option("--verify", help="Ask a judge model whether each caption fits its region "
                                          "(True/False), stored as `verified`.")] = False,
-    drop_unverified: Annotated[bool, typer.Option("--drop-unverified", help="Remove regions the judge finds "
-                                                  "False (needs --verify).")] = False,
+    drop_unverified: Annotated[bool, typer.Option("--drop-unverified", help="Remove regions the judge does not "
+                                                  "find True: False, or no True/False after one reminder (needs "
+                                                  "--verify).")] = False,
     judge_model: Annotated[str | None, typer.Option(help="Judge model for --verify (default: the chat model), on "
                                                          "the same backend.", show_default=False)] = None,
     judge_base_url: Annotated[list[str] | None, typer.Option("--judge-base-url", help="Server(s) of the judge "
                                                              "(default: --base-url).", show_default=False)] = None,
-    prompts: Annotated[Path | None, typer.Option(help="Folder whose refine.txt / verify.txt replace the packaged "
-                                                      "templates.", show_default=False)] = None,
+    prompts: Annotated[Path | None, typer.Option(help="Folder whose refine.txt / verify.txt / verify_retry.txt "
+                                                      "replace the packaged templates.", show_default=False)] = None,
     save_prompts: Annotated[Path | None, typer.Option(help="Write every image sent to DIR/<image_id>/<node>_<kind>"
                                                            ".png.", show_default=False)] = None,
     images_in_flight: Annotated[int | None, typer.Option(help="Images worked on at once (default: twice the "

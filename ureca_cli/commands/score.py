@@ -193,6 +193,8 @@ def _run(predictions, references, fmt, ref_format, metrics, no_bertscore, bertsc
                    f"{matched.left_out_predictions} prediction(s) without a reference and "
                    f"{matched.left_out_references} reference(s) without a prediction", err=True)
     result = run_score(matched, cfg)
+    for warning in result.warnings:
+        typer.echo(f"ureca score: warning: {warning}", err=True)
     if per_item is not None:
         try:
             with open(per_item, "wb") as fh:

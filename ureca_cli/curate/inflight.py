@@ -4,8 +4,9 @@
 (``images_in_flight``: twice the backends' concurrency, at least 2, at most 64, unless given), the
 ``stream.run_stage`` mapper that runs them and stops the requests still queued when the run ends early,
 ``ask`` (one chat request: stopped when the run stops or when stdout's reader is gone, counted, and with
-``--save-prompts`` every image it sends written to ``DIR/<image_id>/<node id>_<kind>.<ext>``), ``run`` (a
-stream of records through the stage, after checking that every backend can answer), and ``close``.
+``--save-prompts`` every image it sends written to ``DIR/<image_id>/<node id>_<kind>.<ext>``, the ids made into
+names by ``records.file_name``), ``run`` (a stream of records through the stage, after checking that every
+backend can answer), and ``close``.
 
 When the stage writes to a pipe whose reader went away (the next stage stopped), no request is sent after
 it is noticed: each request first looks at the pipe (``output.ReaderWatch``), so only those already in flight
@@ -20,11 +21,24 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UrecaError
+from ..records import file_name
 
 
-def safe_name(name: Any) -> str:
-    """A file-name-safe form of an image or node id."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name)) or "_"
+def save_prompt_images(folder: Path, image_id: Any, node_id: Any, images: list[Any], names: list[str]) -> None:
+    """Write the images of one request (``PIL`` images as PNG, ``EncodedImage``s as they are) to
+    ``folder/<image_id>/<node id>_<name>.<ext>`` (``--save-prompts``: annotate, refine, and caption's baselines),
+    the ids made into names by ``records.file_name``; ``node_id`` ``None``: ``<name>.<ext>`` (one picture for
+    the whole image)."""
+    from ..mllm import EncodedImage
+
+    where = Path(folder) / file_name(image_id)
+    where.mkdir(parents=True, exist_ok=True)
+    for im, name in zip(images, names, strict=True):
+        stem = name if node_id is None else f"{file_name(node_id)}_{name}"
+        if isinstance(im, EncodedImage):
+            (where / f"{stem}{im.suffix}").write_bytes(im.data)
+        else:
+            im.save(where / f"{stem}.png", compress_level=1)
 
 
 class InFlight:
@@ -43,26 +57,24 @@ class InFlight:
     def images_in_flight(self) -> int:
         return self._images_in_flight or min(64, max(2, 2 * self.concurrency))
 
-    def ask(self, backend: Any, parts: list[Any], image_id: Any, node_id: Any, names: list[str], settings: Any) -> str:
+    def ask(self, backend: Any, parts: list[Any], image_id: Any, node_id: Any, names: list[str], settings: Any,
+            then: tuple[Any, ...] = ()) -> str:
         """One chat request of ``parts`` (text, ``PIL`` images, ``EncodedImage``s, in order) to ``backend``; the
-        images are saved first under ``names`` with ``--save-prompts``. Raises when the run has stopped."""
-        from ..mllm import EncodedImage, user
+        images are saved first under ``names`` with ``--save-prompts``. ``then``: messages that follow in the same
+        conversation (the model's answer and a reminder, when a question is asked again; the images were saved
+        the first time). Raises when the run has stopped."""
+        from ..mllm import user
 
         if self._watch is not None and self._watch.gone():
             self._abort.set()  # the output would go nowhere: the run stops (run_stage says so)
         if self._abort.is_set():
             raise UrecaError("stopped")
-        if self.save_prompts is not None:
-            folder = Path(self.save_prompts) / safe_name(image_id)
-            folder.mkdir(parents=True, exist_ok=True)
-            for im, name in zip([p for p in parts if not isinstance(p, str)], names, strict=True):
-                if isinstance(im, EncodedImage):
-                    (folder / f"{safe_name(node_id)}_{name}{im.suffix}").write_bytes(im.data)
-                else:
-                    im.save(folder / f"{safe_name(node_id)}_{name}.png", compress_level=1)
+        if self.save_prompts is not None and not then:
+            save_prompt_images(self.save_prompts, image_id, node_id, [p for p in parts if not isinstance(p, str)],
+                               names)
         with self._lock:
             self.requests += 1
-        return backend.chat([user(*parts)], settings)
+        return backend.chat([user(*parts), *then], settings)
 
     def mapper(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
         """A ``run_stage`` mapper: ``images_in_flight`` images at once, results in input order; stops the

@@ -10,8 +10,10 @@ For each image record (one line of ``ureca annotate``'s output):
    ``unique_caption`` and becomes ``caption``. Every node embedded gets ``similar``: ``[{"id", "score"}]``;
 3. with ``verify``, a judge model answers True or False for each captioned node's final caption, shown the
    region as annotate shows it (outlined in its context, and its blurred-background crop); the answer is
-   stored as ``verified``; an answer that is neither fails the request (and the image); ``drop_unverified``
-   removes the nodes judged False (their children move up to the removed node's parent);
+   stored as ``verified``. An answer that is neither is followed, in the same conversation, by one reminder of
+   the two words expected (``verify_retry.txt``); a second such answer leaves the node unverified with
+   ``verified: null`` (counted as ``undecided``), and the run goes on. ``drop_unverified`` removes the nodes not
+   judged True (False or undecided; their children move up to the removed node's parent);
 4. the record is written as it is, or exported (``export.py``): ``flat`` region records or ``internvl``.
 
 Every field a node had is kept. The refinement prompt starts from the node's ``long_caption`` (annotate's
@@ -34,7 +36,7 @@ import numpy as np
 
 from .. import prompts
 from .. import records as R
-from ..errors import InputError, ItemFailed, UrecaError
+from ..errors import InputError, UrecaError
 from ..images import load_image
 from ..masks import decode, node_mask
 from ..stream import check_output_folder
@@ -45,13 +47,14 @@ from .features import FeatureConfig, RegionEmbedder, cosine_matrix, similar_sets
 from .inflight import InFlight
 
 STAMP = R.REFINE  # the record-level field that says how captions were refined
-TEMPLATES = ("refine", "verify")
+TEMPLATES = ("refine", "verify", "verify_retry")
 
 
 def load_templates(folder: Path | None = None) -> Any:
-    """The refine and verify templates (``$caption``), with any ``refine.txt``/``verify.txt`` in ``folder``
-    (``--prompts DIR``) taking the package's place; versioned as annotate's are (``ureca-prompts-N+hash``)."""
-    return prompts.load_templates(folder, TEMPLATES, {name: "caption" for name in TEMPLATES})
+    """The refine and verify templates (``$caption``) and the judge's reminder (``verify_retry``, ``$caption``
+    optional), with any ``refine.txt``/``verify.txt``/``verify_retry.txt`` in ``folder`` (``--prompts DIR``)
+    taking the package's place; versioned as annotate's are (``ureca-prompts-N+hash``)."""
+    return prompts.load_templates(folder, TEMPLATES, {"refine": "caption", "verify": "caption"})
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -260,24 +263,30 @@ class Refiner(InFlight):
         return None
 
     def _verify(self, rec: dict, nodes: list[dict], prompter: VisualPrompter, mask: Any) -> dict:
-        def ask(i: int) -> bool:
+        from ..mllm import Message, user
+
+        def ask(i: int) -> bool | None:
             node = nodes[i]
             context = prompter.contour_in_context(mask(i), self._main_mask(rec, node))
             crop = prompter.blurred_crop(mask(i))
             text = self.templates.render("verify", caption=node[R.CAPTION].strip())
-            answer = self._ask(self.judge, rec, node, [("verify_context", context), ("verify_crop", crop)], text)
+            images = [("verify_context", context), ("verify_crop", crop)]
+            answer = self._ask(self.judge, rec, node, images, text)
             verdict = parse_verdict(answer)
-            if verdict is None:
-                short = answer if len(answer) <= 60 else answer[:57] + "..."
-                raise ItemFailed(f"node {node[R.ID]!r}: the judge answered {short!r}, neither True nor False")
+            if verdict is None:  # once more, in the same conversation, with the two words it may answer
+                again = (Message("assistant", (answer,)), user(self.templates.render("verify_retry", caption=node[R.CAPTION].strip())))
+                verdict = parse_verdict(self.ask(self.judge, [context, crop, text], rec[R.IMAGE_ID], node[R.ID],
+                                                 [name for name, _ in images], self._settings(), then=again))
             return verdict
 
         verdicts = self._run_all(list(range(len(nodes))), ask)
         for node, v in zip(nodes, verdicts, strict=True):
             node[R.VERIFIED] = v
-        out = {"verified": sum(verdicts), "unverified": len(verdicts) - sum(verdicts)}
+        judged_true = sum(v is True for v in verdicts)
+        out = {"verified": judged_true, "unverified": len(verdicts) - judged_true,
+               "undecided": sum(v is None for v in verdicts)}
         if self.cfg.drop_unverified:
-            out["dropped"] = drop_nodes(rec, {n[R.ID] for n, v in zip(nodes, verdicts, strict=True) if not v})
+            out["dropped"] = drop_nodes(rec, {n[R.ID] for n, v in zip(nodes, verdicts, strict=True) if v is not True})
         return out
 
 

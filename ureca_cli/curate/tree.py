@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -110,6 +110,23 @@ class MaskFile:
     counts: list[bytes]  # compressed RLE counts per mask, size [height, width]
     runs: RunSet  # the masks' foreground intervals, areas and pixel boxes
     generator: dict | None = None  # how the masks were made, where the file says (tree --generate-masks: SAM)
+    warnings: list[str] = field(default_factory=list)  # what a person should hear (an image not found, ...)
+
+
+class NotMaskFile(InputError):
+    """A JSON file that is not a mask file at all (a ``notes.json`` beside the masks): ``run`` skips it with one
+    warning, where a broken mask file fails."""
+
+
+def _is_mask_document(data: Any) -> bool:
+    """Whether a JSON document is meant as a mask file: an object with SA-1B's ``annotations`` or ``image``, or a
+    list whose first element is an object with a ``segmentation`` (SAM's automatic mask generator). Anything
+    else (``{"note": ...}``, a list of strings, a number) is some other JSON that happens to lie among them."""
+    if isinstance(data, dict):
+        return "annotations" in data or "image" in data
+    if isinstance(data, list):
+        return not data or isinstance(data[0], dict) and "segmentation" in data[0]
+    return False
 
 
 def _positive_int(value: Any, field: str, where: str) -> int:
@@ -118,21 +135,29 @@ def _positive_int(value: Any, field: str, where: str) -> int:
     return value
 
 
-def _find_image(src: Path, where: str, info: dict, images: Path | None) -> Path:
+def _find_image(src: Path, where: str, info: dict, images: Path | None, render: bool) -> tuple[Path, str | None]:
+    """(the image's path, a warning or None). A file that names its image (``file_name``) and holds its size
+    gives a tree without the image: only later stages look at the photo, so a missing one is a warning (an
+    error with ``--render``, which draws over it). Without ``file_name`` the image is found by the JSON's stem,
+    and must be there: the record could not name it otherwise."""
     folder = images if images is not None else src.parent
     name = info.get("file_name")
+    hint = "" if images is not None else "; --images DIR looks in another folder"
     if isinstance(name, str) and name:
         path = folder / name
         if path.is_file():
-            return path
-        hint = "" if images is not None else "; --images DIR looks in another folder"
-        raise InputError(f"image file {path} not found{hint}", source=where)
+            return path, None
+        if render:
+            raise InputError(f"image file {path} not found (--render draws the tree over it){hint}", source=where)
+        return path, (f"{where}: image file {path} not found; the tree is built from the JSON's size, but "
+                      f"annotate and refine will need the image{hint}")
     for suffix in IMAGE_SUFFIXES:
         path = folder / (src.stem + suffix)
         if path.is_file():
-            return path
+            return path, None
     raise InputError(
-        f"no image for this file: no image.file_name, and no {src.stem}.jpg/.png in {folder}", source=where
+        f"no image for this file: no image.file_name, and no {src.stem}.jpg/.png in {folder} (the record must name "
+        "its image)", source=where
     )
 
 
@@ -155,9 +180,13 @@ def load_mask_file(path: str | Path | TarJson, cfg: TreeConfig, data: Any = None
         data = read_json_file(path)
     if image is not None:
         given = os.path.abspath(image)
-        return mask_file_from_json(data, src, where, str(src), lambda info: given)
-    return mask_file_from_json(data, src, where, str(src),
-                               lambda info: os.path.abspath(_find_image(src, where, info, cfg.images)))
+        return mask_file_from_json(data, src, where, str(src), lambda info: (given, None))
+
+    def locate(info: dict) -> tuple[str, str | None]:
+        found, missing = _find_image(src, where, info, cfg.images, cfg.render is not None)
+        return os.path.abspath(found), missing
+
+    return mask_file_from_json(data, src, where, str(src), locate)
 
 
 def _load_tar_json(item: TarJson, cfg: TreeConfig) -> MaskFile:
@@ -167,39 +196,49 @@ def _load_tar_json(item: TarJson, cfg: TreeConfig) -> MaskFile:
     except orjson.JSONDecodeError as e:
         raise InputError(f"not valid JSON ({e})", source=where) from None
     src = Path(PurePosixPath(item.json.member).name)  # its stem: the image id where the JSON gives none
-    return mask_file_from_json(data, src, where, where, lambda info: _find_member_image(item, where, info, cfg.images))
+    return mask_file_from_json(data, src, where, where,
+                               lambda info: _find_member_image(item, where, info, cfg.images, cfg.render is not None))
 
 
-def _find_member_image(item: TarJson, where: str, info: dict, images: Path | None) -> str:
-    """The image of a JSON member: in ``images`` (a folder) where given, else the tar member named by
-    ``file_name`` (or of the JSON's stem) in the JSON's folder in the tar, as a reference."""
+def _find_member_image(item: TarJson, where: str, info: dict, images: Path | None,
+                       render: bool) -> tuple[str, str | None]:
+    """(the image of a JSON member, a warning or None): in ``images`` (a folder) where given (as
+    ``_find_image``), else the tar member named by ``file_name`` (or of the JSON's stem) in the JSON's folder in
+    the tar, as a reference."""
     if images is not None:
-        return os.path.abspath(_find_image(Path(images) / PurePosixPath(item.json.member).name, where, info, images))
+        found, missing = _find_image(Path(images) / PurePosixPath(item.json.member).name, where, info, images,
+                                     render)
+        return os.path.abspath(found), missing
     name = info.get("file_name")
     if item.image is not None and (not isinstance(name, str) or not name
                                    or PurePosixPath(item.image.member).name == name):
-        return str(item.image)
+        return str(item.image), None
     tar = Path(item.json.tar).name
     if isinstance(name, str) and name:  # another name than the stem's: look it up in the tar's index
         found = index_tar(item.json.tar).image_for(item.json.member, name)
         if found is None:
             raise InputError(f"image member {name!r} not found in {tar} beside {item.json.member!r}; --images DIR "
                              "looks in a folder instead", source=where)
-        return str(MemberRef(item.json.tar, found.name, found.offset, found.size))
+        return str(MemberRef(item.json.tar, found.name, found.offset, found.size)), None
     stem = PurePosixPath(item.json.member).stem
     raise InputError(f"no image for this member: no image.file_name, and no {stem}.jpg/.png beside it in {tar}",
                      source=where)
 
 
-def mask_file_from_json(data: Any, src: Path, where: str, source: str, locate: Callable[[dict], str]) -> MaskFile:
+def mask_file_from_json(data: Any, src: Path, where: str, source: str,
+                        locate: Callable[[dict], tuple[str, str | None]]) -> MaskFile:
     """Check one parsed SA-1B per-image JSON (or SAM automatic-mask-generator output) and find its image.
 
     ``src``: the JSON's name (its stem is the image id where the JSON gives none); ``where``: how messages name
     it; ``source``: the record's ``source`` (the ``--resume`` key: the file's absolute path, or a tar member's
     reference); ``locate(info)``: the image (a path or a tar reference, as the record will hold it) from the
-    JSON's ``image`` object. The image's size is checked against the JSON's from its header (one loader,
-    ``ureca_cli.images``, for files and tar members alike).
+    JSON's ``image`` object, and a warning when it is missing (the tree is then built from the JSON's size).
+    The image's size is checked against the JSON's from its header (one loader, ``ureca_cli.images``, for files
+    and tar members alike). ``NotMaskFile`` for a JSON that is no mask file at all.
     """
+    if not _is_mask_document(data):
+        raise NotMaskFile("not a mask file (neither an SA-1B per-image JSON with 'image' and 'annotations' nor SAM "
+                          "automatic-mask-generator output); skipped", source=where)
     if isinstance(data, list):  # SAM's automatic mask generator: a list of annotation dicts, no image info
         anns, info = data, {}
     elif isinstance(data, dict):
@@ -225,8 +264,10 @@ def mask_file_from_json(data: Any, src: Path, where: str, source: str, locate: C
             raise InputError("cannot tell the image size: no image.width/height and no RLE size", source=where)
         height = _positive_int(size[0], "height (from the RLE size)", where)
         width = _positive_int(size[1], "width (from the RLE size)", where)
-    image_id = info.get("image_id", src.stem)
-    image_id = str(image_id)
+    image_id = R.image_id_for(info.get("image_id"), src, where, "image.image_id")
+    if "file_name" in info and not (isinstance(info["file_name"], str) and info["file_name"]):
+        raise InputError(f"field 'image.file_name' should be the image's file name (a non-empty string), got "
+                         f"{R.type_name(info['file_name'])}", source=where)
 
     ids: list[Any] = []
     counts: list[bytes] = []
@@ -235,6 +276,11 @@ def mask_file_from_json(data: Any, src: Path, where: str, source: str, locate: C
         at = f"{where}: annotations[{i}]"
         if not isinstance(ann, dict):
             raise InputError(f"annotations[{i}] is not an object", source=where)
+        R.check_fields(ann, where, f"annotations[{i}].")  # id, area, bbox: the types every stage reads
+        for key in KEPT_ANNOTATION_FIELDS:
+            if key in ann and (not isinstance(ann[key], int | float) or isinstance(ann[key], bool)):
+                raise InputError(f"field 'annotations[{i}].{key}' should be a number, got {R.type_name(ann[key])}",
+                                 source=where)
         node_id = ann.get("id", i)
         if not isinstance(node_id, int | str) or isinstance(node_id, bool):
             raise InputError(f"annotations[{i}].id should be a number or a string, got {node_id!r}", source=where)
@@ -251,10 +297,12 @@ def mask_file_from_json(data: Any, src: Path, where: str, source: str, locate: C
     except BadCounts as e:
         raise InputError(f"annotations[{e.index}]: corrupt RLE counts ({e.reason})", source=where) from None
 
-    image = locate(info)
-    _check_image_size(image, width, height, where)
+    image, missing = locate(info)
+    if missing is None:
+        _check_image_size(image, width, height, where)
     generator = data.get("generator") if isinstance(data, dict) and isinstance(data.get("generator"), dict) else None
-    return MaskFile(source, image_id, image, width, height, anns, ids, counts, runs, generator)
+    return MaskFile(source, image_id, image, width, height, anns, ids, counts, runs, generator,
+                    [missing] if missing else [])
 
 
 def _check_image_size(image: str, width: int, height: int, where: str) -> None:
@@ -416,15 +464,37 @@ def tree_record(mf: MaskFile, cfg: TreeConfig) -> dict:
 
 
 def build_tree(path: str | Path | TarJson, cfg: TreeConfig, data: Any = None, image: str | Path | None = None) -> dict:
-    """One input file or tar JSON member -> its image record (and, with ``cfg.render``, its PNG). The unit of
-    work of the stage. ``data`` and ``image``: the parsed file and its image, where the caller has them
-    (``load_mask_file``)."""
-    rec = tree_record(load_mask_file(path, cfg, data, image), cfg)
+    """One input file or tar JSON member -> its image record (and, with ``cfg.render``, its PNG). ``data`` and
+    ``image``: the parsed file and its image, where the caller has them (``load_mask_file``). ``NotMaskFile``
+    for a JSON that is no mask file at all; ``InputError`` for a broken one."""
+    return _build(load_mask_file(path, cfg, data, image), cfg)
+
+
+def _build(mf: MaskFile, cfg: TreeConfig) -> dict:
+    rec = tree_record(mf, cfg)
     if cfg.render is not None:
         from ..visual.render import render_tree
 
-        render_tree(rec, Path(cfg.render) / f"{rec[R.IMAGE_ID]}.png")
+        render_tree(rec, Path(cfg.render) / f"{R.file_name(rec[R.IMAGE_ID])}.png")
     return rec
+
+
+@dataclass
+class Built:
+    """What one input file gave the run: its image record (``None``: not a mask file, skipped) and the warnings
+    to print for it. Crosses from worker processes to the writer."""
+
+    record: dict | None
+    warnings: list[str]
+
+
+def build(path: str | Path | TarJson, cfg: TreeConfig) -> Built:
+    """The unit of work of the stage: one input file or tar JSON member -> ``Built``."""
+    try:
+        mf = load_mask_file(path, cfg)
+    except NotMaskFile as e:
+        return Built(None, [str(e)])
+    return Built(_build(mf, cfg), mf.warnings)
 
 
 def source_key(path: str | Path | TarJson) -> str:
@@ -441,7 +511,7 @@ def run(specs: list[str], cfg: TreeConfig, scfg: Any) -> Any:
     from functools import partial
 
     from ..images import tar_ref
-    from ..stream import run_stage
+    from ..stream import Reporter, ordered_map, run_stage
     from .tree_inputs import input_items, member_items, tar_count, unchanged_members
 
     written: dict[tuple[str, str], str] = {}  # (tar, member) -> the reference --resume read back from -o FILE
@@ -453,8 +523,27 @@ def run(specs: list[str], cfg: TreeConfig, scfg: Any) -> Any:
             written[(ref.tar, ref.member)] = source
         return source
 
+    warn = Reporter("tree", show=False).warn
+    skipped = [0]
+
+    def mapper(fn: Any, todo: Any) -> Any:
+        """ordered_map, with each file's warnings printed and the files that are no mask files left out."""
+        for item, (ok, result) in ordered_map(fn, todo, jobs=scfg.jobs, kind="process"):
+            if ok:
+                for message in result.warnings:
+                    warn(message)
+                if result.record is None:
+                    skipped[0] += 1
+                    continue
+                result = result.record
+            yield item, (ok, result)
+
     items = input_items(specs)
     total = len(items) if not tar_count(items) else None  # a tar's members are counted when it is reached
     members = unchanged_members(member_items(items), written, scfg.output)  # `written` is read before the first
-    return run_stage("tree", members, partial(build_tree, cfg=cfg), scfg, input_key=source_key,
-                     output_key=output_key, total=total, kind="process", key_name="file")
+    summary = run_stage("tree", members, partial(build, cfg=cfg), scfg, input_key=source_key,
+                        output_key=output_key, total=total, mapper=mapper, key_name="file")
+    if skipped[0] and not (summary.written_items or summary.resumed or summary.failed):
+        raise UrecaError(f"no mask file among the inputs ({skipped[0]} JSON file(s) skipped, none of them an SA-1B "
+                         "per-image JSON or SAM output)")
+    return summary

@@ -19,7 +19,7 @@ from __future__ import annotations
 import fnmatch
 import glob as globmod
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,62 +91,83 @@ def recursive_glob(spec: str) -> list[str]:
     return sorted(found)
 
 
+def expand_specs(specs: list[str], *, folder: Callable[[Path], tuple[list[str], str | None]],
+                 keep: Callable[[str], bool] = lambda path: True, named: Callable[[str], bool] = lambda spec: False,
+                 listed_what: str = "one path a line") -> Iterator[tuple[str, str | None, str | None]]:
+    """What the command line's specs name, in order, as ``(spec, path, None)`` for each file or
+    ``(spec, None, message)`` for a spec that yields nothing (the caller turns it into a failed item).
+
+    ``folder(path)`` -> (the files a folder stands for, or a message why none); ``keep(path)``: which glob matches
+    count; ``named(spec)``: a spec taken as it is though no such file exists (a tar member's reference). A file
+    given on its own, or listed on stdin (``-``), is taken whatever its name. A ``**`` glob is walked by
+    ``recursive_glob``, so a symlink loop ends. Files are not told apart here: the caller keeps each once."""
+    def expand(spec: str, listed: bool = False) -> Iterator[tuple[str, str | None, str | None]]:
+        path = Path(spec)
+        if path.is_dir():
+            found, why = folder(path)
+            if not found:
+                yield spec, None, why
+            for p in found:
+                yield spec, p, None
+        elif listed or path.exists() or path.is_symlink() or named(spec):
+            yield spec, spec, None
+        elif _glob_chars(spec):
+            found = [p for p in (recursive_glob(spec) if "**" in spec else sorted(globmod.glob(spec))) if keep(p)]
+            if not found:
+                yield spec, None, "no file matches this pattern"
+            for p in found:
+                yield spec, p, None
+        else:
+            yield spec, None, "no such file or directory"
+
+    for spec in specs:
+        if spec != "-":
+            yield from expand(spec)
+            continue
+        listed = [os.fsdecode(line).strip() for line in stdin_binary().read().splitlines()]
+        paths = [p for p in listed if p and not p.startswith("#")]
+        if not paths:
+            yield "<stdin>", None, f"no paths on stdin (expected {listed_what})"
+        for p in paths:
+            yield from expand(p, listed=True)
+
+
+def failed_item(spec: str, message: str) -> Item:
+    """An input item that fails with ``message`` naming ``spec`` (``--on-error skip`` counts it)."""
+    return Item(None, spec, spec.encode(), InputError(message, source=spec))
+
+
+def _tree_folder(path: Path) -> tuple[list[str], str | None]:
+    found = sorted(str(p) for p in path.glob("*.json"))
+    shards = sorted(str(p) for p in path.iterdir() if is_tar_name(p.name) and p.is_file())
+    if found and shards:  # a tar extracted beside itself: each image would come twice
+        return [], (f"directory holds both .json files and tar files ({Path(shards[0]).name}); name the ones to "
+                    f"read: '{path / '*.json'}' or '{path / '*.tar'}'")
+    return found or shards, "directory holds no .json files (nor tar shards)"
+
+
 def input_items(specs: list[str]) -> list[Item]:
     """Input files for the stage, in order, each file once (see the module docstring). A spec that yields
     nothing becomes an item that fails with a message naming it, so ``--on-error skip`` counts it and ``stop``
     stops there."""
     items: list[Item] = []
     seen: set[str] = set()
-
-    def bad(spec: str, message: str) -> None:
-        items.append(Item(None, spec, spec.encode(), InputError(message, source=spec)))
-
-    def add(path: str) -> None:
+    for spec, path, why in expand_specs(specs, folder=_tree_folder, named=lambda s: parse_ref(s) is not None,
+                                        listed_what="one SA-1B JSON path a line"):
+        if path is None:
+            items.append(failed_item(spec, why or "nothing to read"))
+            continue
         ref = parse_ref(path) if not os.path.lexists(path) else None  # a tar's JSON member, by its reference
         real = str(ref) if ref is not None else os.path.realpath(path)
-        if real not in seen:
-            seen.add(real)
-            if ref is not None:
-                items.append(Item(ref, path, path.encode()))
-            elif is_tar_name(path) and not os.path.isdir(path):
-                items.append(Item(TarShard(os.path.abspath(path)), path, path.encode()))
-            else:
-                items.append(Item(path, path, path.encode()))
-
-    def expand(spec: str, listed: bool = False) -> None:
-        path = Path(spec)
-        if path.is_dir():
-            found = sorted(str(p) for p in path.glob("*.json"))
-            shards = sorted(str(p) for p in path.iterdir() if is_tar_name(p.name) and p.is_file())
-            if found and shards:  # a tar extracted beside itself: each image would come twice
-                bad(spec, f"directory holds both .json files and tar files ({Path(shards[0]).name}); name the ones "
-                    f"to read: '{path / '*.json'}' or '{path / '*.tar'}'")
-                return
-            if not found and not shards:
-                bad(spec, "directory holds no .json files (nor tar shards)")
-            for p in found or shards:
-                add(p)
-        elif listed or path.exists() or path.is_symlink() or parse_ref(spec) is not None:
-            add(spec)
-        elif _glob_chars(spec):
-            found = recursive_glob(spec) if "**" in spec else sorted(globmod.glob(spec))
-            if not found:
-                bad(spec, "no file matches this pattern")
-            for p in found:
-                add(p)
-        else:
-            bad(spec, "no such file or directory")
-
-    for spec in specs:
-        if spec != "-":
-            expand(spec)
+        if real in seen:
             continue
-        listed = [os.fsdecode(line).strip() for line in stdin_binary().read().splitlines()]
-        paths = [p for p in listed if p and not p.startswith("#")]
-        if not paths:
-            bad("<stdin>", "no paths on stdin (expected one SA-1B JSON path a line)")
-        for p in paths:
-            expand(p, listed=True)
+        seen.add(real)
+        if ref is not None:
+            items.append(Item(ref, path, path.encode()))
+        elif is_tar_name(path) and not os.path.isdir(path):
+            items.append(Item(TarShard(os.path.abspath(path)), path, path.encode()))
+        else:
+            items.append(Item(path, path, path.encode()))
     return items
 
 

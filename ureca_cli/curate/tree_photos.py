@@ -23,17 +23,16 @@ processes would only divide them (and hold a SAM each); for several GPUs, run on
 
 from __future__ import annotations
 
-import glob as globmod
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import records as R
-from ..errors import InputError, UrecaError
+from ..errors import UrecaError
 from ..sam import DEFAULT_SAM_MODEL, AmgConfig
 from ..sam.config import check_sam_dtype
-from ..stream import Item, check_output_folder, stdin_binary
+from ..stream import Item, check_output_folder
 from .tree import TreeConfig, build_tree, source_key
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -62,61 +61,45 @@ def _is_photo(path: str) -> bool:
     return Path(path).suffix.lower() in PHOTO_SUFFIXES
 
 
+def _is_photo_file(path: str) -> bool:
+    return _is_photo(path) and Path(path).is_file()
+
+
+def _photo_folder(path: Path) -> tuple[list[str], str | None]:
+    found = sorted(str(p) for p in path.iterdir() if p.is_file() and _is_photo(p.name))
+    return found, f"directory holds no images ({', '.join(PHOTO_SUFFIXES)})"
+
+
 def photo_items(specs: list[str]) -> list[Item]:
-    """The photos the inputs name, in order, each file once (see the module docstring). A spec that yields
-    nothing, and a photo whose image id an earlier one has, become items that fail with a message naming them,
-    so ``--on-error skip`` counts them and ``stop`` stops there."""
+    """The photos the inputs name, in order, each file once (see the module docstring; the specs are expanded as
+    ``tree_inputs.expand_specs`` does for SA-1B files). A spec that yields nothing, and a photo whose image id an
+    earlier one has, become items that fail with a message naming them, so ``--on-error skip`` counts them and
+    ``stop`` stops there."""
     from ..sam.sa1b import image_id_of
+    from .tree_inputs import expand_specs, failed_item
 
     items: list[Item] = []
     seen: set[str] = set()
     ids: dict[str, str] = {}
-
-    def bad(spec: str, message: str) -> None:
-        items.append(Item(None, spec, spec.encode(), InputError(message, source=spec)))
-
-    def add(path: str) -> None:
+    for spec, path, why in expand_specs(specs, folder=_photo_folder, keep=_is_photo_file,
+                                        listed_what="one image path a line"):
+        if path is None:
+            if why == "no file matches this pattern":
+                why = f"no image ({', '.join(PHOTO_SUFFIXES)}) matches this pattern"
+            items.append(failed_item(spec, why or "nothing to read"))
+            continue
         real = os.path.realpath(path)
         if real in seen:
-            return
+            continue
         seen.add(real)
         image_id = image_id_of(path)
         if image_id in ids:
-            bad(path, f"image id {image_id!r} (the file's stem) is already the id of {ids[image_id]}: the images "
-                      "of one run need different ids (rename one, or run them separately)")
-            return
+            items.append(failed_item(path, f"image id {image_id!r} (the file's stem) is already the id of "
+                                           f"{ids[image_id]}: the images of one run need different ids (rename "
+                                           "one, or run them separately)"))
+            continue
         ids[image_id] = path
         items.append(Item(path, path, path.encode()))
-
-    def expand(spec: str, listed: bool = False) -> None:
-        path = Path(spec)
-        if path.is_dir():
-            found = sorted(str(p) for p in path.iterdir() if p.is_file() and _is_photo(p.name))
-            if not found:
-                bad(spec, f"directory holds no images ({', '.join(PHOTO_SUFFIXES)})")
-            for p in found:
-                add(p)
-        elif listed or path.exists() or path.is_symlink():
-            add(spec)
-        elif any(ch in spec for ch in "*?["):
-            found = [p for p in sorted(globmod.glob(spec, recursive=True)) if _is_photo(p) and Path(p).is_file()]
-            if not found:
-                bad(spec, f"no image ({', '.join(PHOTO_SUFFIXES)}) matches this pattern")
-            for p in found:
-                add(p)
-        else:
-            bad(spec, "no such file or directory")
-
-    for spec in specs:
-        if spec != "-":
-            expand(spec)
-            continue
-        listed = [os.fsdecode(line).strip() for line in stdin_binary().read().splitlines()]
-        paths = [p for p in listed if p and not p.startswith("#")]
-        if not paths:
-            bad("<stdin>", "no paths on stdin (expected one image path a line)")
-        for p in paths:
-            expand(p, listed=True)
     return items
 
 

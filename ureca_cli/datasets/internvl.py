@@ -2,13 +2,15 @@
 
 A line is ``{"id", "image": "sa_XXXX", "mask_id", "conversations": [{"from": "human", "value":
 "<image>\\n<mask>\\n..."}, {"from": "gpt", "value": caption}, ...]}``; each ``gpt`` turn is a region record
-``{"id": "<image stem>/<mask_id>" (with "#k" for the k-th of several turns), "image_id": stem, "image": stem,
-"rle", "caption", "question"}`` (the line's own ``id`` is a running counter; ours keeps regions apart across
-files). The mask is annotation ``mask_id`` of ``--masks DIR/<image stem>.json`` (SA-1B's per-image JSON); the
-image is found by its stem (``--images DIR``; a line whose ``image`` is a tar reference,
-``TAR#MEMBER@OFFSET:SIZE``, keeps it, and its stem is the member's). Every SA-1B file is read once for all its
-lines, keeping only the masks the lines name, so the reader reads all lines first. Without ``--masks`` the
-regions have no ``rle``, which is enough for ``score``.
+``{"id": "<image_id>/<mask_id>" (with "#k" for the k-th of several turns), "image_id", "image": stem, "rle",
+"caption", "question"}`` (the line's own ``id`` is a running counter; ours keeps regions apart across files).
+``image_id`` follows the package's one rule (``records.image_id_for``): the SA-1B file's ``image_id`` (with
+``--masks``), else the stem without SA-1B's ``sa_`` prefix: ``sa_9100001`` -> ``9100001``, as ``ureca tree``
+names that image, so these regions meet ours in ``score``. The mask is annotation ``mask_id`` of ``--masks
+DIR/<image stem>.json`` (SA-1B's per-image JSON); the image is found by its stem (``--images DIR``; a line whose
+``image`` is a tar reference, ``TAR#MEMBER@OFFSET:SIZE``, keeps it, and its stem is the member's). Every SA-1B
+file is read once for all its lines, keeping only the masks the lines name, so the reader reads all lines
+first. Without ``--masks`` the regions have no ``rle``, which is enough for ``score``.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ class SA1BMasks:
         self.folder = Path(folder)
         self._wanted: dict[str, set[str]] = defaultdict(set)
         self._masks: dict[tuple[str, str], dict] = {}
+        self._image_ids: dict[str, str] = {}  # stem -> the file's image.image_id (records.image_id_for)
         self._errors: dict[str, InputError] = {}
         self.files_read = 0
 
@@ -104,6 +107,7 @@ class SA1BMasks:
         if not isinstance(info, dict):
             raise InputError(f"'image' should be an object with 'height' and 'width', not "
                              f"{type(info).__name__}", source=str(path))
+        self._image_ids[stem] = R.image_id_for(info.get("image_id"), path, str(path), "image.image_id")
         h, w = info.get("height"), info.get("width")
         sized = all(isinstance(v, int) and v > 0 for v in (h, w))
         for idx, ann in enumerate(anns):
@@ -121,6 +125,10 @@ class SA1BMasks:
 
     def get(self, stem: str, mask_id: Any) -> dict | None:
         return self._masks.get((stem, str(mask_id)))
+
+    def image_id(self, stem: str) -> str:
+        """The image id of the photo ``stem``: its SA-1B file's ``image_id`` (``records.image_id_for``)."""
+        return self._image_ids.get(stem) or R.image_id_from_stem(stem)
 
 
 def read(items: Iterable[Item], opts: ReadOptions) -> Iterator[Item]:
@@ -156,6 +164,7 @@ def read(items: Iterable[Item], opts: ReadOptions) -> Iterator[Item]:
 def _regions(item: Item, pairs: list[tuple[str | None, str]], mask_id: Any, masks: SA1BMasks | None) -> list[dict]:
     rec, where = item.value, item.where
     stem = image_stem(rec[R.IMAGE])  # a tar reference: its member's stem
+    image_id = R.image_id_from_stem(stem)
     rle = None
     if masks is not None:
         if masks.error(stem) is not None:
@@ -163,10 +172,11 @@ def _regions(item: Item, pairs: list[tuple[str | None, str]], mask_id: Any, mask
         rle = masks.get(stem, mask_id)
         if rle is None:
             raise InputError(f"mask id {mask_id!r} is not in {masks.folder / (stem + '.json')}", source=where)
-    base_id = R.region_id(stem, mask_id)
+        image_id = masks.image_id(stem)
+    base_id = R.region_id(image_id, mask_id)
     out = []
     for k, (question, caption) in enumerate(pairs):
-        region = {R.ID: base_id if len(pairs) == 1 else f"{base_id}#{k}", R.IMAGE_ID: stem, R.IMAGE: rec[R.IMAGE],
+        region = {R.ID: base_id if len(pairs) == 1 else f"{base_id}#{k}", R.IMAGE_ID: image_id, R.IMAGE: rec[R.IMAGE],
                   R.CAPTION: caption, R.QUESTION: question}
         if rle is not None:
             region[R.RLE] = rle

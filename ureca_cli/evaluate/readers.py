@@ -307,6 +307,7 @@ class Matched:
     groups: list[str]  # the image each region is grouped under for uniqueness
     left_out_predictions: int = 0
     left_out_references: int = 0
+    reference_where: list[str] = field(default_factory=list)  # where each id's references were first read
 
 
 def _examples(ids: list[str], k: int = 3) -> str:
@@ -359,6 +360,7 @@ def match(preds: dict[str, Entry], refs: dict[str, Entry], *, allow_missing: boo
         groups=groups,
         left_out_predictions=len(only_p),
         left_out_references=len(only_r),
+        reference_where=[refs[i].where for i in both],
     )
 
 

@@ -6,6 +6,13 @@ one JVM per run); BERTScore (P, R, F1) by the ``bert-score`` package, best over 
 bert-score does. Nothing here re-implements a metric: this module aligns inputs, calls those scorers, and
 reports every figure on the 0-100 scale papers print.
 
+A reference that the PTB tokenizer turns into nothing (``"-"``, ``"..."``, emoji only) is left out of BLEU, METEOR,
+ROUGE-L and CIDEr, and the run says how many on stderr: pycocoevalcap is then called exactly as it would be
+without that reference (called with it, CIDEr stops with a ValueError when no reference has a word, and an empty
+reference among others counts as a reference that matches nothing). A region left with no reference at all is
+an error naming the file and line: pycocoevalcap's scorers require at least one reference per region
+(``assert(len(ref) > 0)``). BERTScore compares the references as they are written.
+
 Uniqueness, per image with two regions or more, averaged over those images:
 - duplicate rate: the share of predictions equal to another prediction of the same image after normalising
   (lowercase, punctuation removed, whitespace collapsed);
@@ -31,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UrecaError, check_model_name
+from ..errors import InputError, UrecaError, check_model_name
 from ..loading import check_safetensors
 from .readers import Matched
 
@@ -93,6 +100,7 @@ class ScoreResult:
     items: list[dict[str, Any]]
     timings: dict[str, float] = field(default_factory=dict)  # wall seconds per part
     cpu_timings: dict[str, float] = field(default_factory=dict)  # CPU seconds per part, child processes included
+    warnings: list[str] = field(default_factory=list)  # for stderr: what was left out, and why
 
 
 def _cpu_seconds() -> float:
@@ -123,6 +131,42 @@ class Clock:
 
 
 # ------------------------------------------------------------------------------------------- java tools
+#: what Java's PTBTokenizer writes on stderr that says nothing wrong: a logged note per character it cannot
+#: tokenize (emoji, symbols; they are dropped, as pycocoevalcap always did), two lines each ("<date>
+#: edu.stanford.nlp.process.PTBLexer next", "WARNING: Untokenizable: ..."), and its own speed line
+JAVA_NOISE = ("Untokenizable: ", "edu.stanford.nlp.process.PTBLexer ", "PTBTokenizer tokenized ")
+
+
+@contextlib.contextmanager
+def quiet_java_stderr(noise: tuple[str, ...] = JAVA_NOISE) -> Iterator[None]:
+    """Hold what child processes write on file descriptor 2 while the block runs, then pass on every line except
+    ``noise``: pycocoevalcap starts the PTB tokenizer's JVM with our stderr, and its notes would bury the run's
+    own messages. Other lines (a real Java error) still reach stderr. With no descriptor 2, nothing is held.
+    ``noise``: text that marks a line to drop."""
+    import tempfile
+
+    try:
+        saved = os.dup(2)
+    except OSError:  # stderr closed
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        if sys.stderr is not None:
+            sys.stderr.flush()
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            if sys.stderr is not None:
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().decode(errors="replace").splitlines()
+                    if line.strip() and not any(n in line for n in noise)]
+            if kept and sys.stderr is not None:
+                print("\n".join(kept), file=sys.stderr)
+
 def check_java() -> None:
     """Raise a one-line error when ``java`` is not on PATH (the PTB tokenizer and METEOR need it)."""
     if shutil.which("java") is None:
@@ -145,7 +189,8 @@ def ptb_tokenize(predictions: list[str], references: list[list[str]]) -> tuple[l
     for i, refs in enumerate(references):
         batch[("r", i)] = [{"caption": _LINE_BREAKS.sub(" ", r)} for r in refs]
     try:
-        out = PTBTokenizer().tokenize(batch)
+        with quiet_java_stderr():
+            out = PTBTokenizer().tokenize(batch)
     except OSError as e:  # java vanished, or the package folder (where it writes its temp file) is read-only
         raise UrecaError(f"the PTB tokenizer (pycocoevalcap, Java) could not run: {e}") from None
     for key, caps in batch.items():
@@ -343,6 +388,35 @@ def duplicates(predictions: list[str]) -> list[bool]:
 
 
 # ------------------------------------------------------------------------------------------- scoring
+def _shown(text: str, limit: int = 24) -> str:
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def without_empty_references(m: Matched, tokenized: list[list[str]]) -> tuple[list[list[str]], list[str]]:
+    """The PTB-tokenized references with those that tokenize to nothing left out (see the module docstring), and
+    the warnings that say so. A region left with none is an ``InputError`` naming where its references are."""
+    out, dropped = [], []
+    for i, toks in enumerate(tokenized):
+        kept = [t for t in toks if t.strip()]
+        empty = [m.references[i][k] for k, t in enumerate(toks) if not t.strip()]
+        if not kept:
+            where = m.reference_where[i] if i < len(m.reference_where) else None
+            raise InputError(f"id {m.ids[i]!r}: its reference{'s' if len(empty) > 1 else ''} "
+                             f"{', '.join(_shown(e) for e in empty)} tokenize{'' if len(empty) > 1 else 's'} to "
+                             f"nothing (the PTB tokenizer drops punctuation and symbols), and pycocoevalcap needs at "
+                             f"least one reference per region: write a caption or leave the region out",
+                             source=where)
+        dropped += [(m.ids[i], e) for e in empty]
+        out.append(kept)
+    warnings = []
+    if dropped:
+        shown = ", ".join(f"{rid!r}: {_shown(text)}" for rid, text in dropped[:3]) + (", ..." if len(dropped) > 3
+                                                                                       else "")
+        warnings.append(f"{len(dropped)} reference(s) tokenize to nothing and were left out of BLEU, METEOR, ROUGE-L "
+                        f"and CIDEr ({shown}), which pycocoevalcap scores as it would without them")
+    return out, warnings
+
+
 def score(m: Matched, cfg: ScoreConfig) -> ScoreResult:
     """Every figure for matched predictions and references (see the module docstring)."""
     n = len(m.ids)
@@ -354,6 +428,7 @@ def score(m: Matched, cfg: ScoreConfig) -> ScoreResult:
         with clock("bertscore_load"):
             bert = BertScore(cfg)
     items: list[dict[str, Any]] = [{"id": rid, "image_id": g} for rid, g in zip(m.ids, m.groups, strict=True)]
+    warnings: list[str] = []
     summary: dict[str, Any] = {"count": n}
     multi = images_of(m.groups) if cfg.uniqueness else []
     with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the JSON
@@ -362,6 +437,7 @@ def score(m: Matched, cfg: ScoreConfig) -> ScoreResult:
         if cfg.needs_java:
             with clock("ptb_tokenizer"):
                 tok_p, tok_r = ptb_tokenize(m.predictions, m.references)
+            tok_r, warnings = without_empty_references(m, tok_r)
             gts = dict(enumerate(tok_r))
             res = {i: [p] for i, p in enumerate(tok_p)}
         if "bleu" in cfg.metrics:
@@ -413,7 +489,7 @@ def score(m: Matched, cfg: ScoreConfig) -> ScoreResult:
         "unique@1_similarity": cfg.similarity if cfg.uniqueness else None,
         "tokenizer": "PTB (pycocoevalcap)" if cfg.needs_java else None,
     }
-    return ScoreResult(summary, items, clock.wall, clock.cpu)
+    return ScoreResult(summary, items, clock.wall, clock.cpu, warnings)
 
 
 def _bertscore(bert: BertScore, m: Matched, multi: list[list[int]], items: list[dict], summary: dict) -> dict:

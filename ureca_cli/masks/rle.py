@@ -5,6 +5,15 @@ Conventions used across the package:
 - RLE: COCO compressed RLE ``{"size": [H, W], "counts": str}`` (pycocotools, column-major runs);
 - box: XYWH in pixels. SA-1B files carry their own boxes, one pixel narrower and shorter than
   ``pycocotools.mask.toBbox``; trees keep the file's box, and ``pixel_box`` gives the box of the pixels.
+
+The mask rule, one for every stage (tree, annotate, refine, train, caption all read masks through here):
+- a mask is well formed (``checked_counts``, which ``decode`` and ``region_area`` apply) when its ``size`` is
+  ``[H, W]`` positive integers and its counts, compressed (a string) or uncompressed (a list of non-negative
+  integers), are runs that cover exactly ``H * W`` pixels: no fewer (pycocotools would fill the rest with
+  garbage) and no more;
+- a region, a mask that a stage shows a model or trains on (``node_mask``, ``region_area``, and
+  ``regions.fit_mask`` for masks given on the command line), is moreover of its image's size and holds at least
+  one pixel. A tree keeps every well-formed mask of its file, empty ones too (as dropped nodes, ``"empty"``).
 """
 
 from __future__ import annotations
@@ -42,14 +51,35 @@ def to_json_rle(rle: dict) -> dict:
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": counts}
 
 
+def checked_counts(rle: Any, where: str = "rle") -> bytes:
+    """The compressed counts of a well-formed COCO RLE (the module's mask rule: ``size`` ``[H, W]``, runs that
+    cover exactly ``H * W`` pixels, compressed or uncompressed); anything else is an ``InputError`` naming
+    ``where``."""
+    from .runs import BadCounts, RunSet
+
+    size = rle.get("size") if isinstance(rle, dict) else None
+    if not (isinstance(size, list | tuple) and len(size) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+        raise InputError(f"RLE size should be [H, W] positive integers, got {size!r}", source=where)
+    h, w = int(size[0]), int(size[1])
+    counts = segmentation_counts({"size": [h, w], "counts": rle.get("counts")}, h, w, where)
+    if not isinstance(rle.get("counts"), list):  # an uncompressed list was checked above; read these runs
+        try:
+            RunSet.from_counts([counts], h, w)
+        except BadCounts as e:
+            raise InputError(f"corrupt RLE counts ({e.reason})", source=where) from None
+    return counts
+
+
 def decode(rle: dict, where: str = "rle") -> np.ndarray:
-    """COCO RLE -> ``HxW uint8`` 0/1 bitmap. Corrupt counts raise ``InputError`` naming ``where``."""
+    """COCO RLE -> ``HxW uint8`` 0/1 bitmap, after ``checked_counts`` (the mask rule); an ``InputError`` naming
+    ``where`` otherwise."""
+    counts = checked_counts(rle, where)
+    h, w = (int(v) for v in rle["size"])
     try:
-        coco = as_coco_rle(rle)
-        m = _mask_utils().decode(coco)
+        m = _mask_utils().decode({"size": [h, w], "counts": counts})
     except Exception as e:  # noqa: BLE001 - pycocotools raises plain errors for corrupt counts
         raise InputError(f"cannot decode RLE ({e})", source=where) from None
-    h, w = rle["size"]
     if m.shape != (h, w):
         raise InputError(f"RLE decodes to {m.shape[1]}x{m.shape[0]}, its size says {w}x{h}", source=where)
     return np.ascontiguousarray(m, dtype=np.uint8)
@@ -67,6 +97,22 @@ def node_mask(node: dict, height: int, width: int, where: str) -> np.ndarray:
     if not m.any():
         raise InputError(f"node {nid!r}: its mask is empty", source=where)
     return m
+
+
+def region_area(rle: Any, size: tuple[int, int] | None = None, where: str = "rle") -> int:
+    """The pixel count of a region's mask, checked by the module's mask rule without decoding a bitmap: well
+    formed (``checked_counts``), of the image's ``size`` (W, H) when given, holding at least one pixel. What
+    ``ureca train`` checks of every sample before training starts."""
+    from .runs import RunSet
+
+    counts = checked_counts(rle, where)
+    h, w = (int(v) for v in rle["size"])
+    if size is not None and (w, h) != tuple(size):
+        raise InputError(f"mask is {w}x{h} but the image is {size[0]}x{size[1]} (WxH)", source=where)
+    n = int(RunSet.from_counts([counts], h, w).areas[0])
+    if n == 0:
+        raise InputError("mask is empty (no pixel of the region is set)", source=where)
+    return n
 
 
 def encode(bitmap: np.ndarray) -> dict:

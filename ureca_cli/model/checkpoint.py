@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UrecaError
-from ..loading import check_safetensors
+from ..loading import check_safetensors, quiet_peft
 from ..loading import quiet_progress as _quiet_progress
 from .folders import check_model_folder
 from .shards import load_state_strict
@@ -168,11 +168,24 @@ def _check_adapter_file(adapter_dir: Path) -> Path:
     return path
 
 
+def _safetensors_keys(path: Path) -> set[str]:
+    """The tensor names of a safetensors file, from its header (no tensor is read)."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise UrecaError(f"{path.parent}: checkpoint is missing {path.name}")
+    try:
+        with safe_open(str(path), "pt") as f:
+            return set(f.keys())
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise UrecaError(f"{path}: unreadable safetensors file ({e})") from None
+
+
 def _check_adapter_keys(peft_model, adapter_dir: Path) -> None:
     """Strictness for the LoRA adapter: the file's keys must be exactly the model's LoRA keys."""
     from peft import get_peft_model_state_dict
 
-    saved = set(_load_safetensors(_check_adapter_file(adapter_dir)))
+    saved = _safetensors_keys(_check_adapter_file(adapter_dir))
     own = set(get_peft_model_state_dict(peft_model))
     missing, unexpected = sorted(own - saved), sorted(saved - own)
     if missing or unexpected:
@@ -186,8 +199,11 @@ def load_checkpoint(folder: str | Path, *, device: str | None = None, dtype: str
     without code or pickles) -> UrecaModel (eval mode unless `trainable`; `.processor` set).
 
     device: "cpu", "cuda", "cuda:1", ... (default: where from_pretrained puts it, the CPU); dtype: "float32",
-    "bfloat16", "float16" or None for the dtype it was saved in; base: override the base id/folder (for a
-    checkpoint whose base lives elsewhere on this machine); trainable: load the LoRA adapter trainable.
+    "bfloat16", "float16", None for the dtype the model had when it was saved (ureca.json), or "auto" for the
+    dtype the base's weight files are in: they are then read memory-mapped as they are (safetensors), never
+    loaded in one dtype and cast to another, which takes 3-4 times as long for a 1B model (bench/caption.py);
+    base: override the base id/folder (for a checkpoint whose base lives elsewhere on this machine); trainable:
+    load the LoRA adapter trainable.
     """
     import torch
     from transformers import AutoProcessor, AutoTokenizer, InternVLForConditionalGeneration
@@ -200,7 +216,7 @@ def load_checkpoint(folder: str | Path, *, device: str | None = None, dtype: str
     if not (folder / CONFIG_FILE).is_file() and is_released(folder):
         if base is not None:
             raise UrecaError(f"{folder}: the paper's released checkpoint holds its own base; leave out base")
-        return load_released(folder, device=device, dtype=dtype, trainable=trainable)
+        return load_released(folder, device=device, dtype=None if dtype == "auto" else dtype, trainable=trainable)
     meta, config = read_checkpoint_config(folder)
     for name in (MASK_ENCODER_FILE, ADDED_TOKENS_FILE, "tokenizer_config.json"):
         if not (folder / name).is_file():
@@ -210,8 +226,8 @@ def load_checkpoint(folder: str | Path, *, device: str | None = None, dtype: str
     if meta["adapter"]:
         _check_adapter_file(folder / ADAPTER_DIR)
 
-    torch_dtype = getattr(torch, dtype or meta.get("dtype", "float32"), None)
-    if not isinstance(torch_dtype, torch.dtype):
+    torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype or meta.get("dtype", "float32"), None)
+    if not isinstance(torch_dtype, torch.dtype) and torch_dtype != "auto":
         raise UrecaError(f"unknown dtype {dtype or meta.get('dtype')!r} (use float32, bfloat16 or float16)")
     if meta["base_embedded"] and base is None:
         if not (folder / BASE_DIR / "config.json").is_file():
@@ -232,7 +248,7 @@ def load_checkpoint(folder: str | Path, *, device: str | None = None, dtype: str
     except Exception as e:
         raise UrecaError(f"{folder}: cannot load the processor/tokenizer ({type(e).__name__}: {e})") from None
     if is_released(source):  # stage 2 trained from the released checkpoint: its base is that folder
-        internvl = load_internvl(source, dtype=str(torch_dtype).removeprefix("torch."))[0]
+        internvl = load_internvl(source, dtype=None if torch_dtype == "auto" else str(torch_dtype).removeprefix("torch."))[0]
     else:
         try:
             with _quiet_progress():
@@ -277,7 +293,12 @@ def load_checkpoint(folder: str | Path, *, device: str | None = None, dtype: str
         from peft import PeftModel
 
         try:
-            model.base = PeftModel.from_pretrained(internvl, str(folder / ADAPTER_DIR), is_trainable=trainable)
+            # low_cpu_mem_usage: the LoRA weights are made empty and filled from the file, not made random and
+            # overwritten; for inference the adapter takes the model's dtype (as merged weights would), where peft
+            # would cast it to the base's dtype and back to float32 (r 128 on a 1B model: 15 of 20 s of a load)
+            with quiet_peft():
+                model.base = PeftModel.from_pretrained(internvl, str(folder / ADAPTER_DIR), is_trainable=trainable,
+                                                       low_cpu_mem_usage=True, autocast_adapter_dtype=trainable)
         except Exception as e:
             raise UrecaError(f"{folder / ADAPTER_DIR}: cannot load the LoRA adapter ({type(e).__name__}: "
                              f"{str(e).splitlines()[0]})") from None

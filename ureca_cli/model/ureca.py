@@ -121,8 +121,11 @@ class UrecaModel(nn.Module):
 
         if self.has_lora:
             raise ValueError("this model already has a LoRA adapter")
+        from ..loading import quiet_peft
+
         cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=LORA_TARGET_REGEX, **kwargs)
-        self.base = get_peft_model(self.base, cfg)
+        with quiet_peft():
+            self.base = get_peft_model(self.base, cfg)
         return cfg
 
     # -- embeddings -----------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 ``<name>.txt`` here are ``string.Template`` texts (``$name`` placeholders) in our own words, after the paper's
 Tables A-C: ``main_phrase``, ``part_phrase``, ``part_phrase_siblings``, ``paragraph`` (annotate), ``refine``,
-``verify`` (refine), ``baseline_<none|contour|crop>`` (caption's Table 2 baselines). ``version.txt`` holds the
+``verify`` and ``verify_retry`` (refine: the reminder sent once when the judge answers neither True nor False),
+``baseline_<none|contour|crop>`` (caption's Table 2 baselines). ``version.txt`` holds the
 set's version; ``load_templates`` adds a hash of the texts, so a record names its prompts exactly
 (``ureca-prompts-1+3f2a9c1e``) and ``--prompts DIR`` overrides change it.
 """

@@ -3,8 +3,8 @@
 The file is what SA-1B ships and what ``ureca tree`` reads: ``{"image": {image_id, width, height,
 file_name}, "annotations": [{id, segmentation: {size: [H, W], counts}, bbox [x, y, w, h], area,
 predicted_iou, stability_score, crop_box, point_coords}]}``, masks as COCO compressed RLE, boxes in SA-1B's
-convention (one pixel short of the pixels' extent). ``image_id`` is the photo's file stem (the package's
-rule for images without an SA-1B id); ``file_name`` is the photo's name, looked up next to the JSON (or in
+convention (one pixel short of the pixels' extent). ``image_id`` follows the package's rule for images without
+an SA-1B id (``records.image_id_from_stem``: the photo's stem, ``sa_`` dropped before a number); ``file_name`` is the photo's name, looked up next to the JSON (or in
 tree's ``--images DIR``); ``id`` is the mask's index in the file. The settings that made the masks are kept
 under ``"generator"``, which SA-1B readers ignore.
 """
@@ -31,8 +31,11 @@ def sa1b_record(annotations: list[dict], *, image_id: str, width: int, height: i
 
 
 def image_id_of(image_path: str | Path) -> str:
-    """The ``image_id`` of a photo with no SA-1B id: its file's stem (the package's rule for such images)."""
-    return Path(image_path).stem
+    """The ``image_id`` of a photo with no SA-1B id, by the package's one rule (``records.image_id_from_stem``:
+    its file's stem, SA-1B's ``sa_`` dropped before a number)."""
+    from ..records import image_id_from_stem
+
+    return image_id_from_stem(Path(image_path).stem)
 
 
 def generate_mask_file(seg: Any, image_path: str | Path, cfg: AmgConfig | None = None, *,
@@ -53,13 +56,16 @@ def generate_mask_file(seg: Any, image_path: str | Path, cfg: AmgConfig | None =
 
 
 def write_mask_file(record: dict, folder: str | Path) -> Path:
-    """Write ``record`` to ``folder/<stem of file_name>.json`` atomically (a temporary file in the same
-    folder, then a rename), so a reader or an interrupted run never sees half a file. Returns the path."""
+    """Write ``record`` to ``folder/<stem of file_name>.json`` (else ``<image_id>.json``, made a name by
+    ``records.file_name``) atomically (a temporary file in the same folder, then a rename), so a reader or an
+    interrupted run never sees half a file. Returns the path."""
     import orjson
+
+    from ..records import file_name
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    stem = Path(record["image"]["file_name"]).stem or str(record["image"]["image_id"])
+    stem = Path(record["image"]["file_name"]).stem or file_name(record["image"]["image_id"])
     path = folder / f"{stem}.json"
     tmp = folder / f".{stem}.json.{os.getpid()}.tmp"
     try:

@@ -84,10 +84,12 @@ def _text(value: Any) -> str | None:
 def load_samples(paths: Iterable[str | Path], cfg: DataConfig = DataConfig()) -> list[Sample]:
     """Every sample of the given files (each in any format ``datasets`` reads), checked; see the module docstring.
 
-    Raises ``InputError`` naming ``file:line`` for the first bad line: invalid JSON, no caption, no mask, an
-    image that does not exist, a mask id missing from its SA-1B file, a mask whose size differs from its image.
+    Raises ``InputError`` naming ``file:line`` for the first bad line: invalid JSON, no caption, no mask, a mask
+    that breaks the one mask rule (``masks.rle``: runs that do not cover its size, no pixel set), an image that
+    does not exist, a mask id missing from its SA-1B file, a mask whose size differs from its image.
     """
     from ..datasets import read
+    from ..masks.rle import region_area
 
     opts = cfg.read_options()
     samples: list[Sample] = []
@@ -98,7 +100,8 @@ def load_samples(paths: Iterable[str | Path], cfg: DataConfig = DataConfig()) ->
             if not unit.value:  # only an image record holds no region
                 raise InputError("image record with no captioned node (run `ureca annotate` / `refine` first)",
                                  source=unit.where)
-            for r in unit.value:
+            for r in unit.value:  # the one mask rule (masks.rle): well-formed runs, at least one pixel
+                region_area(r[R.RLE], None, f"{unit.where} region {r[R.ID]}")
                 samples.append(Sample(r[R.ID], R.image_key(r), r[R.IMAGE], r[R.RLE], R.captions_of(r)[0].strip(),
                                       _text(r.get(R.QUESTION)), unit.where))
     if not samples:
