@@ -14,7 +14,7 @@ many pixels as its processor keeps, never fewer. A picture already that small or
 enlarged). For a 1500x2250 SA-1B photo (2:3, grid 2x3) that
 is 896x1344; for 2000x1500 (4:3, grid 4x3) 1792x1344; for a region's 300x500 crop, the crop itself.
 
-No Pillow, numpy or transformers here: the rule is arithmetic (``tests/test_visual_budget.py`` checks it against
+No Pillow, numpy or transformers here: the rule is arithmetic (``tests/test_visual_size.py`` checks it against
 transformers' own grid function and the released one).
 """
 
