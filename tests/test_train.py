@@ -537,3 +537,18 @@ def test_damaged_base_folder_names_the_file(syn, tmp_path, cli):
     base("header", bad_header, "not a safetensors file")
     base("config", bad_config, "not valid JSON")
     base("dinov2", dinov2, "'dinov2'", "internvl")
+
+
+def test_resume_from_the_last_step_trains_no_more(syn, tmp_path, cli, interrupted):
+    """A run killed after its final checkpoint was saved, but before the finished model was written: --resume
+    writes the model from that checkpoint and trains no step beyond --max-steps."""
+    out = tmp_path / "run"
+    shutil.copytree(interrupted, out)
+    result = cli("train", syn["train"], "--out", out, "--stage", "1", "--no-validate", *TINY, "--max-steps", "2",
+                 "--save-steps", "2", "--resume")
+    assert result.exit_code == 0, result.stderr
+    assert "step 2/2" in result.stderr
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+    assert json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["global_step"] == 2
+    assert (out / "trainable.safetensors").read_bytes() == (out / "checkpoint-2" / "trainable.safetensors").read_bytes()
+    assert (out / "ureca.json").is_file() and (out / "train_config.json").is_file()

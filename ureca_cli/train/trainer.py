@@ -211,6 +211,14 @@ def _progress_callback(cfg: TrainConfig, stage: str, global_batch: int):
     return Progress()
 
 
+def _finished_steps(ckpt: Path, max_steps: int) -> int | None:
+    """The checkpoint's step when it is the run's last (``max_steps``, or the Trainer's own count when training
+    is by epochs), else None. The Trainer, resumed there, would train one step more."""
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    step, planned = state.get("global_step", 0), max_steps if max_steps > 0 else state.get("max_steps", 0)
+    return step if planned and step >= planned else None
+
+
 def last_complete_checkpoint(folder: Path) -> Path | None:
     """The newest ``checkpoint-N`` in ``folder`` whose save finished (it has ``trainer_state.json``)."""
     if not folder.is_dir():
@@ -347,7 +355,13 @@ def train_stage(cfg: TrainConfig, stage: str, model, train: list[Sample], out: P
         callbacks=[_progress_callback(cfg, stage, global_batch)],
     )
     trainer.remove_callback(PrinterCallback)
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    finished = _finished_steps(resume, args.max_steps) if resume else None
+    if finished is not None:  # killed after the last checkpoint, before the model was written: train no more
+        _log(cfg, f"stage {stage}: resumed at step {finished}/{finished}: training was complete; writing the model "
+                  f"from {resume.name}")
+        trainer._load_from_checkpoint(str(resume))
+    else:
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     if trainer.is_world_process_zero():
         trainer._save(str(out))
         (out / "train_config.json").write_text(json.dumps(_config_json(cfg, stage), indent=2) + "\n")
