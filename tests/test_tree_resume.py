@@ -53,8 +53,8 @@ def reference(dataset, tmp_path_factory) -> list[bytes]:
     return lines
 
 
-def _interrupt(dataset: Path, out: Path, sig: int) -> int:
-    """Start the run, wait until a few lines are written, send ``sig``; return the exit status."""
+def _interrupt(dataset: Path, out: Path, sig: int) -> tuple[int, str]:
+    """Start the run, wait until a few lines are written, send ``sig``; return the exit status and stderr."""
     # --render makes each image slow enough (about 0.1 s) that the signal surely lands part way
     args = _ureca(str(dataset), "-o", str(out), "--jobs", "2", "--render", str(out.parent / "png"))
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, start_new_session=True)
@@ -62,12 +62,12 @@ def _interrupt(dataset: Path, out: Path, sig: int) -> int:
         deadline = time.monotonic() + 60
         while len(_lines(out)) < 3 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.002)
-        if sig == signal.SIGINT:
-            os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
+        if sig in (signal.SIGINT, signal.SIGTERM):
+            os.killpg(proc.pid, sig)  # Ctrl-C reaches the whole foreground group; scancel every process of a step
         else:
             os.kill(proc.pid, signal.SIGKILL)  # kill -9 of the main process only
-        proc.wait(timeout=60)
-        return proc.returncode
+        err = proc.communicate(timeout=60)[1]
+        return proc.returncode, err.decode()
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)  # orphaned workers of this run, if any are left
@@ -77,11 +77,16 @@ def _interrupt(dataset: Path, out: Path, sig: int) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["SIGINT", "SIGTERM", "SIGKILL"])
 def test_interrupted_then_resumed_equals_uninterrupted(dataset, reference, tmp_path, sig):
+    """Ctrl-C and SIGTERM (kill, Slurm's scancel or time limit: to every process of the run) stop the run with
+    whole lines written, one line saying how far it got, and exit 130 or 143; kill -9 may tear the last line."""
     out = tmp_path / "out.jsonl"
-    code = _interrupt(dataset, out, sig)
-    assert code == (130 if sig == signal.SIGINT else -signal.SIGKILL)
+    code, err = _interrupt(dataset, out, sig)
+    if sig != signal.SIGKILL:
+        assert err.strip().endswith("run again with --resume -o FILE to go on") and "Traceback" not in err, err
+        assert "leaked" not in err, err  # no resource tracker warnings
+    assert code == {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: -signal.SIGKILL}[sig]
     partial = out.read_bytes()
     whole = partial[: partial.rfind(b"\n") + 1]
     assert 0 < whole.count(b"\n") < N_IMAGES - 10, "the run was not interrupted part way"

@@ -28,6 +28,15 @@ class InputError(UrecaError):
         self.line = line
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what ``kill``, Slurm at a job's time limit and torchrun send): handled as Ctrl-C is, so what is
+    written stays whole and the stage says how far it got, then exit 143 (128 + 15), as a shell shows it."""
+
+
+def raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 class ItemFailed(UrecaError):
     """Work on one unit (an image) failed for a reason other than its input (a server gave up, say)."""
 

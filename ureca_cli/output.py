@@ -65,21 +65,27 @@ def silence_stdout() -> None:
 
 @contextmanager
 def _no_interrupt(hold: bool) -> Iterator[None]:
-    """Hold Ctrl-C back while the block runs, when ``hold``: it is raised as the block ends. (Python runs signal
-    handlers in the main thread whichever thread the kernel hands the signal to, so the handler is swapped
-    for one that only notes the signal; blocking the signal in this thread would not stop the others.)"""
-    old = signal.getsignal(signal.SIGINT)
-    if not hold or old is None or threading.current_thread() is not threading.main_thread():
+    """Hold Ctrl-C and SIGTERM back while the block runs, when ``hold``: the first is raised as the block ends.
+    (Python runs signal handlers in the main thread whichever thread the kernel hands the signal to, so the
+    handlers are swapped for one that only notes the signal; blocking the signal in this thread would not stop
+    the others.)"""
+    if not hold or threading.current_thread() is not threading.main_thread():
         yield
         return
+    held = (signal.SIGINT, signal.SIGTERM)
+    old = {s: signal.getsignal(s) for s in held}
     pending: list[int] = []
-    signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    for s in held:
+        if old[s] is not None:
+            signal.signal(s, lambda signum, frame: pending.append(signum))
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, old)
-        if pending and callable(old):
-            old(signal.SIGINT, None)  # default_int_handler: KeyboardInterrupt, now that the item is counted
+        for s in held:
+            if old[s] is not None:
+                signal.signal(s, old[s])
+        if pending and callable(old[pending[0]]):
+            old[pending[0]](pending[0], None)  # KeyboardInterrupt (or Terminated), now that the item is counted
 
 
 def _is_regular(fh: Any) -> bool:

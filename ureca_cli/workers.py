@@ -38,6 +38,7 @@ def _alive(pid: int) -> bool:
 def worker_init(parent: int) -> None:
     """Initializer of a worker process whose parent is the process ``parent`` (its pid, taken in the parent)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker does not raise its parent's Terminated
     ppid = os.getppid()  # ``parent`` itself, or a fork server between us (Python 3.14's default start method)
 
     def orphaned() -> bool:

@@ -81,8 +81,9 @@ def fail(command: str, message: str, code: int = 2) -> typer.Exit:
 
 
 def cli_errors(command: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorate a command: ``UrecaError`` -> one line on stderr and exit 2; Ctrl-C -> exit 130; stdout's reader
-    gone (a broken pipe) -> one line and exit 141, as a shell shows a process that SIGPIPE killed.
+    """Decorate a command: ``UrecaError`` -> one line on stderr and exit 2; Ctrl-C -> exit 130; SIGTERM -> as
+    Ctrl-C, exit 143; stdout's reader gone (a broken pipe) -> one line and exit 141, as a shell shows a process
+    that SIGPIPE killed.
 
     Set ``URECA_DEBUG=1`` to see the traceback of an unexpected error instead of its one-line summary.
     """
@@ -90,14 +91,23 @@ def cli_errors(command: str) -> Callable[[Callable[..., Any]], Callable[..., Any
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            import signal
+            import threading
+
+            from ..errors import Terminated, raise_terminated
             from ..stream import StopRun
 
+            old_term = None
+            if threading.current_thread() is threading.main_thread():
+                old_term = signal.signal(signal.SIGTERM, raise_terminated)
             try:
                 return fn(*args, **kwargs)
             except StopRun as e:  # the stage already printed the message
                 raise typer.Exit(e.exit_code) from None
             except UrecaError as e:
                 raise fail(command, str(e), e.exit_code) from None
+            except Terminated:
+                raise typer.Exit(143) from None
             except KeyboardInterrupt:
                 raise typer.Exit(130) from None
             except BrokenPipeError:  # `ureca score ... | head`: the reader went away (streams: run_stage says so)
@@ -111,6 +121,9 @@ def cli_errors(command: str) -> Callable[[Callable[..., Any]], Callable[..., Any
                 if os.environ.get("URECA_DEBUG"):
                     raise
                 raise fail(command, f"unexpected {type(e).__name__}: {e} (URECA_DEBUG=1 shows the traceback)", 1) from None
+            finally:
+                if old_term is not None:
+                    signal.signal(signal.SIGTERM, old_term)
 
         return wrapper
 
