@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import records as R
 from ..errors import InputError
-from .rle import as_coco_rle, decode, pixel_box
+from .rle import as_coco_rle, check_node_size, decode, pixel_box
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,11 +76,7 @@ def decode_boxed(rle: dict, where: str = "rle") -> BoxedMask | None:
 def boxed_node_mask(node: dict, height: int, width: int, where: str) -> BoxedMask:
     """The mask of an image record's node (its ``rle``) as a ``BoxedMask``, checked as ``rle.node_mask`` checks:
     its size must be the record's ``height x width`` and it must hold a pixel (``InputError``s naming ``where``)."""
-    nid = node[R.ID]
-    size = list(node[R.RLE]["size"])
-    if size != [height, width]:
-        raise InputError(f"node {nid!r}: mask size {size[1]}x{size[0]} differs from the record's {width}x{height}",
-                         source=where)
+    nid = check_node_size(node, height, width, where)
     m = decode_boxed(node[R.RLE], f"{where} node {nid!r}")
     if m is None:
         raise InputError(f"node {nid!r}: its mask is empty", source=where)

@@ -85,14 +85,20 @@ def decode(rle: dict, where: str = "rle") -> np.ndarray:
     return np.ascontiguousarray(m, dtype=np.uint8)
 
 
-def node_mask(node: dict, height: int, width: int, where: str) -> np.ndarray:
-    """The ``HxW uint8`` 0/1 mask of an image record's node (its ``rle``), checked: its size must be the
-    record's ``height x width`` and it must hold a pixel. Errors are ``InputError``s naming ``where``."""
+def check_node_size(node: dict, height: int, width: int, where: str) -> object:
+    """A node's id, once its mask's ``size`` is checked to be the record's ``height x width``."""
     nid = node[R.ID]
     size = list(node[R.RLE]["size"])
     if size != [height, width]:
         raise InputError(f"node {nid!r}: mask size {size[1]}x{size[0]} differs from the record's {width}x{height}",
                          source=where)
+    return nid
+
+
+def node_mask(node: dict, height: int, width: int, where: str) -> np.ndarray:
+    """The ``HxW uint8`` 0/1 mask of an image record's node (its ``rle``), checked: its size must be the
+    record's ``height x width`` and it must hold a pixel. Errors are ``InputError``s naming ``where``."""
+    nid = check_node_size(node, height, width, where)
     m = decode(node[R.RLE], f"{where} node {nid!r}")
     if not m.any():
         raise InputError(f"node {nid!r}: its mask is empty", source=where)
