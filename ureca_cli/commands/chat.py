@@ -17,7 +17,6 @@ adds it here, with the options it takes.
 
 from __future__ import annotations
 
-import functools
 import inspect
 import math
 from collections.abc import Callable, Iterable
@@ -27,6 +26,7 @@ from typing import Annotated, Any
 import typer
 
 from ..mllm.registry import BackendName, backend_spec
+from .common import option_group
 
 
 @dataclass(frozen=True)
@@ -134,32 +134,11 @@ def chat_options(only: Iterable[str] | None = None, param: str = "chat") -> Call
     ``OPTIONS`` order; the others keep their defaults)."""
     names = [n for n in OPTIONS if only is None or n in set(only)]
 
-    def decorate(fn: Callable) -> Callable:
-        sig = inspect.signature(fn, eval_str=True)
-        clash = [n for n in names if n in sig.parameters]
-        if param not in sig.parameters or clash:
-            raise TypeError(f"{fn.__name__}: needs a {param!r} parameter and none named {clash}")
-        params: list[inspect.Parameter] = []
-        for p in sig.parameters.values():
-            if p.name == param:
-                params += [_parameter(n) for n in names]
-            else:
-                params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+    def build(values: dict[str, Any]) -> ChatOptions:
+        if "backend" in values:
+            values["backend"] = BackendName(values["backend"]).value
+        if "base_url" in values:
+            values["base_url"] = tuple(values["base_url"] or ())
+        return ChatOptions(**values)
 
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            values = {n: kwargs.pop(n) for n in names if n in kwargs}
-            if "backend" in values:
-                values["backend"] = BackendName(values["backend"]).value
-            if "base_url" in values:
-                values["base_url"] = tuple(values["base_url"] or ())
-            kwargs[param] = ChatOptions(**values)
-            return fn(*args, **kwargs)
-
-        wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
-        annotations = {p.name: p.annotation for p in params}
-        annotations["return"] = sig.return_annotation
-        wrapper.__annotations__ = annotations
-        return wrapper
-
-    return decorate
+    return option_group(names, param, _parameter, build)

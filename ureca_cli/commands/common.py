@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 from collections.abc import Callable
 from enum import StrEnum
@@ -125,6 +126,37 @@ def cli_errors(command: str) -> Callable[[Callable[..., Any]], Callable[..., Any
                 if old_term is not None:
                     signal.signal(signal.SIGTERM, old_term)
 
+        return wrapper
+
+    return decorate
+
+
+def option_group(names: list[str], param: str, parameter: Callable[[str], inspect.Parameter],
+                 build: Callable[[dict[str, Any]], Any]) -> Callable[[Callable], Callable]:
+    """Decorate a command: its ``param`` parameter becomes one option per name in ``names`` (each made by
+    ``parameter(name)``), and the command receives ``build({name: value given})`` as ``param``."""
+
+    def decorate(fn: Callable) -> Callable:
+        sig = inspect.signature(fn, eval_str=True)
+        clash = [n for n in names if n in sig.parameters]
+        if param not in sig.parameters or clash:
+            raise TypeError(f"{fn.__name__}: needs a {param!r} parameter and none named {clash}")
+        params: list[inspect.Parameter] = []
+        for p in sig.parameters.values():
+            if p.name == param:
+                params += [parameter(n) for n in names]
+            else:
+                params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            kwargs[param] = build({n: kwargs.pop(n) for n in names if n in kwargs})
+            return fn(*args, **kwargs)
+
+        wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        annotations = {p.name: p.annotation for p in params}
+        annotations["return"] = sig.return_annotation
+        wrapper.__annotations__ = annotations
         return wrapper
 
     return decorate

@@ -8,7 +8,6 @@ without ``--generate-masks``) and ``AmgOptions.config()`` fills in SAM's default
 
 from __future__ import annotations
 
-import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -17,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from ..sam import DEFAULT_SAM_MODEL, AmgConfig
+from .common import option_group
 
 SamModelOpt = Annotated[
     str | None,
@@ -80,28 +80,5 @@ def amg_options(param: str = "amg") -> Callable[[Callable], Callable]:
     if missing:
         raise TypeError(f"AMG_HELP lacks {missing}")
 
-    def decorate(fn: Callable) -> Callable:
-        sig = inspect.signature(fn, eval_str=True)
-        clash = [n for n in names if n in sig.parameters]
-        if param not in sig.parameters or clash:
-            raise TypeError(f"{fn.__name__}: needs a {param!r} parameter and none named {clash}")
-        params: list[inspect.Parameter] = []
-        for p in sig.parameters.values():
-            if p.name == param:
-                params += [_parameter(n) for n in names]
-            else:
-                params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY))
-
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            values = {n: kwargs.pop(n) for n in names if n in kwargs}
-            kwargs[param] = AmgOptions({n: v for n, v in values.items() if v is not None})
-            return fn(*args, **kwargs)
-
-        wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
-        annotations = {p.name: p.annotation for p in params}
-        annotations["return"] = sig.return_annotation
-        wrapper.__annotations__ = annotations
-        return wrapper
-
-    return decorate
+    return option_group(names, param, _parameter,
+                        lambda values: AmgOptions({n: v for n, v in values.items() if v is not None}))
