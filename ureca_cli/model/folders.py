@@ -9,12 +9,12 @@ inside the file). Only headers are read, so the check costs milliseconds at any 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import UrecaError
 from ..loading import check_safetensors
+from ..stream import read_json_file
 from .released import describe_folder, weight_files
 from .shards import read_header
 
@@ -29,12 +29,7 @@ def check_model_folder(folder: str | Path, flag: str, model_types: Sequence[str]
     config = folder / "config.json"
     if not config.is_file():
         raise UrecaError(f"{flag} {folder}: not a model folder (no config.json); {describe_folder(folder)}")
-    try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise UrecaError(f"{config}: unreadable ({e.strerror or e})") from None
-    except ValueError as e:
-        raise UrecaError(f"{config}: not valid JSON ({e})") from None
+    data = read_json_file(config)
     if not isinstance(data, dict):
         raise UrecaError(f"{config}: not a model configuration (a JSON object is expected)")
     kind = data.get("model_type")

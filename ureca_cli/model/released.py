@@ -31,6 +31,7 @@ from typing import Any
 
 from ..errors import UrecaError
 from ..loading import PICKLE_SUFFIXES, pickle_files, refuse_pickle
+from ..stream import read_json_file
 from .released_keys import MASK_PREFIX, ShapeError, Target, map_state_dict, plan_tensor
 from .shards import Header, TensorInfo, read_header
 
@@ -49,14 +50,6 @@ SINGLE_FILE = "model.safetensors"
 
 
 # ------------------------------------------------------------------------------------------ the folder
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise UrecaError(f"{path}: unreadable ({e.strerror or e})") from None
-    except ValueError as e:
-        raise UrecaError(f"{path}: not valid JSON ({e})") from None
-
 
 def is_released(folder: str | Path) -> bool:
     """True when `folder` holds a config.json whose model_type is `internvl_chat` (the released layout)."""
@@ -155,7 +148,7 @@ def read_released(folder: str | Path) -> ReleasedSpec:
     if not cfg_path.is_file():
         raise UrecaError(f"{folder}: not a URECA checkpoint (no ureca.json), nor the paper's released checkpoint "
                          f"(no config.json); {describe_folder(folder)}")
-    raw = _read_json(cfg_path)
+    raw = read_json_file(cfg_path)
     if not isinstance(raw, dict) or raw.get("model_type") != MODEL_TYPE:
         kind = raw.get("model_type") if isinstance(raw, dict) else None
         raise UrecaError(f"{cfg_path}: model_type {kind!r}, not {MODEL_TYPE!r}: not a URECA checkpoint (no "
@@ -191,7 +184,7 @@ def weight_files(folder: Path) -> tuple[tuple[Path, ...], dict[str, str]]:
     files are refused. UrecaError names the file at fault."""
     index_path = folder / INDEX_FILE
     if index_path.is_file():
-        data = _read_json(index_path)
+        data = read_json_file(index_path)
         weight_map = data.get("weight_map") if isinstance(data, dict) else None
         if not isinstance(weight_map, dict) or not weight_map:
             raise UrecaError(f"{index_path}: no weight_map")

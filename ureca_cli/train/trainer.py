@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import UrecaError
+from ..stream import read_json_file
 from .config import MODEL_OPTIONS, OPTIONS, TrainConfig, flag_text
 from .data import Sample, load_samples, split_by_image
 from .stages import (
@@ -242,11 +243,9 @@ def check_resume_checkpoint(ckpt: Path) -> None:
     hint = f"the checkpoint is damaged; remove {ckpt} to resume from an earlier one, if any"
     state = ckpt / "trainer_state.json"
     try:
-        data = json.loads(state.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise UrecaError(f"{state}: unreadable ({e.strerror or e})") from None
-    except ValueError as e:
-        raise UrecaError(f"{state}: not valid JSON ({e}); {hint}") from None
+        data = read_json_file(state)
+    except UrecaError as e:
+        raise UrecaError(f"{e}; {hint}") from None
     if not isinstance(data, dict) or not isinstance(data.get("global_step"), int):
         raise UrecaError(f"{state}: not a Trainer state (no integer global_step); {hint}")
     try:
