@@ -508,3 +508,18 @@ def test_a_dead_downstream_stops_tree_with_one_line(tmp_path):
     assert res.returncode == 141
     assert _err_lines(res.stderr) == ["ureca tree: error: stdout's reader is gone (did the next stage in the pipe "
                                       "stop?): stopped with 0 images written, 0 in flight lost"], res.stderr
+
+
+def test_a_sigterm_held_during_a_write_still_ends_a_process_that_did_not_handle_it():
+    """Outside the CLI (a stage called from Python) SIGTERM keeps its default: the write is not a place where
+    it is lost. Inside the CLI it is held and raised as the write ends (test_tree_resume)."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = ("import os, signal\nfrom ureca_cli.output import _no_interrupt\n"
+            "with _no_interrupt(True):\n    os.kill(os.getpid(), signal.SIGTERM)\nprint('still alive')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == -signal.SIGTERM and "still alive" not in r.stdout, (r.returncode, r.stdout, r.stderr)

@@ -541,14 +541,24 @@ def test_damaged_base_folder_names_the_file(syn, tmp_path, cli):
 
 def test_resume_from_the_last_step_trains_no_more(syn, tmp_path, cli, interrupted):
     """A run killed after its final checkpoint was saved, but before the finished model was written: --resume
-    writes the model from that checkpoint and trains no step beyond --max-steps."""
-    out = tmp_path / "run"
-    shutil.copytree(interrupted, out)
-    result = cli("train", syn["train"], "--out", out, "--stage", "1", "--no-validate", *TINY, "--max-steps", "2",
-                 "--save-steps", "2", "--resume")
-    assert result.exit_code == 0, result.stderr
-    assert "step 2/2" in result.stderr
-    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
-    assert json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["global_step"] == 2
-    assert (out / "trainable.safetensors").read_bytes() == (out / "checkpoint-2" / "trainable.safetensors").read_bytes()
-    assert (out / "ureca.json").is_file() and (out / "train_config.json").is_file()
+    writes the model from that checkpoint and trains no step beyond the plan (--max-steps, or the steps that
+    --epochs makes of this data); a plan that reaches further trains on from it."""
+    def resume(name, *plan):
+        out = tmp_path / name
+        shutil.copytree(interrupted, out)
+        result = cli("train", syn["train"], "--out", out, "--stage", "1", "--no-validate", *TINY, *plan,
+                     "--save-steps", "2", "--resume")
+        assert result.exit_code == 0, result.stderr
+        return out, result.stderr
+
+    for name, plan in (("steps", ("--max-steps", "2")), ("epochs", ("--epochs", "0.1"))):
+        out, err = resume(name, *plan)
+        assert "resumed at step 2/2: training was complete" in err, err
+        assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+        assert json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["global_step"] == 2
+        assert (out / "trainable.safetensors").read_bytes() == (out / "checkpoint-2" / "trainable.safetensors").read_bytes()
+        assert (out / "ureca.json").is_file() and (out / "train_config.json").is_file()
+    for name, plan in (("more-steps", ("--max-steps", "4")), ("more-epochs", ("--epochs", "3"))):
+        out, err = resume(name, *plan)
+        assert "resumed at step 2/" in err and "training was complete" not in err, err
+        assert max(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*")) > 2

@@ -72,19 +72,19 @@ def _no_interrupt(hold: bool) -> Iterator[None]:
     if not hold or threading.current_thread() is not threading.main_thread():
         yield
         return
-    held = (signal.SIGINT, signal.SIGTERM)
-    old = {s: signal.getsignal(s) for s in held}
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    held = [s for s, h in old.items() if callable(h)]  # a default or ignored signal keeps its way
     pending: list[int] = []
-    for s in held:
-        if old[s] is not None:
-            signal.signal(s, lambda signum, frame: pending.append(signum))
+    swapped: list[int] = []
     try:
+        for s in held:
+            signal.signal(s, lambda signum, frame: pending.append(signum))
+            swapped.append(s)
         yield
     finally:
-        for s in held:
-            if old[s] is not None:
-                signal.signal(s, old[s])
-        if pending and callable(old[pending[0]]):
+        for s in swapped:
+            signal.signal(s, old[s])
+        if pending:
             old[pending[0]](pending[0], None)  # KeyboardInterrupt (or Terminated), now that the item is counted
 
 

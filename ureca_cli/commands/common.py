@@ -99,9 +99,9 @@ def cli_errors(command: str) -> Callable[[Callable[..., Any]], Callable[..., Any
             from ..stream import StopRun
 
             old_term = None
-            if threading.current_thread() is threading.main_thread():
-                old_term = signal.signal(signal.SIGTERM, raise_terminated)
             try:
+                if threading.current_thread() is threading.main_thread():
+                    old_term = signal.signal(signal.SIGTERM, raise_terminated)
                 return fn(*args, **kwargs)
             except StopRun as e:  # the stage already printed the message
                 raise typer.Exit(e.exit_code) from None

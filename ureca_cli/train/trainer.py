@@ -212,12 +212,19 @@ def _progress_callback(cfg: TrainConfig, stage: str, global_batch: int):
     return Progress()
 
 
-def _finished_steps(ckpt: Path, max_steps: int) -> int | None:
-    """The checkpoint's step when it is the run's last (``max_steps``, or the Trainer's own count when training
-    is by epochs), else None. The Trainer, resumed there, would train one step more."""
+def _finished_steps(ckpt: Path, trainer: Any) -> int | None:
+    """The checkpoint's step when it is this run's last, else None (the Trainer, resumed there, would train one
+    step more). The plan is this run's: ``--max-steps``, or the steps the Trainer counts for ``--epochs`` over
+    this data (asked only when the checkpoint was its own run's last, which a longer run may go on from)."""
     state = json.loads((ckpt / "trainer_state.json").read_text())
-    step, planned = state.get("global_step", 0), max_steps if max_steps > 0 else state.get("max_steps", 0)
-    return step if planned and step >= planned else None
+    step, args = state.get("global_step", 0), trainer.args
+    if args.max_steps > 0:
+        planned = args.max_steps
+    elif step >= state.get("max_steps", step + 1):
+        planned = trainer.set_initial_training_values(args, trainer.get_train_dataloader())[-1]
+    else:
+        return None
+    return step if step >= planned else None
 
 
 def last_complete_checkpoint(folder: Path) -> Path | None:
@@ -354,7 +361,7 @@ def train_stage(cfg: TrainConfig, stage: str, model, train: list[Sample], out: P
         callbacks=[_progress_callback(cfg, stage, global_batch)],
     )
     trainer.remove_callback(PrinterCallback)
-    finished = _finished_steps(resume, args.max_steps) if resume else None
+    finished = _finished_steps(resume, trainer) if resume else None
     if finished is not None:  # killed after the last checkpoint, before the model was written: train no more
         _log(cfg, f"stage {stage}: resumed at step {finished}/{finished}: training was complete; writing the model "
                   f"from {resume.name}")
