@@ -103,7 +103,10 @@ def _region_file(tmp_path, images) -> tuple:
 
 
 def test_batch_of_region_records_shared_equals_one_at_a_time(cli, ckpt, photo, tmp_path):
-    second = photo.parent / "chelsea.png" if (photo.parent / "chelsea.png").is_file() else photo
+    second = photo.parent / "chelsea.png"
+    if not second.is_file():  # without ../shared: a second image of its own name (region ids are per image)
+        second = tmp_path / "second.png"
+        second.write_bytes(photo.read_bytes())
     path, lines, boxes = _region_file(tmp_path, [photo, second])
     recs = _ok(cli("caption", "--input", path, "--model", ckpt, "--max-new-tokens", "6", "-b", "2"))
     assert [r["id"] for r in recs] == [r["id"] for r in lines]
