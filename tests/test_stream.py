@@ -256,14 +256,18 @@ def test_abortable_map_aborts_before_it_waits_for_running_items():
 
     abort = threading.Event()
     saw = []
+    running = threading.Semaphore(0)
 
     def work(x):
         if x:
+            running.release()
             saw.append(abort.wait(10))  # a running item's next request: given up once the run stops
         return x
 
     gen = abortable_map(work, range(3), jobs=3, abort=abort)
     assert next(gen)[0] == 0
+    for _ in range(2):  # both other items are running (not merely queued, which close() would cancel)
+        assert running.acquire(timeout=10)
     gen.close()
     assert saw == [True, True]
 
