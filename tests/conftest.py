@@ -1,4 +1,4 @@
-"""Shared fixtures: the offline switch, the path to ../shared/data, and the CLI runner."""
+"""Shared fixtures: the offline switch, the path to ../shared/data, the CLI runner and a tiny checkpoint."""
 
 from __future__ import annotations
 
@@ -37,3 +37,17 @@ def cli():
         return runner.invoke(app, [str(a) for a in args], input=input, catch_exceptions=False)
 
     return invoke
+
+
+@pytest.fixture(scope="session")
+def ckpt(tmp_path_factory) -> Path:
+    """A tiny random URECA checkpoint that listens to its mask (its mask projection scaled up), so regions of
+    one image get their own captions. Read only: a test that changes it works on a copy."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from ureca_cli.model import build_tiny_ureca, save_checkpoint
+
+    model = build_tiny_ureca(seed=0)
+    with torch.no_grad():
+        model.mask_encoder.proj.weight.mul_(30)
+    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "ureca-tiny")

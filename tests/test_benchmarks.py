@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.checks import one_error_line
 from ureca_cli import masks as M
 from ureca_cli import records as R
 from ureca_cli.datasets import ReadOptions, format_of, read
@@ -42,14 +43,7 @@ def _regions(path, images=None, need=(R.IMAGE, R.RLE), fmt="auto") -> list[dict]
     return out
 
 
-def _fails(result, *needles) -> str:
-    assert result.exit_code == 2, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
+_fails = one_error_line
 
 
 @pytest.mark.parametrize("name", FIXTURES)
@@ -247,18 +241,6 @@ def test_meteor_equals_pycocoevalcap_on_the_same_files(cli, tmp_path, name):
 
 
 # ------------------------------------------------------------------------------------------- end to end
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("transformers")
-    from ureca_cli.model import build_tiny_ureca, save_checkpoint
-
-    model = build_tiny_ureca(seed=0)
-    with torch.no_grad():
-        model.mask_encoder.proj.weight.mul_(30)
-    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "ureca-tiny")
-
-
 def _caption(cli, ckpt, path, images, out, *extra) -> list[dict]:
     args = ["caption", "--input", path, "--model", ckpt, "--max-new-tokens", "4", "-o", out, *extra]
     if images is not None:

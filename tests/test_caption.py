@@ -14,17 +14,8 @@ pytest.importorskip("transformers")
 
 from PIL import Image  # noqa: E402
 
+from tests.checks import one_error_line  # noqa: E402
 from ureca_cli import masks as M  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    from ureca_cli.model import build_tiny_ureca, save_checkpoint
-
-    model = build_tiny_ureca(seed=0)
-    with torch.no_grad():  # make the random model listen to its mask, so regions get their own captions
-        model.mask_encoder.proj.weight.mul_(30)
-    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "ureca-tiny")
 
 
 @pytest.fixture(scope="module")
@@ -165,14 +156,7 @@ def test_tree_records_and_score(cli, ckpt, shared_data, tmp_path):
     assert scored.exit_code == 0, scored.stderr
 
 
-def _fails(result, *needles):
-    assert result.exit_code == 2, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
+_fails = one_error_line
 
 
 def test_bad_inputs_one_line_exit_2(cli, ckpt, photo, tmp_path):

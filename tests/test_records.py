@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from tests.checks import one_error_line
 from ureca_cli import records as R
 from ureca_cli.errors import InputError
 
@@ -38,12 +39,7 @@ def test_a_newer_major_schema_is_refused_and_older_ones_read():
 
 
 def _one_line(result, command: str, *needles: str) -> None:
-    assert result.exit_code == 2, (result.stdout, result.stderr)
-    lines = [x for x in result.stderr.splitlines() if x.strip()]
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert lines[0].startswith(f"ureca {command}: "), lines[0]
-    for n in needles:
-        assert n in lines[0], lines[0]
+    one_error_line(result, *needles, prefix=f"ureca {command}: ")
 
 
 def test_every_reading_stage_refuses_a_newer_schema(cli, tmp_path):

@@ -17,6 +17,7 @@ pytest.importorskip("transformers")
 from PIL import Image  # noqa: E402
 
 from tests import released_fixtures as F  # noqa: E402
+from tests.checks import one_error_line  # noqa: E402
 from ureca_cli.errors import UrecaError  # noqa: E402
 from ureca_cli.model import load_checkpoint, save_checkpoint  # noqa: E402
 from ureca_cli.model.checkpoint import read_checkpoint_config  # noqa: E402
@@ -37,13 +38,9 @@ def _family_deps(family: str) -> None:
 
 
 def _one_line_error(result, *needles: str) -> str:
-    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr and "unexpected" not in result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
+    line = one_error_line(result, *needles)
+    assert "unexpected" not in result.stderr, line
+    return line
 
 
 def _image_and_mask(tmp: Path, w: int, h: int, seed: int = 1) -> tuple[Path, Path, np.ndarray]:

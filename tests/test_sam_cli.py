@@ -20,6 +20,7 @@ pytest.importorskip("transformers")
 
 from PIL import Image  # noqa: E402
 
+from tests.checks import one_error_line  # noqa: E402
 from ureca_cli import records as R  # noqa: E402
 from ureca_cli import sam  # noqa: E402
 from ureca_cli.errors import InputError  # noqa: E402
@@ -39,16 +40,6 @@ def sam_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def seg(sam_dir):
     return sam.load_sam(str(sam_dir), device="cpu")
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    from ureca_cli.model import build_tiny_ureca, save_checkpoint
-
-    model = build_tiny_ureca(seed=0)
-    with torch.no_grad():  # make the random model listen to its mask, so regions get their own captions
-        model.mask_encoder.proj.weight.mul_(30)
-    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "ureca-tiny")
 
 
 @pytest.fixture(scope="module")
@@ -90,13 +81,7 @@ def _ok(result) -> list[dict]:
     return _records(result.stdout)
 
 
-def _one_line_error(result, *parts: str) -> str:
-    assert result.exit_code == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    for part in parts:
-        assert part in lines[0], lines[0]
-    return lines[0]
+_one_line_error = one_error_line
 
 
 # ---------------------------------------------------------------------------------------- caption IMAGE

@@ -24,15 +24,15 @@ from ureca_cli.errors import InputError, UrecaError
 LONG = "sa_000000/" + "d" * 70 + "/" + "e" * 60  # a folder past the 100-byte ustar name field
 
 
-@pytest.fixture(scope="module")
-def sa1b(tmp_path_factory) -> list[tuple[Path, Path]]:
-    """(json, jpg) pairs in SA-1B naming: the shared conformance files where present, else generated ones."""
+def sa1b_pairs(folder_factory, shared_count: int, generated_count: int) -> list[tuple[Path, Path]]:
+    """(json, jpg) pairs in SA-1B naming: the first ``shared_count`` shared conformance files where present,
+    else ``generated_count`` generated ones (nested blobs, JPEG) in a folder from ``folder_factory()``."""
     shared = SHARED_DATA / "trees"
     if shared.is_dir():
-        return [(shared / f"sa_90000{k}.json", shared / f"sa_90000{k}.jpg") for k in range(5)]
-    folder = tmp_path_factory.mktemp("sa1b")
+        return [(shared / f"sa_90000{k}.json", shared / f"sa_90000{k}.jpg") for k in range(shared_count)]
+    folder = folder_factory()
     pairs = []
-    for k in range(3):
+    for k in range(generated_count):
         path = blob_file(folder, f"sa_{k + 1}", h=90, w=120, objects=2, seed=k, image_id=k + 1)
         Image.open(path.with_suffix(".png")).convert("RGB").save(path.with_suffix(".jpg"), quality=90)
         doc = orjson.loads(path.read_bytes())
@@ -40,6 +40,12 @@ def sa1b(tmp_path_factory) -> list[tuple[Path, Path]]:
         path.write_bytes(orjson.dumps(doc))
         pairs.append((path, path.with_suffix(".jpg")))
     return pairs
+
+
+@pytest.fixture(scope="module")
+def sa1b(tmp_path_factory) -> list[tuple[Path, Path]]:
+    """Five shared conformance files where present, else three generated ones."""
+    return sa1b_pairs(lambda: tmp_path_factory.mktemp("sa1b"), 5, 3)
 
 
 def make_tar(path: Path, members: list[tuple[str, Path | bytes]], fmt: int = tarfile.GNU_FORMAT) -> Path:

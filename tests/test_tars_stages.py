@@ -20,10 +20,10 @@ import orjson
 import pytest
 from PIL import Image
 
-from tests.conftest import ROOT, SHARED_DATA
+from tests.checks import one_error_line
+from tests.conftest import ROOT
 from tests.servers.chat import ScriptedServer, request_images, request_text
-from tests.test_tars import make_tar, sa1b_members
-from tests.tree_fixtures import blob_file
+from tests.test_tars import make_tar, sa1b_members, sa1b_pairs
 from ureca_cli import tars
 
 TINY_FEATURES = "random:dinov2-tiny"
@@ -78,21 +78,8 @@ def answer(body: dict) -> str:
 # ---------------------------------------------------------------------------------------------- inputs
 @pytest.fixture(scope="module")
 def sa1b(tmp_path_factory) -> list[tuple[Path, Path]]:
-    """(json, jpg) pairs in SA-1B naming: six of the shared conformance files where present (four with main
-    objects), else four generated ones (nested blobs, JPEG)."""
-    shared = SHARED_DATA / "trees"
-    if shared.is_dir():
-        return [(shared / f"sa_90000{k}.json", shared / f"sa_90000{k}.jpg") for k in range(6)]
-    folder = tmp_path_factory.mktemp("sa1b-src")
-    pairs = []
-    for k in range(4):
-        path = blob_file(folder, f"sa_{k + 1}", h=90, w=120, objects=2, seed=k, image_id=k + 1)
-        Image.open(path.with_suffix(".png")).convert("RGB").save(path.with_suffix(".jpg"), quality=90)
-        doc = orjson.loads(path.read_bytes())
-        doc["image"]["file_name"] = f"sa_{k + 1}.jpg"
-        path.write_bytes(orjson.dumps(doc))
-        pairs.append((path, path.with_suffix(".jpg")))
-    return pairs
+    """Six of the shared conformance files where present (four with main objects), else four generated ones."""
+    return sa1b_pairs(lambda: tmp_path_factory.mktemp("sa1b-src"), 6, 4)
 
 
 @pytest.fixture(scope="module")
@@ -108,18 +95,6 @@ def shards(tmp_path_factory, sa1b) -> SimpleNamespace:
         with tarfile.open(path) as tf:
             tf.extractall(root / "extracted", filter="data")
     return SimpleNamespace(root=root, folder=root / "shards", tars=paths, extracted=root / "extracted")
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    """A tiny random URECA checkpoint that listens to its mask (as tests/test_caption.py's)."""
-    torch = pytest.importorskip("torch")
-    from ureca_cli.model import build_tiny_ureca, save_checkpoint
-
-    model = build_tiny_ureca(seed=0)
-    with torch.no_grad():
-        model.mask_encoder.proj.weight.mul_(30)
-    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "ureca-tiny")
 
 
 @pytest.fixture(scope="module")
@@ -296,13 +271,7 @@ def test_released_format_lines_naming_tar_members(runs, shards, tmp_path):
 
 
 # -------------------------------------------------------------------------------- moved, cut, changed tars
-def one_line(result, *needles: str) -> str:
-    assert result.exit_code == 2, (result.exit_code, result.stderr)
-    text = [x for x in result.stderr.splitlines() if x.strip()]
-    assert len(text) == 1 and "Traceback" not in result.stderr, result.stderr
-    for needle in needles:
-        assert needle in text[0], text[0]
-    return text[0]
+one_line = one_error_line
 
 
 def _break(how: str, src: Path, dst: Path) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.checks import one_error_line
 from ureca_cli.train.synthetic import SceneConfig, write_dataset
 
 
@@ -236,11 +237,7 @@ def test_released_format_trains(tmp_path, cli):
 
 
 def _one_error_line(result, *words):
-    lines = result.stderr.strip().splitlines()
-    assert result.exit_code == 2, result.stderr
-    assert len(lines) == 1 and lines[0].startswith("ureca train: error: "), lines
-    for w in words:
-        assert w in lines[0], lines[0]
+    one_error_line(result, *words, prefix="ureca train: error: ")
 
 
 def test_bad_input_one_line_exit_2_nothing_written(syn, tmp_path, cli):

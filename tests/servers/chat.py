@@ -95,6 +95,15 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 256
 
 
+class _QuietHandler(BaseHTTPRequestHandler):
+    """Keep-alive HTTP/1.1, and no access log on stderr."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
 class _Base:
     """A ThreadingHTTPServer on 127.0.0.1 (free port) run in a daemon thread."""
 
@@ -155,12 +164,7 @@ class ScriptedServer(_Base):
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
+        class Handler(_QuietHandler):
             def _refuse(self) -> None:
                 _reply(self, 401, {"error": {"message": f"invalid credentials: {self.headers.get('Authorization')}"
                                              f" for {self.headers.get('Host')}"}})
@@ -228,12 +232,7 @@ class FaultProxy(_Base):
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
+        class Handler(_QuietHandler):
             def _drop(self) -> None:
                 self.close_connection = True
                 try:
@@ -294,12 +293,7 @@ class TrickleServer(_Base):
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
+        class Handler(_QuietHandler):
             def _trickle(self) -> None:
                 with server._lock:
                     server.count += 1
