@@ -50,10 +50,9 @@ from ..images import image_size
 from ..masks.rle import segmentation_counts
 from ..masks.runs import BadCounts, RunSet
 from ..stream import check_output_folder, read_json_file
-from ..tars import MemberRef, TarJson, index_tar, read_member
+from ..tars import IMAGE_SUFFIXES, MemberRef, TarJson, index_tar, read_member
 
 PARENT_RULES = ("tightest", "first")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
 KEPT_ANNOTATION_FIELDS = ("predicted_iou", "stability_score")
 GENERATOR = "generator"  # a mask file's note of how its masks were made (sam.sa1b), kept in the image record
 

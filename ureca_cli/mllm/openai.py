@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import email.utils
-import io
 import itertools
 import math
 import os
@@ -74,18 +73,6 @@ class Secrets:
         return out
 
 
-def image_data_url(image: Any, fmt: str = "jpeg", quality: int = 92) -> str:
-    """An RGB ``PIL.Image`` as a ``data:image/...;base64,...`` URL."""
-    buf = io.BytesIO()
-    if fmt == "png":
-        image.save(buf, format="PNG", compress_level=1)
-        mime = "image/png"
-    else:
-        (image if image.mode == "RGB" else image.convert("RGB")).save(buf, format="JPEG", quality=quality)
-        mime = "image/jpeg"
-    return f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 _ENCODED: dict[int, tuple[Any, str, str]] = {}  # id(image) -> (weakref to it, fmt, data URL)
 _ENCODED_LOCK = threading.Lock()
 
@@ -99,7 +86,7 @@ def _forget(key: int) -> Any:
 
 
 def _cached_data_url(image: Any, fmt: str) -> str:
-    """``image_data_url`` once per live image object: a stage that sends one image twice (a main object's
+    """A ``data:image/...;base64,...`` URL, made once per live image object: a stage that sends one image twice (a main object's
     context picture is also its paragraph's) encodes it, and base64-encodes it, once. An ``EncodedImage`` is
     sent as its own bytes (base64 of them, also once per object)."""
     key = id(image)
@@ -107,10 +94,8 @@ def _cached_data_url(image: Any, fmt: str) -> str:
         hit = _ENCODED.get(key)
     if hit is not None and hit[0]() is image and hit[1] == fmt:
         return hit[2]
-    if isinstance(image, EncodedImage):
-        url = f"data:{image.mime};base64," + base64.b64encode(image.data).decode("ascii")
-    else:
-        url = image_data_url(image, fmt)
+    enc = image if isinstance(image, EncodedImage) else EncodedImage.from_pil(image, fmt)
+    url = f"data:{enc.mime};base64," + base64.b64encode(enc.data).decode("ascii")
     try:
         ref = weakref.ref(image, _forget(key))
     except TypeError:  # not weak-referenceable: no caching

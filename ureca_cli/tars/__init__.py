@@ -7,8 +7,8 @@ their ``sa_N.json`` mask files. Nothing here extracts or rewrites a tar:
 
 - ``index_tar(path)`` reads the member headers only (one 512-byte read per header, seeking over the data;
   GNU long names, pax headers and ustar prefixes are read by the stdlib's ``tarfile.TarInfo.fromtarfile``);
-- ``iter_json_members(path)`` yields the tar's JSON members in archive order with their bytes and a
-  reference to the image member of the same stem (``sa_1.json`` -> ``sa_1.jpg``, same folder in the tar);
+- ``index_tar(path).json_members()`` gives the tar's JSON members in archive order, each with a reference to
+  the image member of the same stem (``sa_1.json`` -> ``sa_1.jpg``, same folder in the tar);
 - ``read_member(ref)`` / ``open_image(ref)`` / ``image_size(ref)`` open a reference later, in any process,
   without scanning the tar again.
 
@@ -38,14 +38,11 @@ from .index import (
     Member,
     TarIndex,
     TarJson,
-    expand_tars,
     index_tar,
     is_tar_name,
-    iter_json_members,
 )
 from .refs import (
     MemberRef,
-    close_tars,
     image_size,
     is_tar_ref,
     load_image,
@@ -62,13 +59,10 @@ __all__ = [
     "MemberRef",
     "TarIndex",
     "TarJson",
-    "close_tars",
-    "expand_tars",
     "image_size",
     "index_tar",
     "is_tar_name",
     "is_tar_ref",
-    "iter_json_members",
     "load_image",
     "open_image",
     "parse_ref",

@@ -1,17 +1,16 @@
-"""A plain tar's members from their headers alone, its JSON members paired with their images, and the tar
-files named on a command line."""
+"""A plain tar's members from their headers alone, its JSON members paired with their images, and which file
+names read as tars."""
 
 from __future__ import annotations
 
-import glob as globmod
 import os
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InputError, UrecaError
-from .refs import OPEN_FLAGS, Cursor, MemberRef, Reader, compression, norm, pread, read_member
+from ..errors import InputError
+from .refs import OPEN_FLAGS, Cursor, MemberRef, Reader, compression, norm, pread
 
 TAR_SUFFIXES = (".tar",)
 COMPRESSED_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz", ".tbz2", ".tar.xz", ".txz", ".tar.zst", ".tzst",
@@ -137,48 +136,8 @@ def _walk_headers(fd: int, size: int, where: str) -> Iterator[Member]:
         last, pos = info.name, cursor.offset
 
 
-def iter_json_members(path: str | Path) -> Iterator[tuple[TarJson, bytes]]:
-    """The JSON members of one tar in archive order: each with its image reference and its bytes (read in
-    order through one open file; nothing is extracted)."""
-    for item in index_tar(path).json_members():
-        yield item, read_member(item.json)
-
-
 # ------------------------------------------------------------------------------------------------ inputs
 def is_tar_name(path: str | Path) -> bool:
     """Whether a file name reads as a tar, plain (``.tar``) or compressed (``.tar.gz``, ``.tgz``, ...)."""
     name = str(path).lower()
     return name.endswith(TAR_SUFFIXES) or name.endswith(COMPRESSED_SUFFIXES)
-
-
-def expand_tars(specs: Iterable[str | Path]) -> list[str]:
-    """Tar files from the command line, each once, in a fixed order: a file as given; a folder, its tar files
-    (``*.tar`` and compressed ones, which ``index_tar`` then refuses with a clear line) sorted by name; a glob,
-    its matches sorted. A tar reached twice (also through a symlink) is kept at its first place. Returns
-    absolute paths (symlinks kept as given). A spec that finds nothing raises ``UrecaError`` naming it."""
-    out: list[str] = []
-    seen: set[str] = set()
-
-    def add(p: str) -> None:
-        real = os.path.realpath(p)
-        if real not in seen:
-            seen.add(real)
-            out.append(os.path.abspath(p))
-
-    for spec in map(str, specs):
-        p = Path(spec)
-        if p.is_dir():
-            found = sorted(str(c) for c in p.iterdir() if is_tar_name(c.name) and c.is_file())
-            if not found:
-                raise UrecaError(f"{spec}: the folder holds no .tar files")
-        elif p.is_file():
-            found = [spec]
-        elif any(ch in spec for ch in "*?["):
-            found = [f for f in sorted(globmod.glob(spec, recursive=True)) if os.path.isfile(f)]
-            if not found:
-                raise UrecaError(f"{spec}: no file matches this pattern")
-        else:
-            raise UrecaError(f"{spec}: no such file or folder")
-        for f in found:
-            add(f)
-    return out

@@ -223,19 +223,8 @@ class _Handles:
                 if h.retired and h.users == 0:
                     os.close(h.fd)
 
-    def close_all(self) -> None:
-        with self._lock:
-            for h in self._open.values():
-                self._retire(h)
-            self._open.clear()
-
 
 _HANDLES = _Handles()
-
-
-def close_tars() -> None:
-    """Close the tars this process holds open (they reopen on the next read)."""
-    _HANDLES.close_all()
 
 
 # ------------------------------------------------------------------------------------------ reading refs
