@@ -37,6 +37,12 @@ def raise_terminated(signum: int, frame: object) -> None:
     raise Terminated()
 
 
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (a library's errors run to many lines), else its type's name."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 class ItemFailed(UrecaError):
     """Work on one unit (an image) failed for a reason other than its input (a server gave up, say)."""
 

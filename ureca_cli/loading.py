@@ -10,9 +10,16 @@ warning peft's wrapping triggers.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .errors import UrecaError
+
+
+def hub_offline() -> bool:
+    """Whether the Hugging Face hub is switched off (``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` set)."""
+    flags = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
+    return any(f.strip().lower() in ("1", "true", "yes", "on") for f in flags)
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 PICKLE_INDEX_SUFFIX = ".bin.index.json"  # the index of sharded pytorch_model-*.bin files

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UrecaError, check_model_name
+from ..errors import UrecaError, check_model_name, first_line
 from ..model.folders import check_model_folder
 
 FEATURE_MODES = ("crop", "masked-pool")
@@ -115,7 +115,7 @@ def load_dinov2(spec: str, *, device: str = "cpu", dtype: str = "float32", seed:
     except UrecaError:
         raise
     except Exception as e:  # noqa: BLE001 - transformers and safetensors raise many types for a bad folder
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         how = "" if Path(spec).expanduser().is_dir() else (
             "; pass --features-model DIR, a local copy (a DINOv2 folder saved with save_pretrained)")
         raise UrecaError(f"cannot load the DINOv2 model {spec!r}: {first}{how}") from None

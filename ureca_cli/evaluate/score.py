@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, UrecaError, check_model_name
-from ..loading import check_safetensors
+from ..loading import check_safetensors, hub_offline
 from .readers import Matched
 
 METRICS = ("bleu", "meteor", "rouge", "cider", "bertscore")
@@ -245,11 +245,6 @@ def meteor_score(gts: dict, res: dict) -> tuple[float, list[float]]:
 
 
 # ------------------------------------------------------------------------------------------- bertscore
-def _offline() -> bool:
-    flags = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
-    return any(f.strip().lower() in ("1", "true", "yes", "on") for f in flags)
-
-
 def resolve_bertscore_model(name: str, layers: int | None) -> tuple[str, int]:
     """(model for bert-score, layer count) for ``--bertscore-model``/``--bertscore-layers``.
 
@@ -282,7 +277,7 @@ def resolve_bertscore_model(name: str, layers: int | None) -> tuple[str, int]:
 
     cached = try_to_load_from_cache(name, "config.json")
     if not isinstance(cached, str):
-        if _offline():
+        if hub_offline():
             raise UrecaError(f"BERTScore model {name!r} is not in the local Hugging Face cache and the hub is "
                              f"offline (HF_HUB_OFFLINE); {how}")
         _probe_hub(name, how)

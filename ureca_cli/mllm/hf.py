@@ -15,7 +15,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from ..errors import UrecaError, check_model_name
+from ..errors import UrecaError, check_model_name, first_line
 from ..loading import check_safetensors
 from .base import BackendError, ChatBackend, EncodedImage, GenerationSettings, Message, clean_answer
 
@@ -102,7 +102,7 @@ class HFBackend(ChatBackend):
         except UrecaError:
             raise
         except Exception as e:  # noqa: BLE001 - OSError, ValueError (no model here), SafetensorError (damaged)
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             how = "" if Path(name).expanduser().is_dir() else (
                 "; pass --model DIR, a local copy, or use a server: --backend openai --base-url URL")
             raise UrecaError(f"--model {name}: cannot load it ({first}){how}") from None

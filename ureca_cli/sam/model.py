@@ -11,28 +11,18 @@ pixel coordinates of the original image into it, as the processors' own ``_norma
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import UrecaError, check_model_name
+from ..errors import UrecaError, check_model_name, first_line
+from ..loading import hub_offline
 from ..loading import quiet_progress as _quiet_progress
 from .config import DEFAULT_SAM_MODEL, check_sam_dtype
 
 MASK_THRESHOLD = 0.0  # SAM's: a pixel is on the mask where its logit is above 0
 FAMILIES = ("sam", "sam2")
 UPSCALE_CHUNK = 32  # masks upscaled at once: SAM's post-processing goes through a 1024x1024 float map each
-
-
-def _offline() -> bool:
-    flags = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
-    return any(f.strip().lower() in ("1", "true", "yes", "on") for f in flags)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def pick_device(device: str | None, option: str = "--device") -> str:
@@ -206,11 +196,11 @@ def load_sam(name: str = DEFAULT_SAM_MODEL, *, device: str | None = None, dtype:
             config = AutoConfig.from_pretrained(name)
         except (OSError, ValueError) as e:
             if local:
-                raise UrecaError(f"{option} {name}: no SAM model in this folder ({_first_line(e)})") from None
-            if _offline():
+                raise UrecaError(f"{option} {name}: no SAM model in this folder ({first_line(e)})") from None
+            if hub_offline():
                 raise UrecaError(f"{option} {name}: not available offline (not in the local Hugging Face cache "
                                  f"and HF_HUB_OFFLINE is set); {fix}") from None
-            raise UrecaError(f"{option} {name}: cannot load it ({_first_line(e)}); {fix}") from None
+            raise UrecaError(f"{option} {name}: cannot load it ({first_line(e)}); {fix}") from None
         family = getattr(config, "model_type", None)
         if family not in FAMILIES:
             raise UrecaError(f"{option} {name}: a {family!r} model, not SAM (model_type sam) or SAM 2 (sam2)")
@@ -225,6 +215,6 @@ def load_sam(name: str = DEFAULT_SAM_MODEL, *, device: str | None = None, dtype:
             model = Model.from_pretrained(name, use_safetensors=True, dtype=torch_dtype)
         except (OSError, ValueError) as e:
             where = "its files" if local else "it"
-            raise UrecaError(f"{option} {name}: cannot load {where} ({_first_line(e)}; weights are read from "
+            raise UrecaError(f"{option} {name}: cannot load {where} ({first_line(e)}; weights are read from "
                              f"safetensors only); {fix}") from None
     return Segmenter(model, processor, name=str(name), device=dev)
