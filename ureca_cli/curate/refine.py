@@ -54,7 +54,7 @@ def load_templates(folder: Path | None = None) -> Any:
     """The refine and verify templates (``$caption``) and the judge's reminder (``verify_retry``, ``$caption``
     optional), with any ``refine.txt``/``verify.txt``/``verify_retry.txt`` in ``folder`` (``--prompts DIR``)
     taking the package's place; versioned as annotate's are (``ureca-prompts-N+hash``)."""
-    return prompts.load_templates(folder, TEMPLATES, {"refine": "caption", "verify": "caption"})
+    return prompts.load_templates(folder, TEMPLATES, {"refine": ("caption",), "verify": ("caption",)})
 
 
 # ---------------------------------------------------------------------------------------------- config

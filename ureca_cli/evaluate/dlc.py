@@ -119,13 +119,12 @@ def parse_choice(answer: str, choices: Sequence[str]) -> int | None:
     return None
 
 
-def score_region(questions: list[dict], answers: list[str], *, cap: bool | None = None) -> dict:
+def score_region(questions: list[dict], answers: list[str]) -> dict:
     """One region's figures from its questions (the recognition question first) and the judge's answers:
     ``recognised``, ``pos`` (mean of positive values), ``neg`` (mean of negative values, ``None`` without
     negatives), ``score`` (mean of all of them), ``unparsed`` and one detail per question (0-1 scale)."""
     if len(questions) != len(answers) or not questions or questions[0]["type"] != RECOGNITION:
         raise ValueError("the recognition question comes first, and every question needs an answer")
-    cap = CAP if cap is None else cap
     details, pos, neg, unparsed = [], [], [], 0
     recognised = None
     for q, answer in zip(questions, answers, strict=True):
@@ -138,7 +137,7 @@ def score_region(questions: list[dict], answers: list[str], *, cap: bool | None 
             detail["result"] = "correct" if recognised else "incorrect"
         else:
             raw = q["choices"][idx][1] if idx is not None else 0
-            value = min(0, raw) if cap and not recognised else raw
+            value = min(0, raw) if CAP and not recognised else raw
             detail.update(value=value, raw_value=raw)
             (pos if q["type"] == "positive" else neg).append(value)
         details.append(detail)
@@ -293,10 +292,7 @@ class DlcResult:
 def templates(cfg: JudgeConfig) -> Any:
     from ..prompts import load_templates
 
-    t = load_templates(cfg.prompts, ["dlc_judge"], {"dlc_judge": "description"})
-    if "$question" not in t.texts["dlc_judge"] and "${question}" not in t.texts["dlc_judge"]:
-        raise UrecaError("prompt template dlc_judge.txt has no $question placeholder")
-    return t
+    return load_templates(cfg.prompts, ["dlc_judge"], {"dlc_judge": ("description", "question")})
 
 
 def score_dlc(preds: dict[str, Entry], folder: Path, cfg: JudgeConfig, *, allow_missing: bool = False,
@@ -307,7 +303,7 @@ def score_dlc(preds: dict[str, Entry], folder: Path, cfg: JudgeConfig, *, allow_
     from ..datasets import read as read_regions
     from ..datasets.dlc import load_class_names, load_questions
     from ..mllm import GenerationSettings
-    from .readers import by_alias
+    from .readers import by_alias, one_sided
 
     qa = load_questions(folder)
     classes = load_class_names(folder)
@@ -330,15 +326,8 @@ def score_dlc(preds: dict[str, Entry], folder: Path, cfg: JudgeConfig, *, allow_
             refs[key] = Entry([], None, f"{folder / 'qa.json'}: key {key!r}", alias=key)
             by_key[key] = key
     preds = by_alias({k: v for k, v in preds.items() if not (k == "query" and k not in refs)}, refs)
-    only_p = [i for i in preds if i not in refs]
-    only_r = [i for i in refs if i not in preds]
-    if (only_p or only_r) and not allow_missing:
-        parts = []
-        if only_p:
-            parts.append(f"{len(only_p)} prediction id(s) are not DLC-Bench regions (e.g. {only_p[0]!r})")
-        if only_r:
-            parts.append(f"{len(only_r)} DLC-Bench region(s) have no prediction (e.g. {only_r[0]!r})")
-        raise UrecaError("; ".join(parts) + "; pass --allow-missing to judge the regions on both sides")
+    only_p, only_r = one_sided(preds, refs, allow_missing, "prediction id(s) are not DLC-Bench regions",
+                               "DLC-Bench region(s) have no prediction", "judge the regions on both sides")
     ids = [i for i in refs if i in preds]
     if not ids:
         raise UrecaError("predictions and DLC-Bench share no region: nothing to judge")

@@ -250,12 +250,7 @@ def read_captions(path: str | Path, role: str = "references", fmt: str = "auto")
     named = fmt
     if fmt == "auto":
         fmt, parsed = _detect(data, name)
-    elif fmt in CAPTION_FORMATS:
-        try:
-            parsed = orjson.loads(data)
-        except orjson.JSONDecodeError as e:
-            raise InputError(f"not valid JSON ({e}); --format {fmt} reads one JSON document", source=name) from None
-    elif reader(ALIASES.get(fmt, fmt)).kind == "document":
+    elif fmt in CAPTION_FORMATS or reader(ALIASES.get(fmt, fmt)).kind == "document":
         try:
             parsed = orjson.loads(data)
         except orjson.JSONDecodeError as e:
@@ -332,20 +327,30 @@ def by_alias(preds: dict[str, Entry], refs: dict[str, Entry]) -> dict[str, Entry
     return out
 
 
+def one_sided(preds: dict[str, Any], refs: dict[str, Any], allow_missing: bool, pred_only: str, ref_only: str,
+              then: str) -> tuple[list[str], list[str]]:
+    """The ids of predictions without a reference and of references without a prediction. Either is an error
+    naming how many and which (``pred_only``/``ref_only`` say what they are), unless ``allow_missing``; ``then``
+    says what ``--allow-missing`` would do."""
+    only_p = [i for i in preds if i not in refs]
+    only_r = [i for i in refs if i not in preds]
+    if (only_p or only_r) and not allow_missing:
+        parts = []
+        if only_p:
+            parts.append(f"{len(only_p)} {pred_only} (e.g. {_examples(only_p)})")
+        if only_r:
+            parts.append(f"{len(only_r)} {ref_only} (e.g. {_examples(only_r)})")
+        raise UrecaError("; ".join(parts) + f"; pass --allow-missing to {then}")
+    return only_p, only_r
+
+
 def match(preds: dict[str, Entry], refs: dict[str, Entry], *, allow_missing: bool = False) -> Matched:
     """Align predictions with references by id (or by the benchmark's own id: ``by_alias``); ids on one side only
     are an error unless ``allow_missing``."""
     preds = by_alias(preds, refs)
-    only_p = [i for i in preds if i not in refs]
-    only_r = [i for i in refs if i not in preds]
     both = [i for i in preds if i in refs]
-    if (only_p or only_r) and not allow_missing:
-        parts = []
-        if only_p:
-            parts.append(f"{len(only_p)} prediction id(s) have no reference (e.g. {_examples(only_p)})")
-        if only_r:
-            parts.append(f"{len(only_r)} reference id(s) have no prediction (e.g. {_examples(only_r)})")
-        raise UrecaError("; ".join(parts) + f"; pass --allow-missing to score the {len(both)} ids on both sides")
+    only_p, only_r = one_sided(preds, refs, allow_missing, "prediction id(s) have no reference",
+                               "reference id(s) have no prediction", f"score the {len(both)} ids on both sides")
     if not both:
         raise UrecaError("predictions and references share no id: nothing to score "
                          f"(predictions e.g. {_examples(list(preds))}; references e.g. {_examples(list(refs))})")

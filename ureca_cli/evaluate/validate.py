@@ -101,12 +101,9 @@ class Validator:
 
     def check(self) -> None:
         """Fail before training when scoring could not run: no BERTScore model, no Java for METEOR."""
-        from .score import check_java, resolve_bertscore_model
+        from .score import check_ready
 
-        if self.scfg.use_bertscore:
-            resolve_bertscore_model(self.scfg.bertscore_model, self.scfg.bertscore_layers)
-        if self.scfg.needs_java:
-            check_java()
+        check_ready(self.scfg)
 
     def __call__(self, model: Any, val: list[Sample], out: Path) -> dict[str, Any]:
         """Caption the held-out regions, score them, and write the three ``val_*`` files into ``out``."""

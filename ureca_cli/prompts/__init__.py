@@ -42,9 +42,9 @@ def package_text(name: str) -> str:
 
 
 def load_templates(folder: str | Path | None, names: Iterable[str],
-                   placeholders: dict[str, str] | None = None) -> Templates:
+                   placeholders: dict[str, tuple[str, ...]] | None = None) -> Templates:
     """The package's templates ``names``, with any ``<name>.txt`` in ``folder`` (``--prompts DIR``) taking their
-    place; ``placeholders`` maps a template to a placeholder it must hold (``{"refine": "caption"}``).
+    place; ``placeholders`` maps a template to the placeholders it must hold (``{"refine": ("caption",)}``).
 
     The version is the package's ``version.txt`` plus a hash of the texts, so a record names its prompts
     exactly (``ureca-prompts-1+3f2a9c1e``); overridden templates change the hash.
@@ -56,8 +56,9 @@ def load_templates(folder: str | Path | None, names: Iterable[str],
     for name in names:
         own = Path(folder) / f"{name}.txt" if folder is not None else None
         texts[name] = own.read_text(encoding="utf-8") if own is not None and own.is_file() else package_text(name)
-    for name, key in (placeholders or {}).items():
-        if f"${key}" not in texts[name] and f"${{{key}}}" not in texts[name]:
-            raise UrecaError(f"prompt template {name}.txt has no ${key} placeholder")
+    for name, keys in (placeholders or {}).items():
+        for key in keys:
+            if f"${key}" not in texts[name] and f"${{{key}}}" not in texts[name]:
+                raise UrecaError(f"prompt template {name}.txt has no ${key} placeholder")
     digest = hashlib.sha256("\0".join(f"{k}\0{texts[k]}" for k in sorted(texts)).encode()).hexdigest()[:8]
     return Templates(texts, f"{base}+{digest}")
