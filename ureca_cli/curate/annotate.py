@@ -223,7 +223,6 @@ class _ImageContext:
         self.prompter = VisualPrompter(image, visual)
         self._masks: dict[Any, Any] = {}
         self._full: dict[Any, Any] = {}  # node -> its paragraph picture (visual.jpeg.Picture)
-        self._full_images: dict[Any, Any] = {}  # node -> that picture drawn, for backends that take images
         self._lock = threading.Lock()
 
     def context(self, nid: Any, layered: bool = False):
@@ -249,15 +248,7 @@ class _ImageContext:
             pic = self.prompter.picture("full_contour", self.mask(nid))
             with self._lock:
                 pic = self._full.setdefault(nid, pic)
-        if layered:
-            return pic
-        with self._lock:
-            im = self._full_images.get(nid)
-        if im is None:
-            im = pic.image()
-            with self._lock:
-                im = self._full_images.setdefault(nid, im)
-        return im
+        return pic if layered else pic.image()
 
     def mask(self, nid: Any):
         """The mask of node ``nid`` as a ``masks.BoxedMask`` (its box's window: what the prompts need of it)."""

@@ -4,7 +4,7 @@ the rows those pixels touch.
 Many prompts of one photo share a backdrop: a part's context picture is its main object's blurred-background
 crop with the part's contour drawn on it, and every paragraph picture is the photo (at the size sent) with one
 region contoured. ``Picture`` is such a prompt: ``base`` (an RGB ``PIL.Image``, shared, never modified) and an
-``Overlay`` (pixels painted in one colour). ``Picture.image()`` paints it on a copy.
+``Overlay`` (pixels painted in one colour). ``Picture.image()`` paints it on a copy, once.
 
 ``JpegEncoder.encode(picture)`` gives the same bytes as encoding ``picture.image()`` as a baseline JPEG with a
 restart marker after every MCU (Pillow's ``restart_marker_blocks=1``; 2 bytes per 16x16 pixels, about 2% of the
@@ -61,12 +61,15 @@ class Picture:
         return self.base.size
 
     def image(self) -> Image.Image:
-        """The picture as an RGB image (``base`` itself when there is no overlay: do not modify it)."""
+        """The picture as an RGB image, drawn once (``base`` itself when there is no overlay): do not modify it."""
         if self.overlay is None:
             return self.base
-        out = self.base.copy()
-        self.overlay.paint(out)
-        return out
+        drawn = self.__dict__.get("_drawn")
+        if drawn is None:  # two threads may both draw it: the same pixels, one of them kept
+            drawn = self.base.copy()
+            self.overlay.paint(drawn)
+            object.__setattr__(self, "_drawn", drawn)
+        return drawn
 
 
 def encode_jpeg(image: Image.Image, quality: int = QUALITY, restart_blocks: int = 0) -> bytes:
