@@ -93,14 +93,15 @@ def recursive_glob(spec: str) -> list[str]:
 
 def expand_specs(specs: list[str], *, folder: Callable[[Path], tuple[list[str], str | None]],
                  keep: Callable[[str], bool] = lambda path: True, named: Callable[[str], bool] = lambda spec: False,
-                 listed_what: str = "one path a line") -> Iterator[tuple[str, str | None, str | None]]:
+                 listed_what: str = "one path a line", no_match: str = "no file matches this pattern",
+                 ) -> Iterator[tuple[str, str | None, str | None]]:
     """What the command line's specs name, in order, as ``(spec, path, None)`` for each file or
     ``(spec, None, message)`` for a spec that yields nothing (the caller turns it into a failed item).
 
     ``folder(path)`` -> (the files a folder stands for, or a message why none); ``keep(path)``: which glob matches
-    count; ``named(spec)``: a spec taken as it is though no such file exists (a tar member's reference). A file
-    given on its own, or listed on stdin (``-``), is taken whatever its name. A ``**`` glob is walked by
-    ``recursive_glob``, so a symlink loop ends. Files are not told apart here: the caller keeps each once."""
+    count (``no_match``: the message for a glob none of whose matches counts); ``named(spec)``: a spec taken as
+    it is though no such file exists (a tar member's reference). A file given on its own, or listed on stdin
+    (``-``), is taken whatever its name. A ``**`` glob is walked by ``recursive_glob``, so a symlink loop ends. Files are not told apart here: the caller keeps each once."""
     def expand(spec: str, listed: bool = False) -> Iterator[tuple[str, str | None, str | None]]:
         path = Path(spec)
         if path.is_dir():
@@ -114,7 +115,7 @@ def expand_specs(specs: list[str], *, folder: Callable[[Path], tuple[list[str], 
         elif _glob_chars(spec):
             found = [p for p in (recursive_glob(spec) if "**" in spec else sorted(globmod.glob(spec))) if keep(p)]
             if not found:
-                yield spec, None, "no file matches this pattern"
+                yield spec, None, no_match
             for p in found:
                 yield spec, p, None
         else:

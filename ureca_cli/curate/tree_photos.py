@@ -82,10 +82,9 @@ def photo_items(specs: list[str]) -> list[Item]:
     seen: set[str] = set()
     ids: dict[str, str] = {}
     for spec, path, why in expand_specs(specs, folder=_photo_folder, keep=_is_photo_file,
-                                        listed_what="one image path a line"):
+                                        listed_what="one image path a line",
+                                        no_match=f"no image ({', '.join(PHOTO_SUFFIXES)}) matches this pattern"):
         if path is None:
-            if why == "no file matches this pattern":
-                why = f"no image ({', '.join(PHOTO_SUFFIXES)}) matches this pattern"
             items.append(failed_item(spec, why or "nothing to read"))
             continue
         real = os.path.realpath(path)
