@@ -109,7 +109,7 @@ def image_id_for(given: Any, path: str | Path, where: str = "", field: str = IMA
         from .images import image_stem
 
         return image_id_from_stem(image_stem(path))
-    return _id_text(given, field, where)
+    return id_text(given, field, where)
 
 
 # ------------------------------------------------------------------------------------------ names of files
@@ -253,7 +253,7 @@ def captioned_nodes(rec: dict) -> Iterator[dict]:
             yield node
 
 
-def check_captions(obj: dict, where: str, what: str = "region record") -> list[str] | None:
+def check_captions(obj: dict, where: str) -> list[str] | None:
     """The captions of a record or node: ``caption`` (a non-empty string) or ``captions`` (a non-empty list of
     non-empty strings); ``None`` when it has neither. Anything else is an ``InputError`` naming the field."""
     if obj.get(CAPTION) is not None:
@@ -273,7 +273,8 @@ def check_captions(obj: dict, where: str, what: str = "region record") -> list[s
     return list(caps)
 
 
-def _id_text(value: Any, field: str, where: str) -> str:
+def id_text(value: Any, field: str, where: str) -> str:
+    """An id field's value as a string: a non-empty string or an integer, else an ``InputError`` naming it."""
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise InputError(f"field '{field}' should be a string or an integer, got {type_name(value)}", source=where)
     if value == "":
@@ -333,9 +334,9 @@ def check_region_record(rec: Any, where: str, need: tuple[str, ...] = ()) -> dic
     check_schema(rec, where)
     if rec.get(ID) is None:
         raise InputError(f"region record without an id (field '{ID}')", source=where)
-    rec[ID] = _id_text(rec[ID], ID, where)
+    rec[ID] = id_text(rec[ID], ID, where)
     if rec.get(IMAGE_ID) is not None:
-        rec[IMAGE_ID] = _id_text(rec[IMAGE_ID], IMAGE_ID, where)
+        rec[IMAGE_ID] = id_text(rec[IMAGE_ID], IMAGE_ID, where)
     check_fields(rec, where)
     if rec.get(IMAGE) is not None:
         if not isinstance(rec[IMAGE], str) or not rec[IMAGE]:

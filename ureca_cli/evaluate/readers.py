@@ -93,12 +93,6 @@ def _read_bytes(path: str | Path) -> tuple[bytes, str]:
             fh.close()
 
 
-def _id_text(value: Any, what: str, where: str) -> str:
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise InputError(f"field '{what}' should be a string or an integer, got {type(value).__name__}", source=where)
-    return str(value)
-
-
 class _Collector:
     """Gathers entries by id; references may repeat an id (more references), predictions may not."""
 
@@ -134,7 +128,7 @@ def _coco_items(doc: Any, name: str, col: _Collector) -> None:
                              source=where)
         if R.IMAGE_ID not in ann:
             raise InputError(f"missing field '{R.IMAGE_ID}'", source=where)
-        rid = _id_text(ann[R.IMAGE_ID], R.IMAGE_ID, where)
+        rid = R.id_text(ann[R.IMAGE_ID], R.IMAGE_ID, where)
         col.add(rid, _caption_list(ann, where), None, where)
 
 
