@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -132,8 +132,27 @@ def score(
          device, batch_size, no_uniqueness, allow_missing, per_item, judge, metric_flags)
 
 
-JUDGE_DEFAULTS = {"base_url": None, "model": None, "api_key_env": None, "concurrency": 8, "timeout": 120.0,
-                  "retries": 6, "cache": None, "prompts": None}
+def _judge_default(name: str) -> Any:
+    """The judge option's default, as ``JudgeConfig`` has it (``base_url``: none)."""
+    from dataclasses import MISSING, fields
+
+    from ..evaluate.dlc import JudgeConfig
+
+    default = {f.name: f.default for f in fields(JudgeConfig)}.get(name)
+    return None if default is MISSING else default
+
+
+def _write_per_item(per_item: Path, rows: Any) -> None:
+    """``--per-item``: one JSON line per row."""
+    from ..errors import UrecaError
+    from ..stream import dumps
+
+    try:
+        with open(per_item, "wb") as fh:
+            for row in rows:
+                fh.write(dumps(row))
+    except OSError as e:
+        raise UrecaError(f"--per-item {per_item}: cannot write ({e.strerror})") from None
 
 
 def _is_dlc(references: Path, fmt: str, ref_format: str | None) -> bool:
@@ -162,7 +181,7 @@ def _run(predictions, references, fmt, ref_format, metrics, no_bertscore, bertsc
         raise UrecaError("predictions and references cannot both be - (stdin is read once)")
     fmt, ref_format = ScoreFormat(fmt).value, ScoreFormat(ref_format).value if ref_format else None
     dlc = _is_dlc(references, fmt, ref_format)
-    judge_given = [f"--judge-{k.replace('_', '-')}" for k, v in judge.items() if v not in (JUDGE_DEFAULTS[k], [])]
+    judge_given = [f"--judge-{k.replace('_', '-')}" for k, v in judge.items() if v not in (_judge_default(k), [])]
     if not dlc and judge_given:
         raise UrecaError(f"{', '.join(judge_given)}: the judge scores DLC-Bench; give the benchmark's folder as "
                          "REFERENCES")
@@ -196,12 +215,8 @@ def _run(predictions, references, fmt, ref_format, metrics, no_bertscore, bertsc
     for warning in result.warnings:
         typer.echo(f"ureca score: warning: {warning}", err=True)
     if per_item is not None:
-        try:
-            with open(per_item, "wb") as fh:
-                for item, pred, refs_i in zip(result.items, matched.predictions, matched.references, strict=True):
-                    fh.write(dumps({**item, "prediction": pred, "references": refs_i}))
-        except OSError as e:
-            raise UrecaError(f"--per-item {per_item}: cannot write ({e.strerror})") from None
+        _write_per_item(per_item, ({**item, "prediction": pred, "references": refs_i} for item, pred, refs_i in
+                                   zip(result.items, matched.predictions, matched.references, strict=True)))
     stdout.write(dumps(result.summary))
     stdout.flush()
     _table(result.summary, time.perf_counter() - t0)
@@ -211,14 +226,12 @@ def _run_dlc(predictions, references, fmt, allow_missing, per_item, judge, stdou
     """DLC-Bench: predictions judged by an LLM against the benchmark's questions (``evaluate/dlc.py``)."""
     import time
 
-    from ..errors import UrecaError
     from ..evaluate.dlc import JudgeConfig, score_dlc
     from ..evaluate.readers import read_captions
     from ..stream import Reporter, dumps, want_progress
 
-    cfg = JudgeConfig(base_urls=tuple(judge["base_url"] or ()), model=judge["model"],
-                      api_key_env=judge["api_key_env"], concurrency=judge["concurrency"], timeout=judge["timeout"],
-                      retries=judge["retries"], cache=judge["cache"], prompts=judge["prompts"])
+    options = dict(judge)
+    cfg = JudgeConfig(base_urls=tuple(options.pop("base_url") or ()), **options)
     preds = read_captions(predictions, "predictions", "auto" if fmt == "dlc" else fmt)
     reporter = Reporter("score", show=want_progress(None), unit="questions")
     try:
@@ -226,12 +239,7 @@ def _run_dlc(predictions, references, fmt, allow_missing, per_item, judge, stdou
     finally:
         reporter.close()
     if per_item is not None:
-        try:
-            with open(per_item, "wb") as fh:
-                for item in result.items:
-                    fh.write(dumps(item))
-        except OSError as e:
-            raise UrecaError(f"--per-item {per_item}: cannot write ({e.strerror})") from None
+        _write_per_item(per_item, result.items)
     stdout.write(dumps(result.summary))
     stdout.flush()
     _dlc_table(result.summary, time.perf_counter() - t0)
