@@ -183,11 +183,8 @@ class JsonlWriter:
             raise UrecaError(f"stdout: cannot write ({e.strerror or e})") from None
 
     def _write_all(self, data: bytes) -> None:
-        view = memoryview(data)
         try:
-            while view:
-                n = self._fh.write(view)  # unbuffered: may take only part of the bytes
-                view = view[n or 0:]
+            _write_fully(self._fh, data)
         except OSError as e:
             why = f"-o {self.path}: cannot write ({e.strerror or e})"
             if not self._regular:
@@ -205,6 +202,13 @@ class JsonlWriter:
         if self._fh is not None and self.path is not None:
             self._fh.close()
         self._fh = None
+
+
+def _write_fully(fh: Any, data: bytes) -> None:
+    """All of ``data`` to an unbuffered file, whose write may take only part of the bytes."""
+    view = memoryview(data)
+    while view:
+        view = view[fh.write(view) or 0:]
 
 
 def _open_for_append(path: Path, flag: str, *, truncate: bool = False) -> Any:
@@ -230,10 +234,8 @@ class LineSink:
             return
         if self._fh is None:
             self._fh = _open_for_append(Path(self.path), "--failed")
-        view = memoryview(raw.rstrip(b"\n") + b"\n")
         try:
-            while view:
-                view = view[self._fh.write(view) or 0:]
+            _write_fully(self._fh, raw.rstrip(b"\n") + b"\n")
         except OSError as e:
             raise UrecaError(f"--failed {self.path}: cannot write ({e.strerror or e})") from None
 
