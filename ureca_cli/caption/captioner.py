@@ -363,25 +363,16 @@ def write_image_regions(image: Path, picture: Any, bitmaps: list[np.ndarray], ca
 def check_input(input: Path) -> None:
     """Fail on a missing or unreadable --input before any model loads (``-`` is stdin; a folder must be a benchmark
     folder ``datasets`` reads, such as DLC-Bench's)."""
+    from ..datasets import benchmark_folder, check_not_pickle
     from ..stream import open_binary
 
     if str(input) != "-" and Path(input).is_dir():
-        from ..datasets import detect
-        from ..errors import InputError
-
-        if detect(Path(input), "folder") is None:
-            raise InputError("is a directory, and not a benchmark folder this version knows (DLC-Bench: "
-                             "annotations.json, class_names.json, qa.json and images/)", source=str(input))
+        benchmark_folder(Path(input))
         return
-    fh = open_binary(input)  # stdin: refused when closed or a terminal
+    fh = open_binary(input)  # stdin: refused when closed or a terminal; a file: named when unreadable
     if str(input) != "-":
-        from ..datasets import refuse_pickle
-
-        try:
-            if Path(input).is_file():  # a pipe is read once, later
-                refuse_pickle(fh.read(4), str(input))  # a pickle is refused before any model loads, never read
-        finally:
-            fh.close()
+        fh.close()
+        check_not_pickle(input)  # a pickle is refused before any model loads, never read
 
 
 def caption_input(input: Path, captioner: RegionCaptioner, scfg: Any, fmt: str = "auto",

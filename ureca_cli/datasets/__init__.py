@@ -264,11 +264,7 @@ def read(path: str | Path, fmt: str = "auto", opts: ReadOptions = ReadOptions())
     if str(path) != "-" and Path(path).is_dir():
         folder = Path(path)
         if given is None:
-            found = detect(folder, "folder")
-            if found is None:
-                raise InputError("is a directory, and not a benchmark folder this version knows (DLC-Bench: "
-                                 "annotations.json, class_names.json, qa.json and images/)", source=name)
-            given = reader(found)
+            given = reader(benchmark_folder(folder))
         if given.kind != "folder":
             raise InputError(f"is a directory; --format {given.name} reads a file", source=name)
         return finish(given.read(folder, replace(opts, base=opts.base or folder.resolve())), opts)
@@ -296,18 +292,24 @@ def read(path: str | Path, fmt: str = "auto", opts: ReadOptions = ReadOptions())
                          "released URECA data, RefCOCOg, Visual Genome, DLC-Bench); name one with --format",
                          source=name)
     if kind == "lines" and given is not None:  # a named JSONL format: still never a pickle
-        _check_not_pickle(path)
+        check_not_pickle(path)
     return read_items(iter_jsonl(path), fmt, opts)
+
+
+def benchmark_folder(folder: Path) -> str:
+    """The name of the folder reader that reads ``folder`` (a benchmark's release), or an ``InputError``."""
+    found = detect(folder, "folder")
+    if found is None:
+        raise InputError("is a directory, and not a benchmark folder this version knows (DLC-Bench: "
+                         "annotations.json, class_names.json, qa.json and images/)", source=str(folder))
+    return found
 
 
 def format_of(path: str | Path) -> str:
     """The format ``read(path, "auto", ...)`` reads ``path`` in: a folder reader's name, a document reader's, or
     the lines reader its first record picks (``records`` when none does). Pickles are refused."""
     if Path(path).is_dir():
-        found = detect(Path(path), "folder")
-        if found is None:
-            raise InputError("is a directory, and not a benchmark folder this version knows", source=str(path))
-        return found
+        return benchmark_folder(Path(path))
     kind, doc = sniff(path)
     if kind == "document":
         return detect(doc, "document") or "records"
@@ -317,7 +319,8 @@ def format_of(path: str | Path) -> str:
     return detect(first) or "records"
 
 
-def _check_not_pickle(path: str | Path) -> None:
+def check_not_pickle(path: str | Path) -> None:
+    """Refuse a pickle by its first bytes (a regular file only: a stream is read once, by the JSONL reader)."""
     if not Path(path).is_file():
         return  # a stream is read once, by the JSONL reader
     try:
