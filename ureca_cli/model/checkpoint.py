@@ -237,7 +237,8 @@ def load_checkpoint(folder: str | Path, *, device: str | None = None, dtype: str
         source = base or config.base
         if not source:
             raise UrecaError(f"{folder / CONFIG_FILE}: no base model id and no embedded base")
-    if not is_released(source):
+    base_is_released = is_released(source)  # stage 2 trained from the released checkpoint: its base is that folder
+    if not base_is_released:
         try:
             check_model_folder(source, "the base", ("internvl",))
         except UrecaError as e:
@@ -247,7 +248,7 @@ def load_checkpoint(folder: str | Path, *, device: str | None = None, dtype: str
         hf_processor = (AutoTokenizer if released else AutoProcessor).from_pretrained(str(folder))
     except Exception as e:
         raise UrecaError(f"{folder}: cannot load the processor/tokenizer ({type(e).__name__}: {e})") from None
-    if is_released(source):  # stage 2 trained from the released checkpoint: its base is that folder
+    if base_is_released:
         internvl = load_internvl(source, dtype=None if torch_dtype == "auto" else str(torch_dtype).removeprefix("torch."))[0]
     else:
         try:
